@@ -1,0 +1,118 @@
+"""The M2 objective (Kingma et al. 2014, eqs. 6-9) as small pure functions and one fused step.
+
+Every estimator makes a single encoder call and a single decoder call per step: the labelled rows
+and the unlabelled rows (B*K of them for the exact estimator, one per image for Gumbel) are stacked
+into one batch, so there is no Python loop over classes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
+
+from harness.model import M2
+
+TERMS = ("loss", "labelled", "unlabelled", "classification")
+
+
+def gaussian_kl(loc: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(loc, exp(logvar)) || N(0, I)), summed over the last dimension."""
+    return 0.5 * (loc.square() + logvar.exp() - 1.0 - logvar).sum(-1)
+
+
+def bernoulli_log_prob(logits: Tensor, x: Tensor) -> Tensor:
+    """log p(x) under Bernoulli(sigmoid(logits)), summed over the last dimension (broadcasts)."""
+    return (x * logits - F.softplus(logits)).sum(-1)
+
+
+def gumbel_softmax_log(logits: Tensor, temperature: float, generator: torch.Generator | None
+                       ) -> Tensor:
+    """log of a relaxed one-hot sample: log_softmax((logits + Gumbel noise) / temperature)."""
+    gumbel = -torch.empty_like(logits).exponential_(generator=generator).log()
+    return F.log_softmax((logits + gumbel) / temperature, dim=-1)
+
+
+def concrete_log_density(logits: Tensor, log_y: Tensor, temperature: float) -> Tensor:
+    """log q(y~|x) of a relaxed one-hot sample y~ = exp(log_y) under the Concrete distribution
+    (Maddison et al. 2017): the density of log y~, less the Jacobian sum(log y~)."""
+    tau = torch.tensor(temperature, dtype=logits.dtype, device=logits.device)
+    return ExpRelaxedCategorical(tau, logits=logits).log_prob(log_y) - log_y.sum(-1)
+
+
+def m2_loss(
+    model: M2,
+    x_l: Tensor,
+    y_l: Tensor,
+    x_u: Tensor,
+    *,
+    estimator: str,
+    alpha: float,
+    temperature: float = 1.0,
+    y_term: str = "analytic",
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    """Per-batch means of the M2 terms and the total loss to minimise.
+
+    L(x,y) = -E_q(z|x,y)[log p(x|y,z) + log p(y) + log p(z) - log q(z|x,y)]        (labelled)
+    U(x)   = sum_y q(y|x) L(x,y) - H(q(y|x))                                     (unlabelled, exact)
+    loss   = mean_l L(x,y) + mean_u U(x) + alpha * mean_l[-log q(y|x)]
+    Gumbel replaces the sum over y by one relaxed sample y~: U ~ L(x,y~) - H(q(y|x)) (analytic) or
+    U ~ L(x,y~) + log q(y~|x) (sampled, the Concrete density as the Pixyz tutorial computes it).
+    """
+    K = model.num_classes
+    n_l = len(x_l)
+    x_all = torch.cat([x_l, x_u])
+    logits_y = model.classify(x_all)
+    classification = F.cross_entropy(logits_y[:n_l], y_l)
+    if estimator == "supervised":
+        zero = classification.new_zeros(())
+        return {"loss": alpha * classification, "labelled": zero, "unlabelled": zero,
+                "classification": classification}
+
+    logits_u = logits_y[n_l:]
+    log_q_u = F.log_softmax(logits_u, dim=-1)
+    x_part = model.encoder_x_part(x_all)
+    y_onehot_l = F.one_hot(y_l, K).to(x_l.dtype)
+    if estimator == "exact":
+        per_image = K  # every unlabelled image is paired with each one-hot y
+        y_u = torch.eye(K, dtype=x_u.dtype, device=x_u.device).repeat(len(x_u), 1)
+        x_part_u = x_part[n_l:].repeat_interleave(K, dim=0)
+    else:
+        per_image = 1
+        log_y_sample = gumbel_softmax_log(logits_u, temperature, generator)
+        y_u = log_y_sample.exp()
+        if estimator == "gumbel-st":  # hard one-hot forward, relaxed gradient backward
+            hard = F.one_hot(y_u.argmax(-1), K).to(y_u.dtype)
+            y_u = hard - y_u.detach() + y_u
+        x_part_u = x_part[n_l:]
+
+    y_rows = torch.cat([y_onehot_l, y_u])
+    loc, logvar = model.encode(torch.cat([x_part[:n_l], x_part_u]), y_rows)
+    z = loc + (0.5 * logvar).exp() * torch.randn(
+        loc.shape, generator=generator, device=loc.device, dtype=loc.dtype)
+    x_logits = model.decode(z, y_rows)
+
+    log_py = -math.log(K)
+    kl_z = gaussian_kl(loc, logvar)
+    log_px_given_yz_l = bernoulli_log_prob(x_logits[:n_l], x_l)
+    log_px_given_yz_u = bernoulli_log_prob(x_logits[n_l:].view(len(x_u), per_image, -1),
+                                           x_u[:, None])
+    neg_elbo_l = -log_px_given_yz_l - log_py + kl_z[:n_l]
+    neg_elbo_u_given_y = -log_px_given_yz_u - log_py + kl_z[n_l:].view(len(x_u), per_image)
+
+    if estimator == "exact":
+        q_u = log_q_u.exp()
+        neg_elbo_u = (q_u * neg_elbo_u_given_y).sum(-1) + (q_u * log_q_u).sum(-1)
+    elif y_term == "sampled":
+        neg_elbo_u = neg_elbo_u_given_y[:, 0] + concrete_log_density(
+            logits_u, log_y_sample, temperature)
+    else:
+        neg_elbo_u = neg_elbo_u_given_y[:, 0] + (log_q_u.exp() * log_q_u).sum(-1)
+
+    labelled, unlabelled = neg_elbo_l.mean(), neg_elbo_u.mean()
+    return {"loss": labelled + unlabelled + alpha * classification, "labelled": labelled,
+            "unlabelled": unlabelled, "classification": classification}

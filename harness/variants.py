@@ -1,0 +1,202 @@
+"""An M2 variant: one frozen dataclass holding every knob, and the registry that names them.
+
+Variants are registered timm-style, by decorating a function that returns a `Variant`
+(its name is the function's, with dashes; its docstring is the description), or by calling
+`register_variant(name, variant)`. `create_variant(name, overrides)` fetches one and applies
+`--set key=value` overrides, each parsed to the field's type and validated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+Estimator = Literal["exact", "gumbel", "gumbel-st", "supervised"]
+Dataset = Literal["mnist", "fashion-mnist"]
+NUM_CLASSES = 10
+
+
+class VariantError(ValueError):
+    """A variant name, override or setting that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Every knob of one M2 training run."""
+
+    name: str = "custom"
+    # how y is handled for unlabelled data
+    estimator: Estimator = "exact"
+    y_term: Literal["analytic", "sampled"] = "analytic"  # gumbel's y term: KL(q(y|x)||p(y)) or -log p(y) + log q(y~|x)
+    temperature: float = 0.1  # tau_0 of the relaxed categorical
+    temperature_schedule: Literal["fixed", "anneal"] = "fixed"
+    temperature_min: float = 0.5  # annealed tau_t = max(tau_min, tau_0 * exp(-rate * step))
+    anneal_rate: float = 3e-5
+    anneal_every: int = 1  # steps between temperature updates (Jang et al. use 2000)
+    # weight of the classification term alpha * E_labelled[-log q(y|x)]
+    alpha: float = 1.0
+    alpha_scaling: Literal["none", "tutorial", "paper"] = "tutorial"
+    alpha_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    alpha_warmup_epochs: float = 1.0
+    # data
+    dataset: Dataset = "mnist"
+    labels: int = 100
+    validation: int = 0  # images held out from the end of the training file (never trained on)
+    seed: int = 0
+    # architecture
+    hidden: int = 512
+    activation: Literal["relu", "softplus"] = "relu"
+    z_dim: int = 64
+    init_std: float = 0.0  # 0: PyTorch's default init; >0: weights ~ N(0, init_std^2), zero biases
+    # optimisation
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = 1e-3
+    batch_size: int = 128  # unlabelled rows per step
+    labelled_batch_size: int = 128  # labelled rows per step (at most the label count)
+    epochs: int = 10
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_choice(f, getattr(self, f.name))
+        positive = ["temperature", "temperature_min", "lr", "hidden", "z_dim", "batch_size",
+                    "labelled_batch_size", "epochs", "anneal_every"]
+        for key in positive:
+            if not getattr(self, key) > 0:
+                raise VariantError(f"{key} must be > 0, got {getattr(self, key)!r}")
+        for key in ["alpha", "anneal_rate", "alpha_warmup_epochs", "init_std", "validation", "seed"]:
+            if getattr(self, key) < 0:
+                raise VariantError(f"{key} must be >= 0, got {getattr(self, key)!r}")
+        if self.labels <= 0 or self.labels % NUM_CLASSES:
+            raise VariantError(
+                f"labels must be a positive multiple of the {NUM_CLASSES} classes, got {self.labels}"
+            )
+
+    def replace(self, **changes: Any) -> Variant:
+        return dataclasses.replace(self, **changes)
+
+    def params(self) -> dict[str, Any]:
+        """Every knob as a flat, stably named mapping (the description left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "description"}
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(Variant)
+
+
+def _check_choice(f: dataclasses.Field, value: Any) -> None:
+    kind = _field_types()[f.name]
+    if typing.get_origin(kind) is Literal and value not in typing.get_args(kind):
+        choices = ", ".join(map(str, typing.get_args(kind)))
+        raise VariantError(f"{f.name} must be one of {choices}; got {value!r}")
+
+
+def parse_value(key: str, text: str) -> Any:
+    """Parse `text` to the type of Variant field `key`."""
+    kinds = _field_types()
+    if key not in kinds or key in ("name", "description"):
+        known = [k for k in kinds if k not in ("name", "description")]
+        hint = difflib.get_close_matches(key, known, n=1)
+        raise VariantError(
+            f"unknown setting {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            + f"; settings: {', '.join(known)}"
+        )
+    kind = kinds[key]
+    if typing.get_origin(kind) is Literal or kind is str:
+        return text
+    if kind is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise VariantError(f"{key} must be true or false, got {text!r}")
+    try:
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        raise VariantError(f"{key} must be {kind.__name__}, got {text!r}") from None
+    raise VariantError(f"cannot set {key} of type {kind}")  # pragma: no cover
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """`["temperature=0.5", "labels=600"]` -> typed overrides."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep:
+            raise VariantError(f"an override is key=value, got {pair!r}")
+        overrides[key.strip()] = parse_value(key.strip(), text.strip())
+    return overrides
+
+
+_REGISTRY: dict[str, Variant] = {}
+
+
+def register_variant(
+    fn_or_name: Callable[[], Variant] | str, variant: Variant | None = None
+) -> Any:
+    """Register a variant: as a decorator on a factory function, or as `register_variant(name, v)`."""
+    if isinstance(fn_or_name, str):
+        if variant is None:
+            raise TypeError("register_variant(name, variant) needs a variant")
+        name = fn_or_name
+        _REGISTRY[name] = variant.replace(name=name)
+        return _REGISTRY[name]
+    fn = fn_or_name
+    name = fn.__name__.replace("_", "-")
+    doc = " ".join((fn.__doc__ or "").split())
+    _REGISTRY[name] = fn().replace(name=name, description=doc)
+    return fn
+
+
+def _ensure_zoo() -> None:
+    from harness import zoo  # noqa: F401  (registers the built-in variants on import)
+
+
+def list_variants() -> list[Variant]:
+    _ensure_zoo()
+    return list(_REGISTRY.values())
+
+
+def get_variant(name: str) -> Variant:
+    _ensure_zoo()
+    if name not in _REGISTRY:
+        hint = difflib.get_close_matches(name, _REGISTRY, n=1)
+        raise VariantError(
+            f"unknown variant {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            + f"; known: {', '.join(sorted(_REGISTRY))}"
+        )
+    return _REGISTRY[name]
+
+
+def create_variant(name: str, overrides: dict[str, Any] | None = None) -> Variant:
+    """Fetch a registered variant and apply typed overrides (validated by the dataclass)."""
+    variant = get_variant(name)
+    overrides = dict(overrides or {})
+    for key, value in overrides.items():
+        if isinstance(value, str):
+            overrides[key] = parse_value(key, value)
+        else:
+            parse_value(key, str(value))  # rejects unknown keys
+    try:
+        return variant.replace(**overrides)
+    except TypeError as err:  # pragma: no cover - parse_value rejects unknown keys first
+        raise VariantError(str(err)) from None
+
+
+__all__ = [
+    "NUM_CLASSES",
+    "Variant",
+    "VariantError",
+    "create_variant",
+    "get_variant",
+    "list_variants",
+    "parse_overrides",
+    "register_variant",
+]
