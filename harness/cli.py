@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -49,16 +50,29 @@ def variant_from_args(args: argparse.Namespace) -> Variant:
     return create_variant(args.name, overrides)
 
 
+def make_tracker(args: argparse.Namespace, experiment: str):
+    """The MLflow store named by the flags, opened (and checked writable) before any training."""
+    if args.no_track:
+        return None
+    from harness.tracking import Tracker
+
+    return Tracker(args.tracking_uri, experiment)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.runner import format_report, format_summary, run_variant
 
     variant = variant_from_args(args)
+    tracker = make_tracker(args, args.experiment)
     result = run_variant(
         variant, data_root=args.data_root, device=args.device, max_steps=args.max_steps,
-        download=not args.no_download,
+        download=not args.no_download, tracker=tracker, checkpoint_dir=args.checkpoint_dir,
+        resume=args.resume,
         on_epoch_end=[lambda r: print(format_report(r, variant.epochs), flush=True)],
     )
     print(format_summary(variant, result.reports))
+    if result.run_id:
+        print(f"MLflow run {result.run_id} in experiment {args.experiment!r} at {tracker.uri}")
     return 0
 
 
@@ -68,6 +82,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    "(default: $M2_DATA_ROOT, else ./data)")
     p.add_argument("--no-download", action="store_true", help="never download missing data")
     p.add_argument("--max-steps", type=int, help="cap the steps per epoch (quick checks)")
+    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
+                   "sqlite:///<cwd>/mlflow.db)")
+    p.add_argument("--no-track", action="store_true", help="log nothing to MLflow")
+    p.add_argument("--checkpoint-dir", default="checkpoints",
+                   help="where each run's checkpoint is kept (default: ./checkpoints)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,9 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int)
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override any variant setting (repeatable)")
+    run.add_argument("--experiment", default="runs", help="MLflow experiment (default: runs)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from this run's checkpoint, into the same MLflow run")
     _add_run_options(run)
     run.set_defaults(func=cmd_run)
     return parser
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    from harness.tracking import RunInterrupted
+
+    raise RunInterrupted(f"signal {signum}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,10 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "max_steps", None) is not None and args.max_steps < 1:
         parser.error("--max-steps must be >= 1")
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print("m2h: interrupted", file=sys.stderr)
+        print("m2h: interrupted; the last finished epoch is checkpointed: run the same command "
+              "with --resume to continue", file=sys.stderr)
         return 130
     except Exception as err:
         if args.debug:

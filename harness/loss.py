@@ -12,7 +12,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
 from harness.model import M2
 
@@ -36,11 +35,10 @@ def gumbel_softmax_log(logits: Tensor, temperature: float, generator: torch.Gene
     return F.log_softmax((logits + gumbel) / temperature, dim=-1)
 
 
-def concrete_log_density(logits: Tensor, log_y: Tensor, temperature: float) -> Tensor:
-    """log q(y~|x) of a relaxed one-hot sample y~ = exp(log_y) under the Concrete distribution
-    (Maddison et al. 2017): the density of log y~, less the Jacobian sum(log y~)."""
-    tau = torch.tensor(temperature, dtype=logits.dtype, device=logits.device)
-    return ExpRelaxedCategorical(tau, logits=logits).log_prob(log_y) - log_y.sum(-1)
+def log_prob_of_sample_class(log_q: Tensor, y_sample: Tensor) -> Tensor:
+    """log q(argmax y~ | x): the categorical log-probability of a relaxed sample's class, which
+    is how Pixyz (and so the reference tutorial) scores a RelaxedCategorical sample."""
+    return log_q.gather(-1, y_sample.argmax(-1, keepdim=True)).squeeze(-1)
 
 
 def m2_loss(
@@ -61,7 +59,7 @@ def m2_loss(
     U(x)   = sum_y q(y|x) L(x,y) - H(q(y|x))                                     (unlabelled, exact)
     loss   = mean_l L(x,y) + mean_u U(x) + alpha * mean_l[-log q(y|x)]
     Gumbel replaces the sum over y by one relaxed sample y~: U ~ L(x,y~) - H(q(y|x)) (analytic) or
-    U ~ L(x,y~) + log q(y~|x) (sampled, the Concrete density as the Pixyz tutorial computes it).
+    U ~ L(x,y~) + log q(argmax y~|x) (sampled, as the Pixyz tutorial scores the sample).
     """
     K = model.num_classes
     n_l = len(x_l)
@@ -83,8 +81,7 @@ def m2_loss(
         x_part_u = x_part[n_l:].repeat_interleave(K, dim=0)
     else:
         per_image = 1
-        log_y_sample = gumbel_softmax_log(logits_u, temperature, generator)
-        y_u = log_y_sample.exp()
+        y_u = gumbel_softmax_log(logits_u, temperature, generator).exp()
         if estimator == "gumbel-st":  # hard one-hot forward, relaxed gradient backward
             hard = F.one_hot(y_u.argmax(-1), K).to(y_u.dtype)
             y_u = hard - y_u.detach() + y_u
@@ -108,8 +105,7 @@ def m2_loss(
         q_u = log_q_u.exp()
         neg_elbo_u = (q_u * neg_elbo_u_given_y).sum(-1) + (q_u * log_q_u).sum(-1)
     elif y_term == "sampled":
-        neg_elbo_u = neg_elbo_u_given_y[:, 0] + concrete_log_density(
-            logits_u, log_y_sample, temperature)
+        neg_elbo_u = neg_elbo_u_given_y[:, 0] + log_prob_of_sample_class(log_q_u, y_u)
     else:
         neg_elbo_u = neg_elbo_u_given_y[:, 0] + (log_q_u.exp() * log_q_u).sum(-1)
 

@@ -1,15 +1,22 @@
-"""One run end to end: load the data, build the trainer, resume, train, report."""
+"""One run end to end: data, trainer, checkpoint and resume, MLflow tracking, report lines."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.data import load_splits
 from harness.trainer import EpochReport, Trainer, resolve_device
 from harness.variants import Variant
+
+if TYPE_CHECKING:
+    from harness.tracking import Tracker
+
+DEFAULT_CHECKPOINT_DIR = Path("checkpoints")
 
 
 @dataclass
@@ -17,10 +24,20 @@ class RunResult:
     variant: Variant
     reports: list[EpochReport]
     trainer: Trainer
+    run_id: str | None
+    checkpoint: Path | None
 
     @property
     def final(self) -> EpochReport:
         return self.reports[-1]
+
+
+def run_key(variant: Variant, max_steps: int | None) -> str:
+    """A stable name for a run's checkpoint: the variant and a hash of everything it trains on
+    (the epoch count left out, so a longer run can resume a shorter one)."""
+    params = {k: v for k, v in variant.params().items() if k != "epochs"}
+    digest = hashlib.sha1(json.dumps([params, max_steps], sort_keys=True).encode()).hexdigest()
+    return f"{variant.name}-{digest[:12]}"
 
 
 def run_variant(
@@ -31,21 +48,38 @@ def run_variant(
     max_steps: int | None = None,
     download: bool = True,
     progress: bool = True,
-    checkpoint: str | Path | None = None,
+    tracker: Tracker | None = None,
+    parent_run_id: str | None = None,
+    run_name: str | None = None,
+    extra_params: dict[str, Any] | None = None,
+    checkpoint_dir: str | Path | None = DEFAULT_CHECKPOINT_DIR,
     resume: bool = False,
     on_epoch_end: Iterable[Callable[[EpochReport], Any]] = (),
-    on_start: Callable[[Trainer], Any] | None = None,
 ) -> RunResult:
-    """Train `variant`; with `resume`, continue from `checkpoint` if it exists."""
+    """Train `variant`, checkpointing every epoch; with `resume`, continue from the checkpoint
+    (and, when tracked, into the same MLflow run) if one exists."""
     torch_device = resolve_device(device)
     splits = load_splits(variant.dataset, data_root, torch_device, variant.validation, download)
     trainer = Trainer(variant, splits, torch_device, max_steps=max_steps, progress=progress)
-    if resume and checkpoint is not None:
-        trainer.resume_from(checkpoint)
-    if on_start is not None:
-        on_start(trainer)
-    reports = trainer.fit(on_epoch_end, checkpoint=checkpoint)
-    return RunResult(variant, reports, trainer)
+    checkpoint = (Path(checkpoint_dir) / f"{run_key(variant, max_steps)}.pt"
+                  if checkpoint_dir is not None else None)
+    resumed = resume and checkpoint is not None and trainer.resume_from(checkpoint)
+    callbacks = list(on_epoch_end)
+    if tracker is None:
+        return RunResult(variant, trainer.fit(callbacks, checkpoint), trainer, None, checkpoint)
+
+    from harness.tracking import read_run_pointer, write_run_pointer
+
+    previous = read_run_pointer(checkpoint, tracker) if resumed and checkpoint else None
+    tags = {"resumed": "true"} if previous else None
+    with tracker.run(run_name or variant.name, tags, parent_run_id, previous) as run_id:
+        if checkpoint is not None:
+            write_run_pointer(checkpoint, tracker, run_id)
+        tracker.log_start(run_id, variant, torch_device,
+                          {"max_steps": max_steps or "none", **(extra_params or {})})
+        reports = trainer.fit([lambda r: tracker.log_epoch(run_id, r), *callbacks], checkpoint)
+        tracker.log_end(run_id, trainer, checkpoint)
+    return RunResult(variant, reports, trainer, run_id, checkpoint)
 
 
 def format_report(report: EpochReport, epochs: int) -> str:

@@ -31,7 +31,7 @@ class Variant:
     name: str = "custom"
     # how y is handled for unlabelled data
     estimator: Estimator = "exact"
-    y_term: Literal["analytic", "sampled"] = "analytic"  # gumbel's y term: KL(q(y|x)||p(y)) or -log p(y) + log q(y~|x)
+    y_term: Literal["analytic", "sampled"] = "analytic"  # gumbel: KL(q(y|x)||p(y)), or log q(argmax y~|x) as Pixyz
     temperature: float = 0.1  # tau_0 of the relaxed categorical
     temperature_schedule: Literal["fixed", "anneal"] = "fixed"
     temperature_min: float = 0.5  # annealed tau_t = max(tau_min, tau_0 * exp(-rate * step))

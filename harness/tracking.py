@@ -1,0 +1,205 @@
+"""MLflow tracking: every run, ablation cell and search trial is an MLflow run.
+
+The store is a local SQLite database by default (`sqlite:///<cwd>/mlflow.db`, artifacts beside it
+in `mlartifacts/`), or whatever `--tracking-uri` / $MLFLOW_TRACKING_URI names (a tracking server
+over HTTP included). The client API is used throughout (no global active run), so parents and
+children can be open at once. mlflow is imported here only: the trainer never needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from harness.trainer import EpochReport, Trainer
+    from harness.variants import Variant
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class TrackingError(RuntimeError):
+    """A tracking store that cannot be opened or written."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during a run."""
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
+
+
+def resolve_tracking_uri(flag: str | None = None) -> str:
+    """`--tracking-uri`, else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db. A bare path
+    to a .db file is taken as a SQLite store."""
+    uri = flag or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    if "://" not in uri:
+        uri = f"sqlite:///{Path(uri).expanduser().resolve()}"
+    return uri
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def git_commit() -> tuple[str, bool]:
+    """(commit, dirty) of the harness's checkout, or ("unknown", False) outside git."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+    try:
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+
+
+def environment_params(device: torch.device) -> dict[str, str]:
+    commit, dirty = git_commit()
+    if device.type == "cuda":
+        device_name = torch.cuda.get_device_name(device)
+    else:
+        device_name = f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    return {"git_commit": commit, "git_dirty": str(dirty), "torch_version": torch.__version__,
+            "cuda_version": str(torch.version.cuda), "device": str(device),
+            "device_name": device_name}
+
+
+class Tracker:
+    """A handle on one MLflow store and experiment."""
+
+    def __init__(self, uri: str | None = None, experiment: str = "runs") -> None:
+        import mlflow  # noqa: F401  (a clear ImportError here, not in the trainer)
+        from mlflow import MlflowClient
+
+        for noisy in ("mlflow", "alembic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+        self.uri = resolve_tracking_uri(uri)
+        self.experiment_name = experiment
+        path = _sqlite_path(self.uri)
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise TrackingError(f"cannot create the tracking store's folder {path.parent}: "
+                                    f"{err.strerror}") from None
+            if not os.access(path.parent, os.W_OK) or (path.exists()
+                                                        and not os.access(path, os.W_OK)):
+                raise TrackingError(f"tracking store {path} cannot be written (permission denied)")
+        self.client = MlflowClient(tracking_uri=self.uri)
+        try:
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                artifacts = (path.parent / "mlartifacts").as_uri() if path is not None else None
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=artifacts)
+            else:
+                self.experiment_id = found.experiment_id
+        except Exception as err:
+            raise TrackingError(f"cannot open or write the tracking store {self.uri}: "
+                                f"{str(err).splitlines()[0]}") from None
+
+    # runs -----------------------------------------------------------------------------------
+    def create_run(self, name: str, tags: dict[str, str] | None = None,
+                   parent_run_id: str | None = None) -> str:
+        tags = dict(tags or {})
+        if parent_run_id is not None:
+            tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        return run.info.run_id
+
+    @contextmanager
+    def run(self, name: str, tags: dict[str, str] | None = None,
+            parent_run_id: str | None = None, run_id: str | None = None) -> Iterator[str]:
+        """Open (or, with `run_id`, reopen) a run; it ends FINISHED, KILLED on an interrupt,
+        or FAILED with the reason in the tag `failure`."""
+        if run_id is None:
+            run_id = self.create_run(name, tags, parent_run_id)
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+        try:
+            yield run_id
+        except KeyboardInterrupt:
+            self.client.set_terminated(run_id, status="KILLED")
+            raise
+        except Exception as err:
+            self.client.set_tag(run_id, "failure", f"{type(err).__name__}: {err}"[:5000])
+            self.client.set_terminated(run_id, status="FAILED")
+            raise
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    def run_status(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.status
+
+    # what a training run logs ---------------------------------------------------------------
+    def log_start(self, run_id: str, variant: Variant, device: torch.device,
+                  extra: dict[str, Any] | None = None) -> None:
+        from mlflow.entities import Param, RunTag
+
+        params = {**variant.params(), **environment_params(device), **(extra or {})}
+        existing = self.client.get_run(run_id).data.params
+        new = [Param(k, str(v)) for k, v in params.items() if k not in existing]
+        tags = {"variant": variant.name, "estimator": variant.estimator,
+                "dataset": variant.dataset, "labels": str(variant.labels),
+                "seed": str(variant.seed)}
+        self.client.log_batch(run_id, params=new,
+                              tags=[RunTag(k, v) for k, v in tags.items()])
+        self.client.log_dict(run_id, {**variant.params(), "description": variant.description},
+                             "config.json")
+
+    def log_epoch(self, run_id: str, report: EpochReport) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, report.epoch) for k, v in report.metrics().items()]
+        self.client.log_batch(run_id, metrics=metrics)
+
+    def log_end(self, run_id: str, trainer: Trainer, checkpoint: Path | None) -> None:
+        from mlflow.entities import Metric
+
+        from harness import figures
+
+        reports = trainer.history
+        now = int(time.time() * 1000)
+        summary = {
+            "final_test_accuracy": reports[-1].test_accuracy,
+            "final_test_error": reports[-1].test_error,
+            "best_test_accuracy": max(r.test_accuracy for r in reports),
+            "final_samples_per_sec": reports[-1].samples_per_sec,
+            "train_seconds": sum(r.epoch_seconds for r in reports),
+            "epochs_done": reports[-1].epoch,
+        }
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, reports[-1].epoch)
+                                               for k, v in summary.items()])
+        for name, figure in [("confusion_matrix.png", figures.confusion_matrix(trainer)),
+                             ("analogies.png", figures.analogies(trainer))]:
+            self.client.log_figure(run_id, figure, name)
+            figures.close(figure)
+        if checkpoint is not None and checkpoint.exists():
+            self.client.log_artifact(run_id, str(checkpoint), "checkpoint")
+
+
+def write_run_pointer(checkpoint: Path, tracker: Tracker, run_id: str) -> None:
+    """Remember which MLflow run a checkpoint belongs to, so a resume continues that run."""
+    pointer = checkpoint.with_suffix(".run.json")
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    pointer.write_text(json.dumps({"tracking_uri": tracker.uri, "run_id": run_id}))
+
+
+def read_run_pointer(checkpoint: Path, tracker: Tracker) -> str | None:
+    pointer = checkpoint.with_suffix(".run.json")
+    if not pointer.exists():
+        return None
+    saved = json.loads(pointer.read_text())
+    return saved["run_id"] if saved.get("tracking_uri") == tracker.uri else None

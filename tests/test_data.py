@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from harness.data import DataError, balanced_label_subset, load_splits, resolve_data_root
+
+
+def test_mnist_loads_whole_onto_the_device(mnist):
+    assert mnist.train_x.shape == (60_000, 784) and mnist.test_x.shape == (10_000, 784)
+    assert mnist.train_x.dtype == torch.float32
+    assert 0.0 == mnist.train_x.min() and mnist.train_x.max() == 1.0
+    assert torch.bincount(mnist.test_y).tolist()[:2] == [980, 1135]
+
+
+def test_validation_is_the_end_of_the_training_file(data_root, mnist):
+    held = load_splits("mnist", data_root, validation=10_000, download=False)
+    assert len(held.train_x) == 50_000 and len(held.val_x) == 10_000
+    assert torch.equal(held.val_x, mnist.train_x[50_000:])
+
+
+def test_fashion_mnist_loads(data_root):
+    fashion = load_splits("fashion-mnist", data_root, download=False)
+    assert fashion.train_x.shape == (60_000, 784)
+
+
+def test_label_subset_is_balanced_and_seeded(mnist):
+    a = balanced_label_subset(mnist.train_y, 100, 10, seed=0)
+    assert len(a) == 100 and len(set(a.tolist())) == 100
+    assert torch.bincount(mnist.train_y[a], minlength=10).tolist() == [10] * 10
+    assert torch.equal(a, balanced_label_subset(mnist.train_y, 100, 10, seed=0))
+    assert not torch.equal(a, balanced_label_subset(mnist.train_y, 100, 10, seed=1))
+    big = balanced_label_subset(mnist.train_y, 3000, 10, seed=0)
+    assert torch.bincount(mnist.train_y[big], minlength=10).tolist() == [300] * 10
+
+
+@pytest.mark.parametrize(("labels", "message"), [
+    (55, "positive multiple of 10"), (0, "positive multiple"),
+    (60_000, "need 6000 images of class 0, but the training split holds 5923"),
+])
+def test_impossible_label_counts(mnist, labels, message):
+    with pytest.raises(DataError, match=message):
+        balanced_label_subset(mnist.train_y, labels, 10, seed=0)
+
+
+def test_missing_data_says_where_to_put_it(tmp_path):
+    with pytest.raises(DataError) as info:
+        load_splits("mnist", tmp_path, download=False)
+    message = str(info.value)
+    assert str(tmp_path / "MNIST" / "raw") in message and "train-images-idx3-ubyte" in message
+    assert "--data-root" in message and "M2_DATA_ROOT" in message
+
+
+def test_corrupt_data_is_caught_by_md5(tmp_path, data_root):
+    shutil.copytree(data_root / "MNIST", tmp_path / "MNIST")
+    path = tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    raw = bytearray(path.read_bytes())
+    raw[100] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte is corrupt"):
+        load_splits("mnist", tmp_path, download=False)
+
+
+def test_data_root_from_flag_then_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("M2_DATA_ROOT", str(tmp_path))
+    assert resolve_data_root(None) == tmp_path
+    assert resolve_data_root("/elsewhere").as_posix() == "/elsewhere"
+    monkeypatch.delenv("M2_DATA_ROOT")
+    assert resolve_data_root(None).as_posix() == "data"

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.trainer import NonFiniteLossError, Trainer, resolve_device
+from harness.variants import create_variant
+
+
+def _trainer(mnist, name="exact", max_steps=5, **overrides):
+    variant = create_variant(name, {"epochs": 1, **overrides})
+    return Trainer(variant, mnist, "cpu", max_steps=max_steps, progress=False)
+
+
+def test_labelled_and_unlabelled_sets_split_the_training_images(mnist):
+    t = _trainer(mnist, labels=100)
+    assert len(t.x_l) == 100 and len(t.x_u) == 59_900
+    assert t.labelled_batch == 100
+    assert t.full_steps_per_epoch == 59_900 // 128 and t.steps_per_epoch == 5
+    assert t.alpha_full == (467 + 1) / 1  # the tutorial's rate, from the uncapped epoch
+
+
+def test_epoch_report_has_every_figure(mnist):
+    report = _trainer(mnist).run_epoch()
+    assert report.epoch == 1 and report.steps == 5
+    assert set(report.losses) == {"loss", "labelled", "unlabelled", "classification"}
+    assert report.losses["loss"] == pytest.approx(
+        report.losses["labelled"] + report.losses["unlabelled"]
+        + report.alpha * report.losses["classification"], rel=1e-4)
+    assert 0.0 <= report.test_accuracy <= 1.0
+    assert report.test_error == pytest.approx(100 * (1 - report.test_accuracy))
+    assert report.samples_per_sec > 0 and report.epoch_seconds > 0
+    metrics = report.metrics()
+    assert {"train_loss", "train_labelled", "train_unlabelled", "train_classification",
+            "test_accuracy", "test_error", "samples_per_sec", "epoch_seconds"} <= set(metrics)
+
+
+@pytest.mark.parametrize("name", ["exact", "tutorial-gumbel", "gumbel-st", "gumbel-anneal",
+                                  "supervised-only"])
+def test_training_is_deterministic_on_the_cpu(mnist, name):
+    a = _trainer(mnist, name, max_steps=3).fit()
+    b = _trainer(mnist, name, max_steps=3).fit()
+    assert a[-1].losses == b[-1].losses and a[-1].test_accuracy == b[-1].test_accuracy
+
+
+def test_training_lowers_the_loss(mnist):
+    t = _trainer(mnist, max_steps=20, epochs=3)
+    reports = t.fit()
+    assert reports[-1].losses["loss"] < reports[0].losses["loss"]
+    assert reports[-1].test_accuracy > 0.5
+
+
+def test_resumed_run_ends_with_the_same_numbers(mnist, tmp_path):
+    straight = _trainer(mnist, max_steps=4, epochs=3).fit()
+    ckpt = tmp_path / "run.pt"
+    first = _trainer(mnist, max_steps=4, epochs=1)
+    first.fit(checkpoint=ckpt)
+    resumed = _trainer(mnist, max_steps=4, epochs=3)
+    assert resumed.resume_from(ckpt) and resumed.epoch == 1
+    again = resumed.fit(checkpoint=ckpt)
+    assert [r.losses for r in again] == [r.losses for r in straight]
+    assert again[-1].test_accuracy == straight[-1].test_accuracy
+
+
+def test_checkpoint_of_another_variant_is_refused(mnist, tmp_path):
+    ckpt = tmp_path / "run.pt"
+    _trainer(mnist, max_steps=2).fit(checkpoint=ckpt)
+    with pytest.raises(ValueError, match="differs in temperature"):
+        _trainer(mnist, temperature=0.7).resume_from(ckpt)
+
+
+def test_non_finite_loss_stops_with_step_and_term(mnist):
+    t = _trainer(mnist)
+    with torch.no_grad():
+        t.model.dec_out.bias.fill_(float("nan"))
+    before = t.model.enc_x.weight.clone()
+    with pytest.raises(NonFiniteLossError, match=r"'loss' is nan at step 0"):
+        t.run_epoch()
+    assert torch.equal(t.model.enc_x.weight, before)  # the bad step was not applied
+
+
+def test_cuda_request_without_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda")
+    assert resolve_device(None).type == "cpu"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_matches_the_cpu_figures_closely(data_root):
+    from harness.data import load_splits
+
+    splits = load_splits("mnist", data_root, "cuda", download=False)
+    t = Trainer(create_variant("exact", {"epochs": 1}), splits, "cuda", max_steps=20,
+                progress=False)
+    report = t.run_epoch()
+    assert t.x_u.is_cuda and report.test_accuracy > 0.3
