@@ -10,9 +10,22 @@ from typing import Any
 
 from harness.variants import Variant, create_variant, get_variant, list_variants, parse_overrides
 
-LIST_COLUMNS = ("estimator", "y_term", "temperature", "temperature_schedule", "alpha",
-                "alpha_scaling", "alpha_schedule", "hidden", "activation", "z_dim", "lr",
-                "batch_size", "labelled_batch_size", "epochs")
+LIST_COLUMNS = (
+    "estimator",
+    "y_term",
+    "temperature",
+    "temperature_schedule",
+    "alpha",
+    "alpha_scaling",
+    "alpha_schedule",
+    "hidden",
+    "activation",
+    "z_dim",
+    "lr",
+    "batch_size",
+    "labelled_batch_size",
+    "epochs",
+)
 
 
 class UsageError(Exception):
@@ -65,8 +78,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     variant = variant_from_args(args)
     tracker = make_tracker(args, args.experiment)
     result = run_variant(
-        variant, data_root=args.data_root, device=args.device, max_steps=args.max_steps,
-        download=not args.no_download, tracker=tracker, checkpoint_dir=args.checkpoint_dir,
+        variant,
+        data_root=args.data_root,
+        device=args.device,
+        max_steps=args.max_steps,
+        download=not args.no_download,
+        tracker=tracker,
+        checkpoint_dir=args.checkpoint_dir,
         resume=args.resume,
         on_epoch_end=[lambda r: print(format_report(r, variant.epochs), flush=True)],
     )
@@ -78,15 +96,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA when present)")
-    p.add_argument("--data-root", help="folder holding MNIST/raw and FashionMNIST/raw "
-                   "(default: $M2_DATA_ROOT, else ./data)")
+    p.add_argument(
+        "--data-root",
+        help="folder holding MNIST/raw and FashionMNIST/raw (default: $M2_DATA_ROOT, else ./data)",
+    )
     p.add_argument("--no-download", action="store_true", help="never download missing data")
     p.add_argument("--max-steps", type=int, help="cap the steps per epoch (quick checks)")
-    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
-                   "sqlite:///<cwd>/mlflow.db)")
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)",
+    )
     p.add_argument("--no-track", action="store_true", help="log nothing to MLflow")
-    p.add_argument("--checkpoint-dir", default="checkpoints",
-                   help="where each run's checkpoint is kept (default: ./checkpoints)")
+    p.add_argument(
+        "--checkpoint-dir",
+        default="checkpoints",
+        help="where each run's checkpoint is kept (default: ./checkpoints)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="the registered variants and their knobs").set_defaults(
-        func=cmd_list)
+        func=cmd_list
+    )
     show = sub.add_parser("show", help="every setting of one variant")
     show.add_argument("name")
     show.set_defaults(func=cmd_show)
@@ -105,11 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--labels", type=int, help="number of labelled images (multiple of 10)")
     run.add_argument("--epochs", type=int)
     run.add_argument("--seed", type=int)
-    run.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="override any variant setting (repeatable)")
+    run.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override any variant setting (repeatable)",
+    )
     run.add_argument("--experiment", default="runs", help="MLflow experiment (default: runs)")
-    run.add_argument("--resume", action="store_true",
-                     help="continue from this run's checkpoint, into the same MLflow run")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from this run's checkpoint, into the same MLflow run",
+    )
     _add_run_options(run)
     run.set_defaults(func=cmd_run)
     return parser
@@ -130,8 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print("m2h: interrupted; the last finished epoch is checkpointed: run the same command "
-              "with --resume to continue", file=sys.stderr)
+        print(
+            "m2h: interrupted; the last finished epoch is checkpointed: run the same command "
+            "with --resume to continue",
+            file=sys.stderr,
+        )
         return 130
     except Exception as err:
         if args.debug:

@@ -129,9 +129,12 @@ def load_splits(
         raise DataError(f"validation must be in [0, {len(train_x)}), got {validation}")
     cut = len(train_x) - validation
     return Splits(
-        train_x=train_x[:cut], train_y=train_y[:cut],
-        val_x=train_x[cut:], val_y=train_y[cut:],
-        test_x=flat(test.data), test_y=test.targets.to(device),
+        train_x=train_x[:cut],
+        train_y=train_y[:cut],
+        val_x=train_x[cut:],
+        val_y=train_y[cut:],
+        test_x=flat(test.data),
+        test_y=test.targets.to(device),
     )
 
 

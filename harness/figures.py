@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import seaborn as sns  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import matplotlib.pyplot as plt
+import seaborn as sns
+import torch
+import torch.nn.functional as F
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -24,8 +24,9 @@ def close(figure: Figure) -> None:
 
 def confusion_counts(true: torch.Tensor, predicted: torch.Tensor, classes: int) -> torch.Tensor:
     """counts[i, j] = images of class i predicted as j."""
-    return torch.bincount(true * classes + predicted, minlength=classes**2).reshape(classes,
-                                                                                   classes)
+    return torch.bincount(true * classes + predicted, minlength=classes**2).reshape(
+        classes, classes
+    )
 
 
 def confusion_matrix(trainer: Trainer) -> Figure:
@@ -35,8 +36,11 @@ def confusion_matrix(trainer: Trainer) -> Figure:
     figure, ax = plt.subplots(figsize=(6.5, 5.5))
     sns.heatmap(counts.cpu().numpy(), annot=True, fmt="d", cmap="Blues", cbar=False, ax=ax)
     accuracy = counts.diag().sum().item() / counts.sum().item()
-    ax.set(xlabel="predicted class", ylabel="true class",
-           title=f"{trainer.variant.name}: test accuracy {100 * accuracy:.2f}%")
+    ax.set(
+        xlabel="predicted class",
+        ylabel="true class",
+        title=f"{trainer.variant.name}: test accuracy {100 * accuracy:.2f}%",
+    )
     figure.tight_layout()
     return figure
 

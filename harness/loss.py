@@ -28,8 +28,9 @@ def bernoulli_log_prob(logits: Tensor, x: Tensor) -> Tensor:
     return (x * logits - F.softplus(logits)).sum(-1)
 
 
-def gumbel_softmax_log(logits: Tensor, temperature: float, generator: torch.Generator | None
-                       ) -> Tensor:
+def gumbel_softmax_log(
+    logits: Tensor, temperature: float, generator: torch.Generator | None
+) -> Tensor:
     """log of a relaxed one-hot sample: log_softmax((logits + Gumbel noise) / temperature)."""
     gumbel = -torch.empty_like(logits).exponential_(generator=generator).log()
     return F.log_softmax((logits + gumbel) / temperature, dim=-1)
@@ -68,8 +69,12 @@ def m2_loss(
     classification = F.cross_entropy(logits_y[:n_l], y_l)
     if estimator == "supervised":
         zero = classification.new_zeros(())
-        return {"loss": alpha * classification, "labelled": zero, "unlabelled": zero,
-                "classification": classification}
+        return {
+            "loss": alpha * classification,
+            "labelled": zero,
+            "unlabelled": zero,
+            "classification": classification,
+        }
 
     logits_u = logits_y[n_l:]
     log_q_u = F.log_softmax(logits_u, dim=-1)
@@ -90,14 +95,16 @@ def m2_loss(
     y_rows = torch.cat([y_onehot_l, y_u])
     loc, logvar = model.encode(torch.cat([x_part[:n_l], x_part_u]), y_rows)
     z = loc + (0.5 * logvar).exp() * torch.randn(
-        loc.shape, generator=generator, device=loc.device, dtype=loc.dtype)
+        loc.shape, generator=generator, device=loc.device, dtype=loc.dtype
+    )
     x_logits = model.decode(z, y_rows)
 
     log_py = -math.log(K)
     kl_z = gaussian_kl(loc, logvar)
     log_px_given_yz_l = bernoulli_log_prob(x_logits[:n_l], x_l)
-    log_px_given_yz_u = bernoulli_log_prob(x_logits[n_l:].view(len(x_u), per_image, -1),
-                                           x_u[:, None])
+    log_px_given_yz_u = bernoulli_log_prob(
+        x_logits[n_l:].view(len(x_u), per_image, -1), x_u[:, None]
+    )
     neg_elbo_l = -log_px_given_yz_l - log_py + kl_z[:n_l]
     neg_elbo_u_given_y = -log_px_given_yz_u - log_py + kl_z[n_l:].view(len(x_u), per_image)
 
@@ -110,5 +117,9 @@ def m2_loss(
         neg_elbo_u = neg_elbo_u_given_y[:, 0] + (log_q_u.exp() * log_q_u).sum(-1)
 
     labelled, unlabelled = neg_elbo_l.mean(), neg_elbo_u.mean()
-    return {"loss": labelled + unlabelled + alpha * classification, "labelled": labelled,
-            "unlabelled": unlabelled, "classification": classification}
+    return {
+        "loss": labelled + unlabelled + alpha * classification,
+        "labelled": labelled,
+        "unlabelled": unlabelled,
+        "classification": classification,
+    }

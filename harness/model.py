@@ -1,4 +1,4 @@
-"""The M2 networks: classifier q(y|x), encoder q(z|x,y) (Gaussian), decoder p(x|y,z) (Bernoulli logits).
+"""The M2 networks: classifier q(y|x), Gaussian encoder q(z|x,y), Bernoulli decoder p(x|y,z).
 
 The first layers of the encoder and decoder are split into an x (or z) part and a y part,
 W [x; y] = W_x x + W_y y, so that the x part can be computed once per image and shared by all
@@ -47,8 +47,12 @@ class M2(nn.Module):
 
     @classmethod
     def from_variant(cls, variant: Variant) -> M2:
-        return cls(hidden=variant.hidden, z_dim=variant.z_dim, activation=variant.activation,
-                   init_std=variant.init_std)
+        return cls(
+            hidden=variant.hidden,
+            z_dim=variant.z_dim,
+            activation=variant.activation,
+            init_std=variant.init_std,
+        )
 
     def classify(self, x: Tensor) -> Tensor:
         """Logits of q(y|x)."""

@@ -16,11 +16,22 @@ from harness.loss import bernoulli_log_prob, gaussian_kl
 from harness.model import M2
 
 
-def reference_exact_loss(model: M2, x_l: Tensor, y_l: Tensor, x_u: Tensor, *, alpha: float,
-                         generator: torch.Generator | None = None) -> dict[str, Tensor]:
+def reference_exact_loss(
+    model: M2,
+    x_l: Tensor,
+    y_l: Tensor,
+    x_u: Tensor,
+    *,
+    alpha: float,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
     K, n_l, n_u = model.num_classes, len(x_l), len(x_u)
-    eps = torch.randn((n_l + n_u * K, model.enc_loc.out_features), generator=generator,
-                      device=x_l.device, dtype=x_l.dtype)
+    eps = torch.randn(
+        (n_l + n_u * K, model.enc_loc.out_features),
+        generator=generator,
+        device=x_l.device,
+        dtype=x_l.dtype,
+    )
 
     def neg_elbo(x: Tensor, y_onehot: Tensor, noise: Tensor) -> Tensor:
         loc, logvar = model.encode(model.encoder_x_part(x), y_onehot)
@@ -33,9 +44,13 @@ def reference_exact_loss(model: M2, x_l: Tensor, y_l: Tensor, x_u: Tensor, *, al
     neg_elbo_u = (q_u * q_u.log()).sum(-1)  # -H(q(y|x))
     for y in range(K):
         y_onehot = F.one_hot(torch.full((n_u,), y, device=x_u.device), K).to(x_u.dtype)
-        noise = eps[n_l + y::K]
+        noise = eps[n_l + y :: K]
         neg_elbo_u = neg_elbo_u + q_u[:, y] * neg_elbo(x_u, y_onehot, noise)
     classification = F.cross_entropy(model.classify(x_l), y_l)
     unlabelled = neg_elbo_u.mean()
-    return {"loss": labelled + unlabelled + alpha * classification, "labelled": labelled,
-            "unlabelled": unlabelled, "classification": classification}
+    return {
+        "loss": labelled + unlabelled + alpha * classification,
+        "labelled": labelled,
+        "unlabelled": unlabelled,
+        "classification": classification,
+    }

@@ -61,8 +61,11 @@ def run_variant(
     torch_device = resolve_device(device)
     splits = load_splits(variant.dataset, data_root, torch_device, variant.validation, download)
     trainer = Trainer(variant, splits, torch_device, max_steps=max_steps, progress=progress)
-    checkpoint = (Path(checkpoint_dir) / f"{run_key(variant, max_steps)}.pt"
-                  if checkpoint_dir is not None else None)
+    checkpoint = (
+        Path(checkpoint_dir) / f"{run_key(variant, max_steps)}.pt"
+        if checkpoint_dir is not None
+        else None
+    )
     resumed = resume and checkpoint is not None and trainer.resume_from(checkpoint)
     callbacks = list(on_epoch_end)
     if tracker is None:
@@ -70,13 +73,19 @@ def run_variant(
 
     from harness.tracking import read_run_pointer, write_run_pointer
 
-    previous = read_run_pointer(checkpoint, tracker) if resumed and checkpoint else None
+    previous = read_run_pointer(checkpoint, tracker) if resume and checkpoint else None
     tags = {"resumed": "true"} if previous else None
     with tracker.run(run_name or variant.name, tags, parent_run_id, previous) as run_id:
         if checkpoint is not None:
             write_run_pointer(checkpoint, tracker, run_id)
-        tracker.log_start(run_id, variant, torch_device,
-                          {"max_steps": max_steps or "none", **(extra_params or {})})
+        tracker.log_start(
+            run_id,
+            variant,
+            torch_device,
+            {"max_steps": max_steps or "none", **(extra_params or {})},
+        )
+        if resumed:
+            tracker.log_missing_epochs(run_id, trainer.history)
         reports = trainer.fit([lambda r: tracker.log_epoch(run_id, r), *callbacks], checkpoint)
         tracker.log_end(run_id, trainer, checkpoint)
     return RunResult(variant, reports, trainer, run_id, checkpoint)
@@ -84,16 +93,20 @@ def run_variant(
 
 def format_report(report: EpochReport, epochs: int) -> str:
     losses = "  ".join(f"{k} {v:.4g}" for k, v in report.losses.items())
-    return (f"epoch {report.epoch:>3}/{epochs}  {losses}  test acc {100 * report.test_accuracy:.2f}%"
-            f"  error {report.test_error:.2f}%  {report.samples_per_sec:,.0f} rows/s"
-            f"  {report.epoch_seconds:.1f} s")
+    return (
+        f"epoch {report.epoch:>3}/{epochs}  {losses}  test acc {100 * report.test_accuracy:.2f}%"
+        f"  error {report.test_error:.2f}%  {report.samples_per_sec:,.0f} rows/s"
+        f"  {report.epoch_seconds:.1f} s"
+    )
 
 
 def format_summary(variant: Variant, reports: list[EpochReport]) -> str:
     last = reports[-1]
     best = max(r.test_accuracy for r in reports)
     seconds = sum(r.epoch_seconds for r in reports)
-    return (f"{variant.name} on {variant.dataset}, {variant.labels} labels, seed {variant.seed}: "
-            f"test accuracy {100 * last.test_accuracy:.2f}% (error {last.test_error:.2f}%, "
-            f"best {100 * best:.2f}%) after {last.epoch} epochs; "
-            f"{last.samples_per_sec:,.0f} rows/s; {seconds:.1f} s training")
+    return (
+        f"{variant.name} on {variant.dataset}, {variant.labels} labels, seed {variant.seed}: "
+        f"test accuracy {100 * last.test_accuracy:.2f}% (error {last.test_error:.2f}%, "
+        f"best {100 * best:.2f}%) after {last.epoch} epochs; "
+        f"{last.samples_per_sec:,.0f} rows/s; {seconds:.1f} s training"
+    )

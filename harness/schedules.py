@@ -16,8 +16,9 @@ def temperature_at(variant: Variant, step: int) -> float:
     return max(variant.temperature_min, variant.temperature * math.exp(-variant.anneal_rate * t))
 
 
-def alpha_scale(variant: Variant, steps_per_epoch: int, labelled_batches: int,
-                n_labelled: int, n_total: int) -> float:
+def alpha_scale(
+    variant: Variant, steps_per_epoch: int, labelled_batches: int, n_labelled: int, n_total: int
+) -> float:
     """The full classification weight before any warm-up.
 
     none: alpha itself; tutorial: alpha * (unlabelled + labelled batches) / labelled batches,

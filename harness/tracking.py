@@ -50,14 +50,17 @@ def resolve_tracking_uri(flag: str | None = None) -> str:
 
 
 def _sqlite_path(uri: str) -> Path | None:
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
 def git_commit() -> tuple[str, bool]:
     """(commit, dirty) of the harness's checkout, or ("unknown", False) outside git."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
     try:
         return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
@@ -70,9 +73,14 @@ def environment_params(device: torch.device) -> dict[str, str]:
         device_name = torch.cuda.get_device_name(device)
     else:
         device_name = f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-    return {"git_commit": commit, "git_dirty": str(dirty), "torch_version": torch.__version__,
-            "cuda_version": str(torch.version.cuda), "device": str(device),
-            "device_name": device_name}
+    return {
+        "git_commit": commit,
+        "git_dirty": str(dirty),
+        "torch_version": torch.__version__,
+        "cuda_version": str(torch.version.cuda),
+        "device": str(device),
+        "device_name": device_name,
+    }
 
 
 class Tracker:
@@ -92,10 +100,12 @@ class Tracker:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as err:
-                raise TrackingError(f"cannot create the tracking store's folder {path.parent}: "
-                                    f"{err.strerror}") from None
-            if not os.access(path.parent, os.W_OK) or (path.exists()
-                                                        and not os.access(path, os.W_OK)):
+                raise TrackingError(
+                    f"cannot create the tracking store's folder {path.parent}: {err.strerror}"
+                ) from None
+            if not os.access(path.parent, os.W_OK) or (
+                path.exists() and not os.access(path, os.W_OK)
+            ):
                 raise TrackingError(f"tracking store {path} cannot be written (permission denied)")
         self.client = MlflowClient(tracking_uri=self.uri)
         try:
@@ -103,16 +113,19 @@ class Tracker:
             if found is None:
                 artifacts = (path.parent / "mlartifacts").as_uri() if path is not None else None
                 self.experiment_id = self.client.create_experiment(
-                    experiment, artifact_location=artifacts)
+                    experiment, artifact_location=artifacts
+                )
             else:
                 self.experiment_id = found.experiment_id
         except Exception as err:
-            raise TrackingError(f"cannot open or write the tracking store {self.uri}: "
-                                f"{str(err).splitlines()[0]}") from None
+            raise TrackingError(
+                f"cannot open or write the tracking store {self.uri}: {str(err).splitlines()[0]}"
+            ) from None
 
     # runs -----------------------------------------------------------------------------------
-    def create_run(self, name: str, tags: dict[str, str] | None = None,
-                   parent_run_id: str | None = None) -> str:
+    def create_run(
+        self, name: str, tags: dict[str, str] | None = None, parent_run_id: str | None = None
+    ) -> str:
         tags = dict(tags or {})
         if parent_run_id is not None:
             tags["mlflow.parentRunId"] = parent_run_id
@@ -120,8 +133,13 @@ class Tracker:
         return run.info.run_id
 
     @contextmanager
-    def run(self, name: str, tags: dict[str, str] | None = None,
-            parent_run_id: str | None = None, run_id: str | None = None) -> Iterator[str]:
+    def run(
+        self,
+        name: str,
+        tags: dict[str, str] | None = None,
+        parent_run_id: str | None = None,
+        run_id: str | None = None,
+    ) -> Iterator[str]:
         """Open (or, with `run_id`, reopen) a run; it ends FINISHED, KILLED on an interrupt,
         or FAILED with the reason in the tag `failure`."""
         if run_id is None:
@@ -143,20 +161,29 @@ class Tracker:
         return self.client.get_run(run_id).info.status
 
     # what a training run logs ---------------------------------------------------------------
-    def log_start(self, run_id: str, variant: Variant, device: torch.device,
-                  extra: dict[str, Any] | None = None) -> None:
+    def log_start(
+        self,
+        run_id: str,
+        variant: Variant,
+        device: torch.device,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         from mlflow.entities import Param, RunTag
 
         params = {**variant.params(), **environment_params(device), **(extra or {})}
         existing = self.client.get_run(run_id).data.params
         new = [Param(k, str(v)) for k, v in params.items() if k not in existing]
-        tags = {"variant": variant.name, "estimator": variant.estimator,
-                "dataset": variant.dataset, "labels": str(variant.labels),
-                "seed": str(variant.seed)}
-        self.client.log_batch(run_id, params=new,
-                              tags=[RunTag(k, v) for k, v in tags.items()])
-        self.client.log_dict(run_id, {**variant.params(), "description": variant.description},
-                             "config.json")
+        tags = {
+            "variant": variant.name,
+            "estimator": variant.estimator,
+            "dataset": variant.dataset,
+            "labels": str(variant.labels),
+            "seed": str(variant.seed),
+        }
+        self.client.log_batch(run_id, params=new, tags=[RunTag(k, v) for k, v in tags.items()])
+        self.client.log_dict(
+            run_id, {**variant.params(), "description": variant.description}, "config.json"
+        )
 
     def log_epoch(self, run_id: str, report: EpochReport) -> None:
         from mlflow.entities import Metric
@@ -164,6 +191,14 @@ class Tracker:
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, report.epoch) for k, v in report.metrics().items()]
         self.client.log_batch(run_id, metrics=metrics)
+
+    def log_missing_epochs(self, run_id: str, reports: list[EpochReport]) -> None:
+        """Log the epochs a checkpoint holds that the run lacks (an interrupt between the
+        checkpoint and the logging), so a resumed run's curves have no gap."""
+        logged = {m.step for m in self.client.get_metric_history(run_id, "test_accuracy")}
+        for report in reports:
+            if report.epoch not in logged:
+                self.log_epoch(run_id, report)
 
     def log_end(self, run_id: str, trainer: Trainer, checkpoint: Path | None) -> None:
         from mlflow.entities import Metric
@@ -180,10 +215,14 @@ class Tracker:
             "train_seconds": sum(r.epoch_seconds for r in reports),
             "epochs_done": reports[-1].epoch,
         }
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, reports[-1].epoch)
-                                               for k, v in summary.items()])
-        for name, figure in [("confusion_matrix.png", figures.confusion_matrix(trainer)),
-                             ("analogies.png", figures.analogies(trainer))]:
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, reports[-1].epoch) for k, v in summary.items()],
+        )
+        for name, figure in [
+            ("confusion_matrix.png", figures.confusion_matrix(trainer)),
+            ("analogies.png", figures.analogies(trainer)),
+        ]:
             self.client.log_figure(run_id, figure, name)
             figures.close(figure)
         if checkpoint is not None and checkpoint.exists():

@@ -50,11 +50,18 @@ class EpochReport:
 
     def metrics(self) -> dict[str, float]:
         """Flat metric names for logging."""
-        out = {f"train_{term}" if term != "loss" else "train_loss": value
-               for term, value in self.losses.items()}
-        out.update(test_accuracy=self.test_accuracy, test_error=self.test_error,
-                   samples_per_sec=self.samples_per_sec, epoch_seconds=self.epoch_seconds,
-                   temperature=self.temperature, alpha=self.alpha)
+        out = {
+            f"train_{term}" if term != "loss" else "train_loss": value
+            for term, value in self.losses.items()
+        }
+        out.update(
+            test_accuracy=self.test_accuracy,
+            test_error=self.test_error,
+            samples_per_sec=self.samples_per_sec,
+            epoch_seconds=self.epoch_seconds,
+            temperature=self.temperature,
+            alpha=self.alpha,
+        )
         if self.val_accuracy is not None:
             out["val_accuracy"] = self.val_accuracy
         return out
@@ -81,8 +88,14 @@ def _synchronize(device: torch.device) -> None:
 
 
 class Trainer:
-    def __init__(self, variant: Variant, splits: Splits, device: torch.device | str | None = None,
-                 max_steps: int | None = None, progress: bool = True) -> None:
+    def __init__(
+        self,
+        variant: Variant,
+        splits: Splits,
+        device: torch.device | str | None = None,
+        max_steps: int | None = None,
+        progress: bool = True,
+    ) -> None:
         self.variant = variant
         self.device = resolve_device(device) if not isinstance(device, torch.device) else device
         self.progress = progress
@@ -101,10 +114,16 @@ class Trainer:
 
         self.labelled_batch = min(variant.labelled_batch_size, len(self.x_l))
         self.full_steps_per_epoch = max(1, len(self.x_u) // variant.batch_size)
-        self.steps_per_epoch = min(self.full_steps_per_epoch, max_steps or self.full_steps_per_epoch)
+        self.steps_per_epoch = min(
+            self.full_steps_per_epoch, max_steps or self.full_steps_per_epoch
+        )
         self.alpha_full = alpha_scale(
-            variant, self.full_steps_per_epoch, math.ceil(len(self.x_l) / self.labelled_batch),
-            len(self.x_l), len(self.x_l) + len(self.x_u))
+            variant,
+            self.full_steps_per_epoch,
+            math.ceil(len(self.x_l) / self.labelled_batch),
+            len(self.x_l),
+            len(self.x_l) + len(self.x_u),
+        )
         self.check_every = 1 if self.device.type == "cpu" else 50  # host syncs for the NaN check
         self.epoch = 0
         self.step = 0
@@ -118,8 +137,9 @@ class Trainer:
         g, dev = self.generator, self.device
         order_u = torch.randperm(len(self.x_u), generator=g, device=dev)
         cycles = math.ceil(self.steps_per_epoch * self.labelled_batch / len(self.x_l))
-        order_l = torch.cat([torch.randperm(len(self.x_l), generator=g, device=dev)
-                             for _ in range(cycles)])
+        order_l = torch.cat(
+            [torch.randperm(len(self.x_l), generator=g, device=dev) for _ in range(cycles)]
+        )
         return order_u, order_l
 
     def _raise_if_nonfinite(self, first_bad: torch.Tensor, bad_values: torch.Tensor) -> None:
@@ -137,13 +157,24 @@ class Trainer:
         bad_values = torch.zeros(len(TERMS), device=self.device)
         _synchronize(self.device)
         start = time.perf_counter()
-        for i in tqdm(range(self.steps_per_epoch), desc=f"epoch {self.epoch + 1}", leave=False,
-                      disable=None if self.progress else True):
-            idx_u, idx_l = order_u[i * B:(i + 1) * B], order_l[i * B_l:(i + 1) * B_l]
-            terms = m2_loss(self.model, self.x_l[idx_l], self.y_l[idx_l], self.x_u[idx_u],
-                            estimator=v.estimator, alpha=self.alpha_at(self.step),
-                            temperature=temperature_at(v, self.step), y_term=v.y_term,
-                            generator=self.generator)
+        for i in tqdm(
+            range(self.steps_per_epoch),
+            desc=f"epoch {self.epoch + 1}",
+            leave=False,
+            disable=None if self.progress else True,
+        ):
+            idx_u, idx_l = order_u[i * B : (i + 1) * B], order_l[i * B_l : (i + 1) * B_l]
+            terms = m2_loss(
+                self.model,
+                self.x_l[idx_l],
+                self.y_l[idx_l],
+                self.x_u[idx_u],
+                estimator=v.estimator,
+                alpha=self.alpha_at(self.step),
+                temperature=temperature_at(v, self.step),
+                y_term=v.y_term,
+                generator=self.generator,
+            )
             self.optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             values = torch.stack([terms[t].detach() for t in TERMS])
@@ -161,16 +192,21 @@ class Trainer:
         self.epoch += 1
 
         test_accuracy = self.accuracy(self.splits.test_x, self.splits.test_y)
-        val_accuracy = (self.accuracy(self.splits.val_x, self.splits.val_y)
-                        if len(self.splits.val_x) else None)
+        val_accuracy = (
+            self.accuracy(self.splits.val_x, self.splits.val_y) if len(self.splits.val_x) else None
+        )
         means = (sums / self.steps_per_epoch).tolist()
         report = EpochReport(
-            epoch=self.epoch, steps=self.steps_per_epoch,
+            epoch=self.epoch,
+            steps=self.steps_per_epoch,
             losses=dict(zip(TERMS, means, strict=True)),
-            test_accuracy=test_accuracy, test_error=100.0 * (1.0 - test_accuracy),
+            test_accuracy=test_accuracy,
+            test_error=100.0 * (1.0 - test_accuracy),
             val_accuracy=val_accuracy,
-            samples_per_sec=self.steps_per_epoch * (B + B_l) / seconds, epoch_seconds=seconds,
-            temperature=temperature_at(v, self.step - 1), alpha=self.alpha_at(self.step - 1),
+            samples_per_sec=self.steps_per_epoch * (B + B_l) / seconds,
+            epoch_seconds=seconds,
+            temperature=temperature_at(v, self.step - 1),
+            alpha=self.alpha_at(self.step - 1),
         )
         self.history.append(report)
         return report
@@ -179,17 +215,20 @@ class Trainer:
         self.model.eval()
         return (self.model.predict(x) == y).float().mean().item()
 
-    def fit(self, on_epoch_end: Iterable[Callable[[EpochReport], Any]] = (),
-            checkpoint: str | Path | None = None) -> list[EpochReport]:
-        """Train until `variant.epochs`, calling each callback after every epoch, then saving
-        the checkpoint (if a path is given). Returns the reports of all epochs so far."""
+    def fit(
+        self,
+        on_epoch_end: Iterable[Callable[[EpochReport], Any]] = (),
+        checkpoint: str | Path | None = None,
+    ) -> list[EpochReport]:
+        """Train until `variant.epochs`; after every epoch save the checkpoint (if a path is
+        given), then call each callback. Returns the reports of all epochs so far."""
         callbacks = list(on_epoch_end)
         while self.epoch < self.variant.epochs:
             report = self.run_epoch()
-            for callback in callbacks:
-                callback(report)
             if checkpoint is not None:
                 save_checkpoint(checkpoint, self.state_dict())
+            for callback in callbacks:
+                callback(report)
         return self.history
 
     def state_dict(self) -> dict[str, Any]:

@@ -31,7 +31,9 @@ class Variant:
     name: str = "custom"
     # how y is handled for unlabelled data
     estimator: Estimator = "exact"
-    y_term: Literal["analytic", "sampled"] = "analytic"  # gumbel: KL(q(y|x)||p(y)), or log q(argmax y~|x) as Pixyz
+    y_term: Literal["analytic", "sampled"] = (
+        "analytic"  # gumbel: KL(q(y|x)||p(y)), or log q(argmax y~|x) as Pixyz
+    )
     temperature: float = 0.1  # tau_0 of the relaxed categorical
     temperature_schedule: Literal["fixed", "anneal"] = "fixed"
     temperature_min: float = 0.5  # annealed tau_t = max(tau_min, tau_0 * exp(-rate * step))
@@ -63,17 +65,34 @@ class Variant:
     def __post_init__(self) -> None:
         for f in fields(self):
             _check_choice(f, getattr(self, f.name))
-        positive = ["temperature", "temperature_min", "lr", "hidden", "z_dim", "batch_size",
-                    "labelled_batch_size", "epochs", "anneal_every"]
+        positive = [
+            "temperature",
+            "temperature_min",
+            "lr",
+            "hidden",
+            "z_dim",
+            "batch_size",
+            "labelled_batch_size",
+            "epochs",
+            "anneal_every",
+        ]
         for key in positive:
             if not getattr(self, key) > 0:
                 raise VariantError(f"{key} must be > 0, got {getattr(self, key)!r}")
-        for key in ["alpha", "anneal_rate", "alpha_warmup_epochs", "init_std", "validation", "seed"]:
+        for key in [
+            "alpha",
+            "anneal_rate",
+            "alpha_warmup_epochs",
+            "init_std",
+            "validation",
+            "seed",
+        ]:
             if getattr(self, key) < 0:
                 raise VariantError(f"{key} must be >= 0, got {getattr(self, key)!r}")
         if self.labels <= 0 or self.labels % NUM_CLASSES:
             raise VariantError(
-                f"labels must be a positive multiple of the {NUM_CLASSES} classes, got {self.labels}"
+                f"labels must be a positive multiple of the {NUM_CLASSES} classes, "
+                f"got {self.labels}"
             )
 
     def replace(self, **changes: Any) -> Variant:
@@ -102,7 +121,8 @@ def parse_value(key: str, text: str) -> Any:
         known = [k for k in kinds if k not in ("name", "description")]
         hint = difflib.get_close_matches(key, known, n=1)
         raise VariantError(
-            f"unknown setting {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            f"unknown setting {key!r}"
+            + (f" (did you mean {hint[0]!r}?)" if hint else "")
             + f"; settings: {', '.join(known)}"
         )
     kind = kinds[key]
@@ -141,7 +161,7 @@ _REGISTRY: dict[str, Variant] = {}
 def register_variant(
     fn_or_name: Callable[[], Variant] | str, variant: Variant | None = None
 ) -> Any:
-    """Register a variant: as a decorator on a factory function, or as `register_variant(name, v)`."""
+    """Register a variant: as a decorator on a factory, or as `register_variant(name, v)`."""
     if isinstance(fn_or_name, str):
         if variant is None:
             raise TypeError("register_variant(name, variant) needs a variant")
@@ -169,7 +189,8 @@ def get_variant(name: str) -> Variant:
     if name not in _REGISTRY:
         hint = difflib.get_close_matches(name, _REGISTRY, n=1)
         raise VariantError(
-            f"unknown variant {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            f"unknown variant {name!r}"
+            + (f" (did you mean {hint[0]!r}?)" if hint else "")
             + f"; known: {', '.join(sorted(_REGISTRY))}"
         )
     return _REGISTRY[name]

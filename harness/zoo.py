@@ -30,9 +30,18 @@ def paper_exact() -> Variant:
     0.1 * n_total / n_labelled. The paper trains for about 3000 epochs; the default here is a
     budget of 100, overridable with --epochs."""
     return Variant(
-        estimator="exact", hidden=500, activation="softplus", z_dim=50, init_std=1e-3,
-        lr=3e-4, validation=10_000, batch_size=499, labelled_batch_size=1,
-        alpha=0.1, alpha_scaling="paper", epochs=100,
+        estimator="exact",
+        hidden=500,
+        activation="softplus",
+        z_dim=50,
+        init_std=1e-3,
+        lr=3e-4,
+        validation=10_000,
+        batch_size=499,
+        labelled_batch_size=1,
+        alpha=0.1,
+        alpha_scaling="paper",
+        epochs=100,
     )
 
 
@@ -40,9 +49,11 @@ for _tau in (0.1, 0.2, 0.5, 1.0):
     register_variant(
         f"gumbel-{_tau:g}",
         Variant(
-            estimator="gumbel", temperature=_tau, alpha_scaling="tutorial",
-            description=f"Gumbel-softmax y at fixed temperature {_tau:g}, analytic KL(q(y|x)||p(y)),"
-            " tutorial networks.",
+            estimator="gumbel",
+            temperature=_tau,
+            alpha_scaling="tutorial",
+            description=f"Gumbel-softmax y at fixed temperature {_tau:g}, analytic "
+            "KL(q(y|x)||p(y)), tutorial networks.",
         ),
     )
 
@@ -53,8 +64,13 @@ def gumbel_anneal() -> Variant:
     tau = max(0.5, exp(-3e-5 * step)), updated every 2000 steps (here every 100, since our
     epochs are short)."""
     return Variant(
-        estimator="gumbel", temperature=1.0, temperature_schedule="anneal",
-        temperature_min=0.5, anneal_rate=3e-5, anneal_every=100, alpha_scaling="tutorial",
+        estimator="gumbel",
+        temperature=1.0,
+        temperature_schedule="anneal",
+        temperature_min=0.5,
+        anneal_rate=3e-5,
+        anneal_every=100,
+        alpha_scaling="tutorial",
     )
 
 

@@ -12,9 +12,14 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def m2h(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True,
-                          text=True, cwd=REPO_ROOT, env={**os.environ, **(env or {})},
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
 
 
 def test_list_shows_every_variant_with_its_knobs(capsys):
@@ -22,8 +27,15 @@ def test_list_shows_every_variant_with_its_knobs(capsys):
     out = capsys.readouterr().out
     header = out.splitlines()[0].split()
     assert header[:3] == ["name", "estimator", "y_term"] and "temperature" in header
-    for name in ["tutorial-gumbel", "paper-exact", "exact", "gumbel-0.5", "gumbel-anneal",
-                 "gumbel-st", "supervised-only"]:
+    for name in [
+        "tutorial-gumbel",
+        "paper-exact",
+        "exact",
+        "gumbel-0.5",
+        "gumbel-anneal",
+        "gumbel-st",
+        "supervised-only",
+    ]:
         assert any(line.split()[0] == name for line in out.splitlines()[1:]), name
 
 
@@ -34,15 +46,20 @@ def test_show_prints_every_setting(capsys):
     assert any(line.split() == ["activation", "softplus"] for line in out.splitlines())
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["run", "exat"], "unknown variant 'exat' (did you mean 'exact'?)"),
-    (["run", "exact", "--set", "temperature=0"], "temperature must be > 0"),
-    (["run", "exact", "--set", "bogus=1"], "unknown setting 'bogus'"),
-    (["run", "exact", "--labels", "55"], "positive multiple of the 10 classes"),
-    (["run", "exact", "--labels", "60000"], "but the training split holds 5923"),
-    (["run", "exact", "--data-root", "/nonexistent/m2", "--no-download"],
-     "not under /nonexistent/m2/MNIST/raw"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "exat"], "unknown variant 'exat' (did you mean 'exact'?)"),
+        (["run", "exact", "--set", "temperature=0"], "temperature must be > 0"),
+        (["run", "exact", "--set", "bogus=1"], "unknown setting 'bogus'"),
+        (["run", "exact", "--labels", "55"], "positive multiple of the 10 classes"),
+        (["run", "exact", "--labels", "60000"], "but the training split holds 5923"),
+        (
+            ["run", "exact", "--data-root", "/nonexistent/m2", "--no-download"],
+            "not under /nonexistent/m2/MNIST/raw",
+        ),
+    ],
+)
 def test_bad_input_is_one_clear_line_and_a_failure(capsys, args, message):
     assert main(args) == 1
     err = capsys.readouterr().err
@@ -53,10 +70,12 @@ def test_core_runs_without_mlflow_or_optuna(tmp_path):
     code = (
         "import sys; sys.modules['mlflow'] = None; sys.modules['optuna'] = None\n"
         "from harness.cli import main\n"
-        "raise SystemExit(main(['run', 'exact', '--epochs', '1', '--max-steps', '2', '--no-track']))"
+        "raise SystemExit(main(['run', 'exact', '--epochs', '1', '--max-steps', '2',"
+        " '--no-track']))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=REPO_ROOT, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert "exact on mnist, 100 labels, seed 0: test accuracy" in done.stdout
 

@@ -11,7 +11,7 @@ from harness.data import DataError, balanced_label_subset, load_splits, resolve_
 def test_mnist_loads_whole_onto_the_device(mnist):
     assert mnist.train_x.shape == (60_000, 784) and mnist.test_x.shape == (10_000, 784)
     assert mnist.train_x.dtype == torch.float32
-    assert 0.0 == mnist.train_x.min() and mnist.train_x.max() == 1.0
+    assert mnist.train_x.min() == 0.0 and mnist.train_x.max() == 1.0
     assert torch.bincount(mnist.test_y).tolist()[:2] == [980, 1135]
 
 
@@ -36,10 +36,14 @@ def test_label_subset_is_balanced_and_seeded(mnist):
     assert torch.bincount(mnist.train_y[big], minlength=10).tolist() == [300] * 10
 
 
-@pytest.mark.parametrize(("labels", "message"), [
-    (55, "positive multiple of 10"), (0, "positive multiple"),
-    (60_000, "need 6000 images of class 0, but the training split holds 5923"),
-])
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (55, "positive multiple of 10"),
+        (0, "positive multiple"),
+        (60_000, "need 6000 images of class 0, but the training split holds 5923"),
+    ],
+)
 def test_impossible_label_counts(mnist, labels, message):
     with pytest.raises(DataError, match=message):
         balanced_label_subset(mnist.train_y, labels, 10, seed=0)

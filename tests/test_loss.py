@@ -14,18 +14,29 @@ ESTIMATORS = ["exact", "gumbel", "gumbel-st", "supervised"]
 
 def _batch(n_l=6, n_u=9, x_dim=784, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.rand(n_l, x_dim, generator=g), torch.randint(0, 10, (n_l,), generator=g),
-            torch.rand(n_u, x_dim, generator=g))
+    return (
+        torch.rand(n_l, x_dim, generator=g),
+        torch.randint(0, 10, (n_l,), generator=g),
+        torch.rand(n_u, x_dim, generator=g),
+    )
 
 
 def test_fused_exact_equals_loop_over_classes():
     torch.manual_seed(0)
     model = M2(hidden=64, z_dim=8)
     x_l, y_l, x_u = _batch()
-    fused = m2_loss(model, x_l, y_l, x_u, estimator="exact", alpha=3.0,
-                    generator=torch.Generator().manual_seed(7))
-    looped = reference_exact_loss(model, x_l, y_l, x_u, alpha=3.0,
-                                  generator=torch.Generator().manual_seed(7))
+    fused = m2_loss(
+        model,
+        x_l,
+        y_l,
+        x_u,
+        estimator="exact",
+        alpha=3.0,
+        generator=torch.Generator().manual_seed(7),
+    )
+    looped = reference_exact_loss(
+        model, x_l, y_l, x_u, alpha=3.0, generator=torch.Generator().manual_seed(7)
+    )
     for term in fused:
         torch.testing.assert_close(fused[term], looped[term], rtol=1e-5, atol=1e-5)
     fused["loss"].backward()
@@ -67,14 +78,17 @@ def test_loss_matches_hand_computation():
 
     q = [0.25, 0.75]
     labelled = neg_elbo([1.0, 0.0], 1)
-    unlabelled = sum(q[y] * neg_elbo([0.0, 1.0], y) for y in range(2)) + sum(p * math.log(p) for p in q)
+    unlabelled = sum(q[y] * neg_elbo([0.0, 1.0], y) for y in range(2)) + sum(
+        p * math.log(p) for p in q
+    )
     classification = -math.log(0.75)
     terms = m2_loss(model, x_l, y_l, x_u, estimator="exact", alpha=2.0)
     assert terms["labelled"].item() == pytest.approx(labelled, rel=1e-6)
     assert terms["unlabelled"].item() == pytest.approx(unlabelled, rel=1e-6)
     assert terms["classification"].item() == pytest.approx(classification, rel=1e-6)
-    assert terms["loss"].item() == pytest.approx(labelled + unlabelled + 2.0 * classification,
-                                                 rel=1e-6)
+    assert terms["loss"].item() == pytest.approx(
+        labelled + unlabelled + 2.0 * classification, rel=1e-6
+    )
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
@@ -82,7 +96,9 @@ def test_gradients_reach_every_network(estimator):
     torch.manual_seed(0)
     model = M2(hidden=32, z_dim=4)
     x_l, y_l, x_u = _batch()
-    m2_loss(model, x_l, y_l, x_u, estimator=estimator, alpha=1.0, temperature=0.5)["loss"].backward()
+    m2_loss(model, x_l, y_l, x_u, estimator=estimator, alpha=1.0, temperature=0.5)[
+        "loss"
+    ].backward()
     for name, p in model.named_parameters():
         reached = p.grad is not None and p.grad.abs().sum() > 0
         if estimator == "supervised":
@@ -114,8 +130,15 @@ def test_gumbel_approaches_exact_as_temperature_falls():
     no_l = (x_u[:0], torch.zeros(0, dtype=torch.long))
 
     def unlabelled(estimator, tau=1.0):
-        return m2_loss(model, *no_l, x_u, estimator=estimator, alpha=0.0, temperature=tau,
-                       generator=torch.Generator().manual_seed(1))["unlabelled"].item()
+        return m2_loss(
+            model,
+            *no_l,
+            x_u,
+            estimator=estimator,
+            alpha=0.0,
+            temperature=tau,
+            generator=torch.Generator().manual_seed(1),
+        )["unlabelled"].item()
 
     with torch.no_grad():
         exact, hard = unlabelled("exact"), unlabelled("gumbel-st")
@@ -130,10 +153,12 @@ def test_sampled_y_term_differs_from_analytic_but_shares_the_rest():
     model = M2(hidden=32, z_dim=4)
     x_l, y_l, x_u = _batch()
     kw = dict(estimator="gumbel", alpha=1.0, temperature=0.5)
-    analytic = m2_loss(model, x_l, y_l, x_u, y_term="analytic",
-                       generator=torch.Generator().manual_seed(3), **kw)
-    sampled = m2_loss(model, x_l, y_l, x_u, y_term="sampled",
-                      generator=torch.Generator().manual_seed(3), **kw)
+    analytic = m2_loss(
+        model, x_l, y_l, x_u, y_term="analytic", generator=torch.Generator().manual_seed(3), **kw
+    )
+    sampled = m2_loss(
+        model, x_l, y_l, x_u, y_term="sampled", generator=torch.Generator().manual_seed(3), **kw
+    )
     assert analytic["labelled"].item() == sampled["labelled"].item()
     assert analytic["unlabelled"].item() != pytest.approx(sampled["unlabelled"].item())
     assert torch.isfinite(sampled["loss"])

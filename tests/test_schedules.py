@@ -13,8 +13,13 @@ def test_fixed_temperature():
 
 
 def test_annealed_temperature_follows_jang_et_al():
-    v = Variant(temperature=1.0, temperature_schedule="anneal", temperature_min=0.5,
-                anneal_rate=3e-5, anneal_every=2000)
+    v = Variant(
+        temperature=1.0,
+        temperature_schedule="anneal",
+        temperature_min=0.5,
+        anneal_rate=3e-5,
+        anneal_every=2000,
+    )
     assert temperature_at(v, 0) == 1.0
     assert temperature_at(v, 1999) == 1.0  # held between updates
     assert temperature_at(v, 2000) == pytest.approx(math.exp(-3e-5 * 2000))

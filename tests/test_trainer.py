@@ -25,18 +25,30 @@ def test_epoch_report_has_every_figure(mnist):
     assert report.epoch == 1 and report.steps == 5
     assert set(report.losses) == {"loss", "labelled", "unlabelled", "classification"}
     assert report.losses["loss"] == pytest.approx(
-        report.losses["labelled"] + report.losses["unlabelled"]
-        + report.alpha * report.losses["classification"], rel=1e-4)
+        report.losses["labelled"]
+        + report.losses["unlabelled"]
+        + report.alpha * report.losses["classification"],
+        rel=1e-4,
+    )
     assert 0.0 <= report.test_accuracy <= 1.0
     assert report.test_error == pytest.approx(100 * (1 - report.test_accuracy))
     assert report.samples_per_sec > 0 and report.epoch_seconds > 0
     metrics = report.metrics()
-    assert {"train_loss", "train_labelled", "train_unlabelled", "train_classification",
-            "test_accuracy", "test_error", "samples_per_sec", "epoch_seconds"} <= set(metrics)
+    assert {
+        "train_loss",
+        "train_labelled",
+        "train_unlabelled",
+        "train_classification",
+        "test_accuracy",
+        "test_error",
+        "samples_per_sec",
+        "epoch_seconds",
+    } <= set(metrics)
 
 
-@pytest.mark.parametrize("name", ["exact", "tutorial-gumbel", "gumbel-st", "gumbel-anneal",
-                                  "supervised-only"])
+@pytest.mark.parametrize(
+    "name", ["exact", "tutorial-gumbel", "gumbel-st", "gumbel-anneal", "supervised-only"]
+)
 def test_training_is_deterministic_on_the_cpu(mnist, name):
     a = _trainer(mnist, name, max_steps=3).fit()
     b = _trainer(mnist, name, max_steps=3).fit()
@@ -93,7 +105,8 @@ def test_cuda_training_matches_the_cpu_figures_closely(data_root):
     from harness.data import load_splits
 
     splits = load_splits("mnist", data_root, "cuda", download=False)
-    t = Trainer(create_variant("exact", {"epochs": 1}), splits, "cuda", max_steps=20,
-                progress=False)
+    t = Trainer(
+        create_variant("exact", {"epochs": 1}), splits, "cuda", max_steps=20, progress=False
+    )
     report = t.run_epoch()
     assert t.x_u.is_cuda and report.test_accuracy > 0.3

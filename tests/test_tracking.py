@@ -1,0 +1,210 @@
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from harness import runner
+from harness.cli import main
+from harness.tracking import Tracker, TrackingError
+from harness.variants import create_variant
+
+mlflow = pytest.importorskip("mlflow")
+
+
+@pytest.fixture
+def store(tmp_path):
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def _runs(uri, experiment):
+    client = mlflow.MlflowClient(uri)
+    return client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+
+
+def test_a_run_is_logged_and_found_again(store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = [
+        "run",
+        "exact",
+        "--epochs",
+        "2",
+        "--max-steps",
+        "3",
+        "--tracking-uri",
+        store,
+        "--experiment",
+        "found-again",
+        "--set",
+        "temperature=0.3",
+    ]
+    assert main(args) == 0
+    mlflow.set_tracking_uri(store)
+    frame = mlflow.search_runs(experiment_names=["found-again"])
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    assert row["status"] == "FINISHED"
+    assert row["params.estimator"] == "exact" and row["params.temperature"] == "0.3"
+    assert row["params.labels"] == "100" and row["params.max_steps"] == "3"
+    assert len(row["params.git_commit"]) in (40, len("unknown"))
+    assert row["params.torch_version"] and row["params.device"] == "cpu"
+    assert row["tags.variant"] == "exact" and row["tags.seed"] == "0"
+    assert row["tags.dataset"] == "mnist" and row["tags.labels"] == "100"
+    assert 0 < row["metrics.test_accuracy"] <= 1
+    assert row["metrics.test_error"] == pytest.approx(100 * (1 - row["metrics.test_accuracy"]))
+    client = mlflow.MlflowClient(store)
+    history = client.get_metric_history(row["run_id"], "test_accuracy")
+    assert sorted(m.step for m in history) == [1, 2]
+    for metric in [
+        "train_loss",
+        "train_labelled",
+        "train_unlabelled",
+        "train_classification",
+        "samples_per_sec",
+        "epoch_seconds",
+    ]:
+        assert len(client.get_metric_history(row["run_id"], metric)) == 2, metric
+    artifacts = {a.path for a in client.list_artifacts(row["run_id"])}
+    assert {"confusion_matrix.png", "analogies.png", "config.json", "checkpoint"} <= artifacts
+    config = mlflow.artifacts.load_dict(f"runs:/{row['run_id']}/config.json")
+    assert config["temperature"] == 0.3 and config["estimator"] == "exact"
+    png = client.download_artifacts(row["run_id"], "confusion_matrix.png", str(tmp_path))
+    assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_store_that_cannot_be_opened_fails_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the store's folder should be")
+    uri = f"sqlite:///{blocker / 'mlflow.db'}"
+    with pytest.raises(TrackingError, match="cannot create the tracking store's folder"):
+        Tracker(uri, "x")
+    assert main(["run", "exact", "--epochs", "1", "--tracking-uri", uri]) == 1
+    assert "tracking store" in capsys.readouterr().err
+    assert not (tmp_path / "checkpoints").exists()  # nothing trained, nothing written
+
+
+def test_interrupted_run_is_killed_then_resumed_into_the_same_run(store, tmp_path, mnist):
+    tracker = Tracker(store, "interrupt")
+    variant = create_variant("exact", {"epochs": 3})
+
+    def interrupt_after_first_epoch(report):
+        if report.epoch == 1:
+            raise KeyboardInterrupt
+
+    kw = dict(max_steps=3, tracker=tracker, checkpoint_dir=tmp_path / "ckpt", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_variant(variant, on_epoch_end=[interrupt_after_first_epoch], **kw)
+    (run,) = _runs(store, "interrupt")
+    assert run.info.status == "KILLED"
+    result = runner.run_variant(variant, resume=True, **kw)
+    assert result.run_id == run.info.run_id
+    assert tracker.run_status(result.run_id) == "FINISHED"
+    steps = [m.step for m in tracker.client.get_metric_history(result.run_id, "test_accuracy")]
+    assert sorted(steps) == [1, 2, 3]
+    straight = runner.run_variant(variant, max_steps=3, checkpoint_dir=None, progress=False)
+    assert straight.final.losses == result.final.losses
+
+
+def test_a_non_finite_loss_marks_the_run_failed_with_the_reason(store, tmp_path, monkeypatch):
+    import torch
+
+    from harness import trainer as trainer_module
+
+    real_loss = trainer_module.m2_loss
+
+    def nan_loss(*args, **kwargs):
+        terms = real_loss(*args, **kwargs)
+        terms["unlabelled"] = terms["unlabelled"] * torch.tensor(float("nan"))
+        return terms
+
+    monkeypatch.setattr(trainer_module, "m2_loss", nan_loss)
+    tracker = Tracker(store, "nan")
+    with pytest.raises(trainer_module.NonFiniteLossError):
+        runner.run_variant(
+            create_variant("exact", {"epochs": 1}),
+            max_steps=2,
+            tracker=tracker,
+            checkpoint_dir=tmp_path,
+            progress=False,
+        )
+    (run,) = _runs(store, "nan")
+    assert run.info.status == "FAILED"
+    assert "'unlabelled' is nan at step 0" in run.data.tags["failure"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.e2e
+def test_a_tracking_server_on_localhost_receives_a_run_over_http(tmp_path):
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "server never up"
+                time.sleep(0.5)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "harness",
+                "run",
+                "gumbel-st",
+                "--epochs",
+                "1",
+                "--max-steps",
+                "2",
+                "--tracking-uri",
+                uri,
+                "--experiment",
+                "over-http",
+                "--checkpoint-dir",
+                str(tmp_path / "ckpt"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        (run,) = _runs(uri, "over-http")
+        assert run.info.status == "FINISHED" and run.data.params["estimator"] == "gumbel-st"
+        assert "test_accuracy" in run.data.metrics
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
