@@ -94,6 +94,88 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from harness.ablation import load_ablation, run_ablation
+
+    ablation = load_ablation(args.name)
+    if args.jobs < 1:
+        raise UsageError("--jobs must be >= 1")
+    outcomes = run_ablation(
+        ablation,
+        tracking_uri=args.tracking_uri,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        device=args.device,
+        data_root=args.data_root,
+        jobs=args.jobs,
+        checkpoint_dir=args.checkpoint_dir,
+    )
+    failed = [o for o in outcomes if o.status == "failed"]
+    print(
+        f"ablation {ablation.name}: {len(outcomes) - len(failed)} of {len(outcomes)} runs "
+        f"finished" + (f", {len(failed)} failed" if failed else "")
+    )
+    return 1 if failed else 0
+
+
+def _results_inputs(args: argparse.Namespace):
+    from harness.ablation import load_ablation
+    from harness.results import load_runs
+    from harness.tracking import Tracker
+
+    ablation = load_ablation(args.name)
+    tracker = Tracker(args.tracking_uri, ablation.name)
+    return (
+        ablation,
+        tracker,
+        load_runs(tracker, ablation.name, [cell.name for cell in ablation.cells()]),
+    )
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.results import provenance, summarize, write_table
+
+    ablation, tracker, runs = _results_inputs(args)
+    table = summarize(
+        runs, paper_column="labels" in ablation.axes and set(runs["dataset"]) == {"mnist"}
+    )
+    md, csv = write_table(
+        ablation.name,
+        table,
+        provenance(tracker, ablation.name, runs),
+        Path(args.out),
+        ablation.description,
+    )
+    print(md.read_text())
+    print(f"wrote {md} and {csv}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.results import plot
+
+    ablation, tracker, runs = _results_inputs(args)
+    axis = next(iter(ablation.axes)) if len(ablation.axes) == 1 else None
+    for path in plot(ablation.name, tracker, runs, Path(args.out), axis):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from harness.tracking import resolve_tracking_uri, server_command
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    return subprocess.call(server_command(uri, args.host, args.port, ui_only=True))
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA when present)")
     p.add_argument(
@@ -145,6 +227,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_options(run)
     run.set_defaults(func=cmd_run)
+
+    ablate = sub.add_parser("ablate", help="run a named ablation from ablations/")
+    ablate.add_argument("name", help="an ablation in ablations/ (or a path to a .toml file)")
+    ablate.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the file's)")
+    ablate.add_argument("--epochs", type=int, help="epochs per run (default: the file's)")
+    ablate.add_argument("--jobs", type=int, default=1, help="runs at once, in processes")
+    _add_run_options(ablate)
+    ablate.set_defaults(func=cmd_ablate)
+
+    for name, func, what in [
+        ("table", cmd_table, "results/NAME.md and .csv from MLflow"),
+        ("plot", cmd_plot, "results/NAME_*.png from MLflow"),
+    ]:
+        p = sub.add_parser(name, help=what)
+        p.add_argument("name")
+        p.add_argument("--tracking-uri")
+        p.add_argument("--out", default="results", help="folder to write (default: results)")
+        p.set_defaults(func=func)
+
+    ui = sub.add_parser("ui", help="the MLflow UI on localhost against the same store")
+    ui.add_argument("--tracking-uri")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=cmd_ui)
     return parser
 
 

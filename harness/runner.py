@@ -51,6 +51,7 @@ def run_variant(
     tracker: Tracker | None = None,
     parent_run_id: str | None = None,
     run_name: str | None = None,
+    tags: dict[str, str] | None = None,
     extra_params: dict[str, Any] | None = None,
     checkpoint_dir: str | Path | None = DEFAULT_CHECKPOINT_DIR,
     resume: bool = False,
@@ -74,7 +75,7 @@ def run_variant(
     from harness.tracking import read_run_pointer, write_run_pointer
 
     previous = read_run_pointer(checkpoint, tracker) if resume and checkpoint else None
-    tags = {"resumed": "true"} if previous else None
+    tags = {**(tags or {}), **({"resumed": "true"} if previous else {})}
     with tracker.run(run_name or variant.name, tags, parent_run_id, previous) as run_id:
         if checkpoint is not None:
             write_run_pointer(checkpoint, tracker, run_id)

@@ -12,8 +12,11 @@ import json
 import logging
 import os
 import platform
+import socket
 import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -160,6 +163,20 @@ class Tracker:
     def run_status(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.status
 
+    def find_run(self, tags: dict[str, str]) -> str | None:
+        """The newest run of this experiment carrying all of `tags`."""
+        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        runs = self.client.search_runs(
+            [self.experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"]
+        )
+        return runs[0].info.run_id if runs else None
+
+    def child_runs(self, parent_run_id: str, status: str | None = None) -> list[Any]:
+        query = f"tags.mlflow.parentRunId = '{parent_run_id}'"
+        if status:
+            query += f" and attributes.status = '{status}'"
+        return list(self.client.search_runs([self.experiment_id], query, max_results=50_000))
+
     # what a training run logs ---------------------------------------------------------------
     def log_start(
         self,
@@ -227,6 +244,70 @@ class Tracker:
             figures.close(figure)
         if checkpoint is not None and checkpoint.exists():
             self.client.log_artifact(run_id, str(checkpoint), "checkpoint")
+
+
+def server_command(
+    uri: str, host: str = "127.0.0.1", port: int = 5000, ui_only: bool = False
+) -> list[str]:
+    """`mlflow server` (or `mlflow ui`) over the store at `uri`, artifacts beside a SQLite file."""
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui" if ui_only else "server",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    path = _sqlite_path(uri)
+    if path is not None:
+        command += ["--artifacts-destination", str(path.parent / "mlartifacts")]
+    return command
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def local_server(uri: str, timeout: float = 120.0) -> Iterator[str]:
+    """An MLflow server on localhost over a SQLite store, so that several processes log at once
+    (SQLite refuses concurrent writers); an HTTP store is used as it is."""
+    if uri.startswith(("http://", "https://")):
+        yield uri
+        return
+    port = free_port()
+    server = subprocess.Popen(
+        [*server_command(uri, port=port), "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    address = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"{address}/health", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    detail = server.stderr.read().decode()[-500:] if server.poll() else ""
+                    raise TrackingError(
+                        f"the MLflow server for {uri} did not start. {detail}"
+                    ) from None
+                time.sleep(0.3)
+        yield address
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 def write_run_pointer(checkpoint: Path, tracker: Tracker, run_id: str) -> None:

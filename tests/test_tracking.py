@@ -1,17 +1,14 @@
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from harness import runner
 from harness.cli import main
-from harness.tracking import Tracker, TrackingError
+from harness.tracking import Tracker, TrackingError, local_server
 from harness.variants import create_variant
 
 mlflow = pytest.importorskip("mlflow")
@@ -138,46 +135,11 @@ def test_a_non_finite_loss_marks_the_run_failed_with_the_reason(store, tmp_path,
     assert "'unlabelled' is nan at step 0" in run.data.tags["failure"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.e2e
 def test_a_tracking_server_on_localhost_receives_a_run_over_http(tmp_path):
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-            "--workers",
-            "1",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "server never up"
-                time.sleep(0.5)
+    store = f"sqlite:///{tmp_path / 'server.db'}"
+    with local_server(store) as uri:
+        assert uri.startswith("http://127.0.0.1:")
         done = subprocess.run(
             [
                 sys.executable,
@@ -205,6 +167,5 @@ def test_a_tracking_server_on_localhost_receives_a_run_over_http(tmp_path):
         (run,) = _runs(uri, "over-http")
         assert run.info.status == "FINISHED" and run.data.params["estimator"] == "gumbel-st"
         assert "test_accuracy" in run.data.metrics
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    (stored,) = _runs(store, "over-http")  # the server wrote into the SQLite store
+    assert stored.info.run_id == run.info.run_id

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import pytest
+
+from harness import ablation as ablation_module
+from harness.ablation import AblationError, available, load_ablation, run_ablation
+from harness.cli import main
+
+mlflow = pytest.importorskip("mlflow")
+
+TINY = """
+description = "two estimators, two seeds"
+variants = ["exact", "gumbel-st"]
+seeds = [0, 1]
+epochs = 1
+
+[set]
+labels = 100
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+def test_shipped_ablations_load_and_expand():
+    assert {"estimator", "temperature", "alpha", "labels", "y-term"} <= set(available())
+    labels = load_ablation("labels")
+    cells = [c.name for c in labels.cells()]
+    assert "paper-exact[labels=3000]" in cells and "supervised-only[labels=600]" in cells
+    assert len(cells) == 4 * 4  # three variants and the control, four label counts each
+    alpha = load_ablation("alpha")
+    assert len([c for c in alpha.cells() if not c.control]) == 6  # 3 schedules x 2 scales
+    assert [c.name for c in alpha.cells() if c.control] == ["supervised-only"]
+    temperature = load_ablation("temperature")
+    assert {c.variant for c in temperature.cells()} >= {"gumbel-0.1", "gumbel-1", "gumbel-anneal"}
+
+
+def test_bad_ablations_are_clear_errors(tmp_path):
+    with pytest.raises(AblationError, match=r"unknown ablation 'estimater' \(did you mean"):
+        load_ablation("estimater")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('variants = ["exact"]\n[axes]\ntemprature = [0.1]\n')
+    with pytest.raises(ValueError, match="unknown setting 'temprature'"):
+        load_ablation(str(bad))
+    bad.write_text('variants = ["exact"]\n[axes]\ntemperature = [0.1, -1.0]\n')
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        load_ablation(str(bad))
+
+
+def test_tiny_ablation_end_to_end_from_the_command_line(tiny, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    base = ["--tracking-uri", store]
+    assert main(["ablate", str(tiny), "--max-steps", "2", *base]) == 0
+    client = mlflow.MlflowClient(store)
+    experiment = client.get_experiment_by_name("tiny").experiment_id
+    runs = client.search_runs([experiment])
+    (parent,) = [r for r in runs if r.data.tags.get("m2h.role") == "ablation"]
+    children = [r for r in runs if r is not parent and r.info.run_id != parent.info.run_id]
+    assert len(children) == 4
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    assert parent.info.status == "FINISHED"
+
+    (tmp_path / "results").mkdir()
+    assert main(["table", str(tiny), *base]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "results" / "tiny.csv")
+    assert table["cell"].tolist() == ["exact", "gumbel-st"]
+    assert table["seeds"].tolist() == [2, 2]
+    for row in table.itertuples():
+        errors = [
+            r.data.metrics["final_test_error"] for r in children if r.data.tags["cell"] == row.cell
+        ]
+        assert row.test_error_mean == pytest.approx(sum(errors) / 2)
+        assert row.test_error_std == pytest.approx(pd.Series(errors).std())
+    md = (tmp_path / "results" / "tiny.md").read_text()
+    assert "m2h ablate tiny --seeds 0 1 --epochs 1 --max-steps 2" in md
+    assert "tiny" in (tmp_path / "results" / "README.md").read_text()
+
+    assert main(["plot", str(tiny), *base]) == 0
+    from PIL import Image
+
+    for name in ["tiny_curves.png", "tiny_final.png"]:
+        with Image.open(tmp_path / "results" / name) as image:
+            image.verify()
+            assert image.format == "PNG" and image.size[0] > 400
+
+
+def test_an_interrupted_ablation_resumes_without_repeating_finished_cells(
+    tiny, tmp_path, monkeypatch
+):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ablation = load_ablation(str(tiny))
+    real = ablation_module._run_one
+    calls = []
+
+    def interrupt_third(job):
+        calls.append((job["cell"], job["variant"]["seed"]))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(job)
+
+    monkeypatch.setattr(ablation_module, "_run_one", interrupt_third)
+    kw = dict(
+        tracking_uri=store, max_steps=2, checkpoint_dir=tmp_path / "ckpt", echo=lambda *a: None
+    )
+    with pytest.raises(KeyboardInterrupt):
+        run_ablation(ablation, **kw)
+    monkeypatch.setattr(ablation_module, "_run_one", real)
+    outcomes = run_ablation(ablation, **kw)
+    assert sorted(o.status for o in outcomes) == ["finished", "finished", "skipped", "skipped"]
+    client = mlflow.MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("m2h.role") == "ablation"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("m2h.role") != "ablation"]
+    assert len(children) == 4 and {r.info.status for r in children} == {"FINISHED"}
+    assert len({(r.data.tags["cell"], r.data.tags["seed"]) for r in children}) == 4
+
+
+@pytest.mark.e2e
+def test_parallel_jobs_log_every_run_through_a_local_server(tiny, tmp_path):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    outcomes = run_ablation(
+        load_ablation(str(tiny)),
+        tracking_uri=store,
+        max_steps=2,
+        jobs=2,
+        checkpoint_dir=tmp_path / "ckpt",
+        echo=lambda *a: None,
+    )
+    assert [o.status for o in outcomes] == ["finished"] * 4
+    client = mlflow.MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    children = [r for r in runs if r.data.tags.get("m2h.role") != "ablation"]
+    assert len(children) == 4
+    assert all(
+        len(client.get_metric_history(r.info.run_id, "test_accuracy")) == 1 for r in children
+    )
