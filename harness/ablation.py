@@ -207,14 +207,16 @@ def run_ablation(
     echo: Any = print,
 ) -> list[CellOutcome]:
     """Run every cell and seed not already FINISHED in the store, under one parent run."""
-    from harness.data import load_splits
+    from harness.data import ensure_dataset
+    from harness.runner import ensure_writable
     from harness.tracking import Tracker, local_server
 
     seeds = list(seeds or ablation.seeds)
     epochs = epochs or ablation.epochs
+    for dataset in {ablation.variant(cell, seeds[0]).dataset for cell in ablation.cells()}:
+        ensure_dataset(dataset, data_root)  # bad data fails here, once, before any write
+    ensure_writable(Path(checkpoint_dir), "checkpoint folder")
     tracker = Tracker(tracking_uri, ablation.name)
-    first = ablation.variant(ablation.cells()[0], seeds[0], epochs)
-    load_splits(first.dataset, data_root, "cpu", first.validation)  # bad data fails here, once
 
     key = ablation_key(ablation, seeds, epochs, max_steps)
     parent = tracker.find_run({"m2h.ablation_key": key, "m2h.role": "ablation"})

@@ -63,6 +63,13 @@ def variant_from_args(args: argparse.Namespace) -> Variant:
     return create_variant(args.name, overrides)
 
 
+def verify_data(args: argparse.Namespace, dataset: str) -> None:
+    """Missing or corrupt data fails before anything (a tracking store included) is written."""
+    from harness.data import ensure_dataset
+
+    ensure_dataset(dataset, args.data_root, download=not args.no_download)
+
+
 def make_tracker(args: argparse.Namespace, experiment: str):
     """The MLflow store named by the flags, opened (and checked writable) before any training."""
     if args.no_track:
@@ -76,6 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.runner import format_report, format_summary, run_variant
 
     variant = variant_from_args(args)
+    verify_data(args, variant.dataset)
     tracker = make_tracker(args, args.experiment)
     result = run_variant(
         variant,
@@ -120,11 +128,15 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def _results_inputs(args: argparse.Namespace):
+    from pathlib import Path
+
     from harness.ablation import load_ablation
     from harness.results import load_runs
+    from harness.runner import ensure_writable
     from harness.tracking import Tracker
 
     ablation = load_ablation(args.name)
+    ensure_writable(Path(args.out), "results folder")
     tracker = Tracker(args.tracking_uri, ablation.name)
     return (
         ablation,

@@ -95,6 +95,26 @@ def _torchvision_dataset(dataset: str, root: Path, train: bool, download: bool):
     return cls(str(root), train=train, download=download)
 
 
+def ensure_dataset(
+    dataset: str, root: str | os.PathLike | None = None, download: bool = True
+) -> Path:
+    """Download `dataset` if it is missing (and allowed), then check its MD5s; the data root."""
+    if dataset not in FOLDERS:
+        raise DataError(f"unknown dataset {dataset!r}; known: {', '.join(FOLDERS)}")
+    root = resolve_data_root(root)
+    raw = root / FOLDERS[dataset] / "raw"
+    if not all((raw / name).exists() for name in RAW_MD5[FOLDERS[dataset]]):
+        if not download:
+            raise DataError(_missing_message(dataset, root))
+        try:
+            for train in (True, False):
+                _torchvision_dataset(dataset, root, train, download=True)
+        except Exception as err:  # offline, or a mirror refused: one clear message
+            raise DataError(f"{_missing_message(dataset, root)} (download failed: {err})") from None
+    verify_raw_files(dataset, root)
+    return root
+
+
 def load_splits(
     dataset: str,
     root: str | os.PathLike | None = None,
@@ -104,20 +124,7 @@ def load_splits(
 ) -> Splits:
     """Load a dataset onto `device`; the last `validation` training images become the
     validation split (as Kingma et al. hold out the last 10,000)."""
-    if dataset not in FOLDERS:
-        raise DataError(f"unknown dataset {dataset!r}; known: {', '.join(FOLDERS)}")
-    root = resolve_data_root(root)
-    raw = root / FOLDERS[dataset] / "raw"
-    present = all((raw / name).exists() for name in RAW_MD5[FOLDERS[dataset]])
-    if not present:
-        if not download:
-            raise DataError(_missing_message(dataset, root))
-        try:
-            for train in (True, False):
-                _torchvision_dataset(dataset, root, train, download=True)
-        except Exception as err:  # offline, or a mirror refused: one clear message
-            raise DataError(f"{_missing_message(dataset, root)} (download failed: {err})") from None
-    verify_raw_files(dataset, root)
+    root = ensure_dataset(dataset, root, download)
     train = _torchvision_dataset(dataset, root, True, download=False)
     test = _torchvision_dataset(dataset, root, False, download=False)
 

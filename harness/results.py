@@ -119,7 +119,6 @@ def provenance(tracker: Tracker, ablation: str, runs: pd.DataFrame) -> dict[str,
 def write_table(
     name: str, table: pd.DataFrame, meta: dict[str, str], out_dir: Path, description: str = ""
 ) -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
     csv, md = out_dir / f"{name}.csv", out_dir / f"{name}.md"
     table.to_csv(csv, index=False)
     shown = table.copy()
@@ -188,7 +187,6 @@ def plot(
 ) -> list[Path]:
     """Test error by epoch per cell (mean and band over seeds), and final error per cell (or by
     the swept `axis`, one line per variant)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     sns.set_theme(style="whitegrid", context="notebook")
     curves = epoch_curves(tracker, runs)
     fig, ax = plt.subplots(figsize=(8, 5))

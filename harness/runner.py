@@ -40,6 +40,21 @@ def run_key(variant: Variant, max_steps: int | None) -> str:
     return f"{variant.name}-{digest[:12]}"
 
 
+class OutputError(OSError):
+    """A folder the harness must write to cannot be written."""
+
+
+def ensure_writable(folder: Path, what: str) -> None:
+    """Create `folder` and prove it writable, or raise one clear error."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".m2h-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise OutputError(f"the {what} {folder} cannot be written: {err.strerror}") from None
+
+
 def run_variant(
     variant: Variant,
     *,
@@ -60,6 +75,8 @@ def run_variant(
     """Train `variant`, checkpointing every epoch; with `resume`, continue from the checkpoint
     (and, when tracked, into the same MLflow run) if one exists."""
     torch_device = resolve_device(device)
+    if checkpoint_dir is not None:
+        ensure_writable(Path(checkpoint_dir), "checkpoint folder")
     splits = load_splits(variant.dataset, data_root, torch_device, variant.validation, download)
     trainer = Trainer(variant, splits, torch_device, max_steps=max_steps, progress=progress)
     checkpoint = (

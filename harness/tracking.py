@@ -8,6 +8,7 @@ children can be open at once. mlflow is imported here only: the trainer never ne
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -86,6 +87,20 @@ def environment_params(device: torch.device) -> dict[str, str]:
     }
 
 
+@contextmanager
+def _creation_lock(path: Path | None) -> Iterator[None]:
+    """An exclusive lock beside a SQLite store while it is created or migrated."""
+    if path is None:
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class Tracker:
     """A handle on one MLflow store and experiment."""
 
@@ -110,16 +125,16 @@ class Tracker:
                 path.exists() and not os.access(path, os.W_OK)
             ):
                 raise TrackingError(f"tracking store {path} cannot be written (permission denied)")
-        self.client = MlflowClient(tracking_uri=self.uri)
+        artifacts = (path.parent / "mlartifacts").as_uri() if path is not None else None
         try:
-            found = self.client.get_experiment_by_name(experiment)
-            if found is None:
-                artifacts = (path.parent / "mlartifacts").as_uri() if path is not None else None
-                self.experiment_id = self.client.create_experiment(
-                    experiment, artifact_location=artifacts
+            with _creation_lock(path):  # processes starting together race on schema migration
+                self.client = MlflowClient(tracking_uri=self.uri)
+                found = self.client.get_experiment_by_name(experiment)
+                self.experiment_id = (
+                    found.experiment_id
+                    if found is not None
+                    else self.client.create_experiment(experiment, artifact_location=artifacts)
                 )
-            else:
-                self.experiment_id = found.experiment_id
         except Exception as err:
             raise TrackingError(
                 f"cannot open or write the tracking store {self.uri}: {str(err).splitlines()[0]}"

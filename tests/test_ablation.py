@@ -142,3 +142,45 @@ def test_parallel_jobs_log_every_run_through_a_local_server(tiny, tmp_path):
     assert all(
         len(client.get_metric_history(r.info.run_id, "test_accuracy")) == 1 for r in children
     )
+
+
+@pytest.mark.e2e
+def test_two_ablations_writing_to_one_store_at_once_lose_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    procs = []
+    for name in ["first", "second"]:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(TINY)
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "harness",
+                    "ablate",
+                    str(path),
+                    "--max-steps",
+                    "2",
+                    "--tracking-uri",
+                    store,
+                    "--checkpoint-dir",
+                    str(tmp_path / name),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    client = mlflow.MlflowClient(store)
+    for name in ["first", "second"]:
+        runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+        children = [r for r in runs if r.data.tags.get("m2h.role") != "ablation"]
+        assert len(children) == 4 and {r.info.status for r in children} == {"FINISHED"}
+        for run in children:
+            assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -89,3 +90,99 @@ def test_one_epoch_run_on_real_mnist_with_100_labels():
     assert lines[0].startswith("epoch   1/1") and "rows/s" in lines[0]
     accuracy = float(lines[-1].split("test accuracy ")[1].split("%")[0])
     assert accuracy >= 75.0, lines[-1]
+
+
+def _final_figures(stdout: str) -> tuple[str, str]:
+    """The last epoch's losses and the summary's accuracy, without the timings."""
+    epoch_line = [line for line in stdout.splitlines() if line.startswith("epoch")][-1]
+    summary = [line for line in stdout.splitlines() if "test accuracy" in line][-1]
+    return epoch_line.split("test acc")[0].split("/", 1)[1], summary.split(";")[0]
+
+
+@pytest.mark.e2e
+def test_sigterm_mid_epoch_then_resume_ends_with_the_uninterrupted_numbers(tmp_path):
+    import signal
+
+    mlflow = pytest.importorskip("mlflow")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [
+        "run",
+        "exact",
+        "--epochs",
+        "3",
+        "--max-steps",
+        "40",
+        "--tracking-uri",
+        store,
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", *args],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().startswith("epoch   1/3")
+    time.sleep(0.3)  # into the second epoch
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "--resume" in err and len(err.strip().splitlines()) == 1, err
+    client = mlflow.MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("runs").experiment_id])
+    assert run.info.status == "KILLED"
+
+    resumed = m2h(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert not resumed.stdout.startswith("epoch   1/3")  # epoch 1 came from the checkpoint
+    straight = m2h(
+        "run",
+        "exact",
+        "--epochs",
+        "3",
+        "--max-steps",
+        "40",
+        "--no-track",
+        "--checkpoint-dir",
+        str(tmp_path / "other"),
+    )
+    assert _final_figures(resumed.stdout) == _final_figures(straight.stdout)
+    (run,) = client.search_runs([client.get_experiment_by_name("runs").experiment_id])
+    assert run.info.status == "FINISHED"
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "test_error"))
+    assert steps == [1, 2, 3]
+
+
+def test_unwritable_folders_are_clear_errors_before_any_work(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["run", "exact", "--no-track", "--checkpoint-dir", str(blocker / "ckpt")]) == 1
+    assert "the checkpoint folder" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "table",
+                "estimator",
+                "--out",
+                str(blocker / "results"),
+                "--tracking-uri",
+                f"sqlite:///{tmp_path / 'm.db'}",
+            ]
+        )
+        == 1
+    )
+    assert "the results folder" in capsys.readouterr().err
+
+
+def test_missing_data_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "exact", "--data-root", str(tmp_path / "none"), "--no-download"]) == 1
+    assert "could not be downloaded" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no store, no checkpoint folder
+
+
+def test_debug_shows_the_traceback(capsys):
+    with pytest.raises(Exception, match="unknown variant"):
+        main(["--debug", "run", "nope"])
