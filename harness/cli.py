@@ -178,6 +178,50 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from harness.search import SearchSpec, export_best, load_study, prepare, run_search, summary
+
+    if args.trials is None and not args.export:
+        raise UsageError("say how many trials the study should hold (--trials T)")
+    if args.jobs < 1:
+        raise UsageError("--jobs must be >= 1")
+    space = prepare(args.name, args.space or [], args.validation)
+    variant = variant_from_args(args)  # validates --set and the seed before anything runs
+    verify_data(args, variant.dataset)
+    spec = SearchSpec(
+        variant=args.name,
+        study=args.study or f"{args.name}-search",
+        storage=args.storage,
+        space=space,
+        settings=parse_overrides(args.set or []),
+        trials=args.trials or 0,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        validation=args.validation,
+        seed=variant.seed,
+        pruner=args.pruner,
+        timeout=args.timeout,
+        device=args.device,
+        data_root=args.data_root,
+        tracking_uri=args.tracking_uri,
+        track=not args.no_track,
+    )
+    if args.jobs > 1 and (args.storage or "sqlite").startswith("sqlite"):
+        raise UsageError(
+            "several workers need a journal file or a database server: "
+            "--storage journal:PATH (Optuna advises against SQLite for parallel work)"
+        )
+    study = run_search(spec, jobs=args.jobs) if args.trials else load_study(spec)
+    print(summary(study))
+    if args.export:
+        path = export_best(study, args.name, args.export)
+        print(
+            f"registered the best trial as variant {args.export!r} in {path}; "
+            f"see it with `m2h show {args.export}`"
+        )
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -257,6 +301,39 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tracking-uri")
         p.add_argument("--out", default="results", help="folder to write (default: results)")
         p.set_defaults(func=func)
+
+    search = sub.add_parser("search", help="an Optuna study over a variant's search space")
+    search.add_argument("name")
+    search.add_argument("--trials", type=int, help="trials the study should hold in all")
+    search.add_argument("--study", help="study name (default: NAME-search)")
+    search.add_argument(
+        "--storage",
+        help="Optuna storage: an RDB URL (default: sqlite:///"
+        "<cwd>/optuna.db) or journal:PATH for several worker processes",
+    )
+    search.add_argument("--timeout", type=float, help="stop starting trials after SEC seconds")
+    search.add_argument("--jobs", type=int, default=1, help="worker processes")
+    search.add_argument(
+        "--space",
+        action="append",
+        metavar="KEY=RANGE",
+        help="narrow the space: lr=1e-4:1e-3, hidden=256,512, temperature=0.5",
+    )
+    search.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
+    search.add_argument(
+        "--validation",
+        type=int,
+        default=10_000,
+        help="training images held out as the objective (default 10000)",
+    )
+    search.add_argument("--epochs", type=int)
+    search.add_argument("--seed", type=int)
+    search.add_argument("--set", action="append", metavar="KEY=VALUE")
+    search.add_argument(
+        "--export", metavar="NEW_NAME", help="register the best trial as a new variant"
+    )
+    _add_run_options(search)
+    search.set_defaults(func=cmd_search)
 
     ui = sub.add_parser("ui", help="the MLflow UI on localhost against the same store")
     ui.add_argument("--tracking-uri")

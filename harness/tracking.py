@@ -36,6 +36,13 @@ class TrackingError(RuntimeError):
     """A tracking store that cannot be opened or written."""
 
 
+class RunStopped(Exception):
+    """A run stopped on purpose (a pruned search trial): it ends KILLED, the reason in the tag
+    `stopped`; `run_id` names the run."""
+
+    run_id: str | None = None
+
+
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM during a run."""
 
@@ -167,6 +174,11 @@ class Tracker:
         try:
             yield run_id
         except KeyboardInterrupt:
+            self.client.set_terminated(run_id, status="KILLED")
+            raise
+        except RunStopped as stop:
+            stop.run_id = run_id
+            self.client.set_tag(run_id, "stopped", str(stop))
             self.client.set_terminated(run_id, status="KILLED")
             raise
         except Exception as err:

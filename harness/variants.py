@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
+import os
+import tomllib
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal
 
 Estimator = Literal["exact", "gumbel", "gumbel-st", "supervised"]
@@ -156,27 +160,94 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
 
 
 _REGISTRY: dict[str, Variant] = {}
+_SPACES: dict[str, dict[str, Any]] = {}
+USER_VARIANTS_ENV = "M2H_VARIANTS"
 
 
 def register_variant(
-    fn_or_name: Callable[[], Variant] | str, variant: Variant | None = None
+    fn_or_name: Callable[[], Variant] | str | None = None,
+    variant: Variant | None = None,
+    *,
+    space: dict[str, Any] | None = None,
 ) -> Any:
-    """Register a variant: as a decorator on a factory, or as `register_variant(name, v)`."""
+    """Register a variant: `@register_variant`, `@register_variant(space=...)` on a factory
+    function, or `register_variant(name, variant, space=...)`. `space` is what a search tunes."""
+    if fn_or_name is None:
+        return lambda fn: register_variant(fn, space=space)
     if isinstance(fn_or_name, str):
         if variant is None:
             raise TypeError("register_variant(name, variant) needs a variant")
-        name = fn_or_name
-        _REGISTRY[name] = variant.replace(name=name)
-        return _REGISTRY[name]
-    fn = fn_or_name
-    name = fn.__name__.replace("_", "-")
-    doc = " ".join((fn.__doc__ or "").split())
-    _REGISTRY[name] = fn().replace(name=name, description=doc)
-    return fn
+        name, registered = fn_or_name, variant.replace(name=fn_or_name)
+    else:
+        name = fn_or_name.__name__.replace("_", "-")
+        doc = " ".join((fn_or_name.__doc__ or "").split())
+        registered = fn_or_name().replace(name=name, description=doc)
+    _REGISTRY[name] = registered
+    _SPACES[name] = dict(space or {})
+    return fn_or_name if not isinstance(fn_or_name, str) else registered
+
+
+def user_variants_path() -> Path:
+    """Where exported variants live: $M2H_VARIANTS, else ./m2h-variants.toml."""
+    return Path(os.environ.get(USER_VARIANTS_ENV) or "m2h-variants.toml")
+
+
+def load_user_variants(path: Path) -> None:
+    """Register each `[name]` table of `path`: `base`, `description` and a `[name.set]` table."""
+    if not path.exists():
+        return
+    try:
+        spec = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise VariantError(f"{path} is not valid TOML: {err}") from None
+    for name, entry in spec.items():
+        base = get_variant(entry["base"])
+        variant = create_variant(base.name, entry.get("set", {}))
+        register_variant(
+            name,
+            variant.replace(description=entry.get("description", "")),
+            space=_SPACES.get(base.name),
+        )
+
+
+def save_user_variant(
+    name: str, base: str, settings: dict[str, Any], description: str, path: Path | None = None
+) -> Path:
+    """Add (or replace) `name` in the user variants file and register it."""
+    path = path or user_variants_path()
+    spec = tomllib.loads(path.read_text()) if path.exists() else {}
+    spec[name] = {"base": base, "description": description, "set": settings}
+    lines = []
+    for key, entry in spec.items():
+        lines += [
+            f"[{json.dumps(key)}]",
+            f"base = {json.dumps(entry['base'])}",
+            f"description = {json.dumps(entry['description'])}",
+            "",
+            f"[{json.dumps(key)}.set]",
+        ]
+        lines += [f"{k} = {json.dumps(v)}" for k, v in entry["set"].items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    load_user_variants(path)
+    return path
 
 
 def _ensure_zoo() -> None:
     from harness import zoo  # noqa: F401  (registers the built-in variants on import)
+
+    global _USER_LOADED
+    if not _USER_LOADED:
+        _USER_LOADED = True
+        load_user_variants(user_variants_path())
+
+
+_USER_LOADED = False
+
+
+def search_space(name: str) -> dict[str, Any]:
+    get_variant(name)
+    return dict(_SPACES.get(name, {}))
 
 
 def list_variants() -> list[Variant]:

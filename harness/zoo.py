@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+from harness.space import Choice, Range
 from harness.variants import Variant, register_variant
 
+# what a search tunes, per family: every M2 variant shares the optimiser, classification weight
+# and network sizes; Gumbel adds its temperature, annealing adds its rate and floor
+M2_SPACE = {
+    "lr": Range(1e-4, 3e-3, log=True),
+    "alpha": Range(0.05, 2.0, log=True),
+    "alpha_schedule": Choice(("constant", "linear", "cosine")),
+    "z_dim": Choice((16, 32, 64)),
+    "hidden": Choice((256, 512, 1024)),
+}
+GUMBEL_SPACE = {**M2_SPACE, "temperature": Range(0.1, 1.0, log=True)}
+ANNEAL_SPACE = {
+    **GUMBEL_SPACE,
+    "temperature": Range(0.5, 2.0, log=True),
+    "anneal_rate": Range(1e-5, 1e-3, log=True),
+    "temperature_min": Range(0.1, 0.7),
+}
+SUPERVISED_SPACE = {"lr": M2_SPACE["lr"], "hidden": M2_SPACE["hidden"]}
 
-@register_variant
+
+@register_variant(space=GUMBEL_SPACE)
 def tutorial_gumbel() -> Variant:
     """The Pixyz tutorial's M2: relaxed categorical y at temperature 0.1 with the y term taken
     from the sample, 512 ReLU units, z=64, Adam 1e-3, batch 128, classification weight
@@ -13,14 +32,14 @@ def tutorial_gumbel() -> Variant:
     return Variant(estimator="gumbel", y_term="sampled", temperature=0.1, alpha_scaling="tutorial")
 
 
-@register_variant
+@register_variant(space=M2_SPACE)
 def exact() -> Variant:
     """Exact marginalisation over the 10 classes (fused: one encoder and one decoder call per
     step) with the tutorial's networks, optimiser and classification weight."""
     return Variant(estimator="exact", alpha_scaling="tutorial")
 
 
-@register_variant
+@register_variant(space=M2_SPACE)
 def paper_exact() -> Variant:
     """Kingma et al. 2014's M2 as their public code runs it (dpkingma/nips14-ssl): one hidden
     layer of 500 softplus units (the code uses 300 at 100 labels; we keep 500 for every N, as
@@ -55,10 +74,11 @@ for _tau in (0.1, 0.2, 0.5, 1.0):
             description=f"Gumbel-softmax y at fixed temperature {_tau:g}, analytic "
             "KL(q(y|x)||p(y)), tutorial networks.",
         ),
+        space=GUMBEL_SPACE,
     )
 
 
-@register_variant
+@register_variant(space=ANNEAL_SPACE)
 def gumbel_anneal() -> Variant:
     """Gumbel-softmax with the temperature annealed as Jang et al. 2017:
     tau = max(0.5, exp(-3e-5 * step)), updated every 2000 steps (here every 100, since our
@@ -74,14 +94,14 @@ def gumbel_anneal() -> Variant:
     )
 
 
-@register_variant
+@register_variant(space=GUMBEL_SPACE)
 def gumbel_st() -> Variant:
     """Straight-through Gumbel: a hard one-hot y forward, the relaxed gradient backward
     (temperature 0.5, analytic y term)."""
     return Variant(estimator="gumbel-st", temperature=0.5, alpha_scaling="tutorial")
 
 
-@register_variant
+@register_variant(space=SUPERVISED_SPACE)
 def supervised_only() -> Variant:
     """Control: the classifier alone trained on the labelled images, same network, optimiser,
     steps and batches as the tutorial (the unlabelled images are drawn but unused)."""

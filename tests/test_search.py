@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import optuna
+import pytest
+
+from harness.cli import main
+from harness.search import SearchError, SearchSpec, open_storage, run_search
+from harness.space import Range
+
+mlflow = pytest.importorskip("mlflow")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICK = ["--epochs", "2", "--max-steps", "4", "--validation", "2000"]
+
+
+def _trials(storage, study):
+    return optuna.load_study(study_name=study, storage=open_storage(storage)).trials
+
+
+def test_a_small_study_end_to_end_in_optuna_and_mlflow(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("M2H_VARIANTS", str(tmp_path / "variants.toml"))
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    args = [
+        "search",
+        "gumbel-0.5",
+        "--trials",
+        "3",
+        "--storage",
+        storage,
+        "--study",
+        "s",
+        "--tracking-uri",
+        store,
+        "--space",
+        "hidden=256",
+        "--space",
+        "z_dim=16",
+        *QUICK,
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "best trial" in out and "test accuracy" in out
+    trials = _trials(storage, "s")
+    assert len(trials) == 3 and all(t.params["hidden"] == 256 for t in trials)
+    client = mlflow.MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("s").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("m2h.role") == "search"]
+    children = [r for r in runs if r.data.tags.get("m2h.role") == "trial"]
+    assert sorted(int(r.data.tags["optuna_trial"]) for r in children) == [0, 1, 2]
+    for run in children:
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        trial = trials[int(run.data.tags["optuna_trial"])]
+        assert run.data.tags["optuna_state"] == trial.state.name
+        assert float(run.data.params["lr"]) == pytest.approx(trial.params["lr"])
+        assert run.data.params["validation"] == "2000"
+        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
+
+    # continuing after a restart, then exporting the best trial as a variant
+    assert main([*args[:3], "4", *args[4:]]) == 0
+    again = _trials(storage, "s")
+    assert len(again) == 4 and [t.params for t in again[:3]] == [t.params for t in trials]
+    assert (
+        main(
+            [
+                "search",
+                "gumbel-0.5",
+                "--storage",
+                storage,
+                "--study",
+                "s",
+                "--export",
+                "tuned-gumbel",
+                "--no-track",
+            ]
+        )
+        == 0
+    )
+    shown = subprocess.run(
+        [sys.executable, "-m", "harness", "show", "tuned-gumbel"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": REPO_ROOT},
+    )
+    assert shown.returncode == 0, shown.stderr
+    best = max((t for t in again if t.value is not None), key=lambda t: t.value)
+    assert f"Best trial {best.number} of Optuna study 's'" in shown.stdout
+    lr_line = next(line for line in shown.stdout.splitlines() if line.split()[:1] == ["lr"])
+    assert float(lr_line.split()[1]) == pytest.approx(best.params["lr"])
+
+
+def test_pruning_stops_a_trial_that_reports_poorly(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = SearchSpec(
+        variant="exact",
+        study="prune",
+        storage=f"sqlite:///{tmp_path / 'o.db'}",
+        space={"lr": Range(1e-7, 1e-2, log=True)},
+        trials=3,
+        epochs=3,
+        max_steps=4,
+        validation=2000,
+        tracking_uri=store,
+        enqueue=[{"lr": 1e-3}, {"lr": 1e-3}, {"lr": 1e-7}],
+    )
+    study = run_search(spec, echo=lambda *a: None)
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 2 + [optuna.trial.TrialState.PRUNED]
+    assert max(study.trials[2].intermediate_values) == 1  # stopped after its first epoch
+    client = mlflow.MlflowClient(store)
+    run = client.get_run(study.trials[2].user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["optuna_state"] == "PRUNED"
+
+
+@pytest.mark.e2e
+def test_two_worker_processes_share_one_study(tmp_path):
+    storage = f"journal:{tmp_path / 'journal.log'}"
+    command = [
+        sys.executable,
+        "-m",
+        "harness",
+        "search",
+        "supervised-only",
+        "--trials",
+        "6",
+        "--storage",
+        storage,
+        "--study",
+        "shared",
+        "--no-track",
+        "--pruner",
+        "none",
+        *QUICK,
+    ]
+    procs = [
+        subprocess.Popen(
+            command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    trials = _trials(storage, "shared")
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers)) and 6 <= len(trials) <= 7
+    assert {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--space", "bogus=1:2"], "unknown search parameter 'bogus'"),
+        (["--space", "lr=0.01:0.001"], "empty range"),
+        (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open the Optuna storage"),
+        (["--validation", "0"], "needs a validation split"),
+        (["--jobs", "2"], "several workers need a journal file"),
+    ],
+)
+def test_bad_search_input_fails_before_any_trial(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", "exact", "--trials", "2", "--no-track", *args]) == 1
+    assert message in capsys.readouterr().err
+    if (tmp_path / "optuna.db").exists():
+        assert optuna.get_all_study_names(f"sqlite:///{tmp_path / 'optuna.db'}") == []
+
+
+def test_open_storage_refuses_a_bad_url():
+    with pytest.raises(SearchError, match="cannot open the Optuna storage"):
+        open_storage("notadb://x")
