@@ -222,6 +222,41 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from harness.bench import side_by_side
+    from harness.data import load_splits
+    from harness.trainer import resolve_device
+
+    variant = variant_from_args(args)
+    if variant.estimator != "exact":
+        raise UsageError(
+            "the side-by-side reference is the exact estimator's per-class loop; "
+            "bench an exact variant"
+        )
+    device = resolve_device(args.device)
+    splits = load_splits(variant.dataset, args.data_root, device, download=not args.no_download)
+    peak, ours, theirs = side_by_side(variant, splits, device, args.repeats)
+    print(
+        f"{variant.name} on {device} ({device_label(device)}), batch {variant.batch_size} "
+        f"unlabelled + {min(variant.labelled_batch_size, variant.labels)} labelled rows; "
+        f"matmul peak {peak / 1e9:,.1f} GFLOP/s"
+    )
+    for timing in (ours, theirs):
+        print(
+            f"  {timing.name:<42} {1e3 * timing.seconds:7.2f} ms/step  "
+            f"{timing.rows_per_sec:9,.0f} rows/s  {timing.flop_rate / 1e9:7.1f} GFLOP/s "
+            f"({100 * timing.flop_rate / peak:.0f}% of peak)"
+        )
+    print(f"speed-up of the harness over the reference: {theirs.seconds / ours.seconds:.2f}x")
+    return 0
+
+
+def device_label(device: Any) -> str:
+    from harness.tracking import environment_params
+
+    return environment_params(device)["device_name"]
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -334,6 +369,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_options(search)
     search.set_defaults(func=cmd_search)
+
+    bench = sub.add_parser(
+        "bench", help="the harness's step against a plain reference, side by side in one process"
+    )
+    bench.add_argument("name", nargs="?", default="exact")
+    bench.add_argument("--repeats", type=int, default=30)
+    bench.add_argument("--set", action="append", metavar="KEY=VALUE")
+    bench.add_argument("--device")
+    bench.add_argument("--data-root")
+    bench.add_argument("--no-download", action="store_true")
+    bench.set_defaults(func=cmd_bench)
 
     ui = sub.add_parser("ui", help="the MLflow UI on localhost against the same store")
     ui.add_argument("--tracking-uri")

@@ -142,6 +142,25 @@ class Trainer:
         )
         return order_u, order_l
 
+    def backward(self, idx_u: torch.Tensor, idx_l: torch.Tensor) -> torch.Tensor:
+        """The loss terms on one batch drawn by index, at this step's alpha and temperature,
+        and their gradients; returns the terms stacked in TERMS order (no host sync)."""
+        v = self.variant
+        terms = m2_loss(
+            self.model,
+            self.x_l[idx_l],
+            self.y_l[idx_l],
+            self.x_u[idx_u],
+            estimator=v.estimator,
+            alpha=self.alpha_at(self.step),
+            temperature=temperature_at(v, self.step),
+            y_term=v.y_term,
+            generator=self.generator,
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        return torch.stack([terms[t].detach() for t in TERMS])
+
     def _raise_if_nonfinite(self, first_bad: torch.Tensor, bad_values: torch.Tensor) -> None:
         found = (first_bad >= 0).nonzero().flatten().tolist()
         if found:
@@ -164,20 +183,7 @@ class Trainer:
             disable=None if self.progress else True,
         ):
             idx_u, idx_l = order_u[i * B : (i + 1) * B], order_l[i * B_l : (i + 1) * B_l]
-            terms = m2_loss(
-                self.model,
-                self.x_l[idx_l],
-                self.y_l[idx_l],
-                self.x_u[idx_u],
-                estimator=v.estimator,
-                alpha=self.alpha_at(self.step),
-                temperature=temperature_at(v, self.step),
-                y_term=v.y_term,
-                generator=self.generator,
-            )
-            self.optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            values = torch.stack([terms[t].detach() for t in TERMS])
+            values = self.backward(idx_u, idx_l)
             bad = ~torch.isfinite(values) & (first_bad < 0)
             first_bad = torch.where(bad, self.step, first_bad)
             bad_values = torch.where(bad, values, bad_values)

@@ -1,0 +1,86 @@
+"""Speed of the harness (pytest-benchmark; outside the default test run): `nox -s bench` or
+`pytest benchmarks --benchmark-only`. Each benchmark records rows/s and the achieved FLOP rate as
+a fraction of a matrix-multiply peak measured in the same run on the same device."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.bench import count_flops, harness_step, matmul_peak, synthetic_splits
+from harness.loss import m2_loss
+from harness.model import M2
+from harness.reference import reference_exact_loss
+from harness.trainer import Trainer, _synchronize
+from harness.variants import create_variant
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+ESTIMATOR_VARIANTS = {
+    "exact": "exact",
+    "gumbel": "gumbel-0.5",
+    "gumbel-st": "gumbel-st",
+    "tutorial": "tutorial-gumbel",
+}
+
+
+@pytest.fixture(scope="module", params=DEVICES)
+def device(request):
+    return torch.device(request.param)
+
+
+@pytest.fixture(scope="module")
+def peak(device):
+    return matmul_peak(device)
+
+
+@pytest.fixture(scope="module")
+def splits(device):
+    return synthetic_splits(device)
+
+
+def _record(benchmark, fn, device, rows, peak):
+    def timed():
+        fn()
+        _synchronize(device)
+
+    benchmark.pedantic(timed, rounds=30, warmup_rounds=3, iterations=1)
+    seconds = benchmark.stats.stats.median
+    flops = count_flops(fn)
+    benchmark.extra_info.update(
+        device=str(device),
+        rows_per_sec=rows / seconds,
+        gflop_per_sec=flops / seconds / 1e9,
+        matmul_peak_gflop_per_sec=peak / 1e9,
+        fraction_of_peak=flops / seconds / peak,
+    )
+
+
+@pytest.mark.parametrize("estimator", list(ESTIMATOR_VARIANTS))
+def test_training_step(benchmark, estimator, device, splits, peak):
+    trainer = Trainer(create_variant(ESTIMATOR_VARIANTS[estimator]), splits, device, progress=False)
+    rows = trainer.variant.batch_size + trainer.labelled_batch
+    _record(benchmark, harness_step(trainer), device, rows, peak)
+
+
+@pytest.mark.parametrize("implementation", ["fused", "loop"])
+def test_exact_loss_fused_against_a_loop_over_classes(
+    benchmark, implementation, device, splits, peak
+):
+    torch.manual_seed(0)
+    model = M2().to(device)
+    x_l, y_l, x_u = splits.train_x[:100], splits.train_y[:100], splits.train_x[100:228]
+
+    def loss_and_grad():
+        if implementation == "fused":
+            loss = m2_loss(model, x_l, y_l, x_u, estimator="exact", alpha=1.0)["loss"]
+        else:
+            loss = reference_exact_loss(model, x_l, y_l, x_u, alpha=1.0)["loss"]
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+
+    _record(benchmark, loss_and_grad, device, len(x_l) + len(x_u), peak)
+
+
+def test_evaluation_of_the_test_set(benchmark, device, splits, peak):
+    model = M2().to(device)
+    _record(benchmark, lambda: model.predict(splits.test_x), device, len(splits.test_x), peak)

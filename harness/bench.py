@@ -1,0 +1,157 @@
+"""Speed measurement: one training step of the harness against a matrix-multiply peak measured in
+the same process, and against a straightforward reference implementation of the same model.
+
+The reference is what a first M2 implementation looks like: batches from a DataLoader over the
+images on the host, copied to the device each step, and the exact estimator as a Python loop over
+the classes (`harness.reference`). Both train the same network with the same optimiser.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.flop_counter import FlopCounterMode
+
+from harness.data import Splits
+from harness.model import M2
+from harness.reference import reference_exact_loss
+from harness.trainer import Trainer, _synchronize, make_optimizer
+from harness.variants import Variant
+
+
+@dataclass
+class Timing:
+    name: str
+    seconds: float  # median seconds per call
+    rows: int  # training rows per call (labelled + unlabelled)
+    flops: int  # floating-point operations per call
+
+    @property
+    def rows_per_sec(self) -> float:
+        return self.rows / self.seconds
+
+    @property
+    def flop_rate(self) -> float:
+        return self.flops / self.seconds
+
+
+def synthetic_splits(
+    device: torch.device, train: int = 60_000, test: int = 10_000, seed: int = 0
+) -> Splits:
+    """MNIST-shaped random images with balanced labels: timing needs shapes, not digits."""
+    g = torch.Generator().manual_seed(seed)
+
+    def images(n: int) -> torch.Tensor:
+        return torch.rand(n, 784, generator=g).to(device)
+
+    def labels(n: int) -> torch.Tensor:
+        return (torch.arange(n) % 10).to(device)
+
+    return Splits(images(train), labels(train), images(0), labels(0), images(test), labels(test))
+
+
+def time_call(
+    fn: Callable[[], object], device: torch.device, repeats: int = 20, warmup: int = 3
+) -> float:
+    """Median seconds of `fn`, the device synchronised around each call."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        fn()
+        _synchronize(device)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def matmul_peak(
+    device: torch.device, size: int = 2048, dtype: torch.dtype = torch.float32
+) -> float:
+    """FLOP/s of a large square matrix product on `device`: the yardstick for a step's rate."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    seconds = time_call(lambda: a @ b, device, repeats=10, warmup=2)
+    return 2 * size**3 / seconds
+
+
+def harness_step(trainer: Trainer) -> Callable[[], None]:
+    """One training step exactly as the trainer runs it (batch indices drawn on the device)."""
+    order_u, order_l = trainer._epoch_order()
+    B, B_l = trainer.variant.batch_size, trainer.labelled_batch
+    steps = itertools.cycle(range(trainer.steps_per_epoch))
+
+    def step() -> None:
+        i = next(steps)
+        trainer.backward(order_u[i * B : (i + 1) * B], order_l[i * B_l : (i + 1) * B_l])
+        trainer.optimizer.step()
+
+    return step
+
+
+def reference_step(variant: Variant, splits: Splits, device: torch.device) -> Callable[[], None]:
+    """One step of the plain implementation: DataLoader batches from the host, a per-class loop."""
+    torch.manual_seed(variant.seed)
+    model = M2.from_variant(variant).to(device)
+    optimizer = make_optimizer(variant, model.parameters())
+    cpu_x, cpu_y = splits.train_x.cpu(), splits.train_y.cpu()
+    labelled = DataLoader(
+        TensorDataset(cpu_x[: variant.labels], cpu_y[: variant.labels]),
+        batch_size=min(variant.labelled_batch_size, variant.labels),
+        shuffle=True,
+    )
+    unlabelled = DataLoader(
+        TensorDataset(cpu_x[variant.labels :]),
+        batch_size=variant.batch_size,
+        shuffle=True,
+        drop_last=True,
+    )
+    batches = zip(itertools.cycle(labelled), itertools.cycle(unlabelled), strict=False)
+
+    def step() -> None:
+        (x_l, y_l), (x_u,) = next(batches)
+        loss = reference_exact_loss(
+            model, x_l.to(device), y_l.to(device), x_u.to(device), alpha=1.0
+        )["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def measure(
+    name: str, step: Callable[[], None], rows: int, device: torch.device, repeats: int = 20
+) -> Timing:
+    return Timing(name, time_call(step, device, repeats), rows, count_flops(step))
+
+
+def side_by_side(
+    variant: Variant, splits: Splits, device: torch.device, repeats: int = 30
+) -> tuple[float, Timing, Timing]:
+    """The matmul peak, then the harness's exact step and the reference's, in one process."""
+    peak = matmul_peak(device)
+    trainer = Trainer(variant, splits, device, progress=False)
+    rows = variant.batch_size + trainer.labelled_batch
+    ours = measure("harness (fused, data on device)", harness_step(trainer), rows, device, repeats)
+    theirs = measure(
+        "reference (DataLoader, loop over classes)",
+        reference_step(variant, splits, device),
+        rows,
+        device,
+        repeats,
+    )
+    return peak, ours, theirs

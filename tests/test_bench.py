@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import torch
+
+from harness.bench import count_flops, harness_step, reference_step, side_by_side, synthetic_splits
+from harness.cli import main
+from harness.trainer import Trainer
+from harness.variants import create_variant
+
+
+def test_synthetic_splits_have_mnist_shapes_and_balanced_labels():
+    splits = synthetic_splits(torch.device("cpu"), train=1000, test=100)
+    assert splits.train_x.shape == (1000, 784) and splits.test_x.shape == (100, 784)
+    assert torch.bincount(splits.train_y).tolist() == [100] * 10
+
+
+def test_fused_step_does_less_arithmetic_than_the_loop_over_classes():
+    """The fused exact step computes the encoder's x half once per image, not once per class."""
+    device = torch.device("cpu")
+    splits = synthetic_splits(device, train=2000, test=100)
+    variant = create_variant("exact")
+    fused = count_flops(harness_step(Trainer(variant, splits, device, progress=False)))
+    looped = count_flops(reference_step(variant, splits, device))
+    x_part_per_class = 2 * 128 * 784 * 512 * 3 * 9  # forward + 2 backward, 9 extra classes
+    assert looped - fused >= 0.9 * x_part_per_class
+
+
+def test_side_by_side_and_the_bench_command(capsys, data_root):
+    device = torch.device("cpu")
+    splits = synthetic_splits(device, train=2000, test=100)
+    peak, ours, theirs = side_by_side(create_variant("exact"), splits, device, repeats=2)
+    assert peak > 0 and ours.rows == theirs.rows == 228
+    assert ours.flops < theirs.flops and ours.seconds > 0 and theirs.seconds > 0
+    assert main(["bench", "exact", "--repeats", "2", "--data-root", str(data_root)]) == 0
+    out = capsys.readouterr().out
+    assert "matmul peak" in out and "speed-up of the harness over the reference:" in out
+    assert main(["bench", "gumbel-st", "--repeats", "2"]) == 1
