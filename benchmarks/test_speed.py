@@ -58,7 +58,7 @@ def _record(benchmark, fn, device, rows, peak):
 @pytest.mark.parametrize("estimator", list(ESTIMATOR_VARIANTS))
 def test_training_step(benchmark, estimator, device, splits, peak):
     trainer = Trainer(create_variant(ESTIMATOR_VARIANTS[estimator]), splits, device, progress=False)
-    rows = trainer.variant.batch_size + trainer.labelled_batch
+    rows = trainer.batch_size + trainer.labelled_batch
     _record(benchmark, harness_step(trainer), device, rows, peak)
 
 

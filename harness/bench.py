@@ -91,7 +91,7 @@ def matmul_peak(
 def harness_step(trainer: Trainer) -> Callable[[], None]:
     """One training step exactly as the trainer runs it (batch indices drawn on the device)."""
     order_u, order_l = trainer._epoch_order()
-    B, B_l = trainer.variant.batch_size, trainer.labelled_batch
+    B, B_l = trainer.batch_size, trainer.labelled_batch
     steps = itertools.cycle(range(trainer.steps_per_epoch))
 
     def step() -> None:
@@ -145,7 +145,7 @@ def side_by_side(
     """The matmul peak, then the harness's exact step and the reference's, in one process."""
     peak = matmul_peak(device)
     trainer = Trainer(variant, splits, device, progress=False)
-    rows = variant.batch_size + trainer.labelled_batch
+    rows = trainer.batch_size + trainer.labelled_batch
     ours = measure("harness (fused, data on device)", harness_step(trainer), rows, device, repeats)
     theirs = measure(
         "reference (DataLoader, loop over classes)",

@@ -53,12 +53,15 @@ def m2_loss(
     temperature: float = 1.0,
     y_term: str = "analytic",
     generator: torch.Generator | None = None,
+    per_row: bool = False,
 ) -> dict[str, Tensor]:
     """Per-batch means of the M2 terms and the total loss to minimise.
 
     L(x,y) = -E_q(z|x,y)[log p(x|y,z) + log p(y) + log p(z) - log q(z|x,y)]        (labelled)
     U(x)   = sum_y q(y|x) L(x,y) - H(q(y|x))                                     (unlabelled, exact)
-    loss   = mean_l L(x,y) + mean_u U(x) + alpha * mean_l[-log q(y|x)]
+    loss   = w_l mean_l L(x,y) + w_u mean_u U(x) + alpha w_l mean_l[-log q(y|x)]
+    with w_l = w_u = 1 (the tutorial), or, per_row, the rows' shares n_l/n and n_u/n of the batch:
+    the paper's sum over images divided by the batch size, so every image weighs the same.
     Gumbel replaces the sum over y by one relaxed sample y~: U ~ L(x,y~) - H(q(y|x)) (analytic) or
     U ~ L(x,y~) + log q(argmax y~|x) (sampled, as the Pixyz tutorial scores the sample).
     """
@@ -117,8 +120,9 @@ def m2_loss(
         neg_elbo_u = neg_elbo_u_given_y[:, 0] + (log_q_u.exp() * log_q_u).sum(-1)
 
     labelled, unlabelled = neg_elbo_l.mean(), neg_elbo_u.mean()
+    w_l, w_u = (n_l / (n_l + len(x_u)), len(x_u) / (n_l + len(x_u))) if per_row else (1.0, 1.0)
     return {
-        "loss": labelled + unlabelled + alpha * classification,
+        "loss": w_l * labelled + w_u * unlabelled + alpha * w_l * classification,
         "labelled": labelled,
         "unlabelled": unlabelled,
         "classification": classification,

@@ -48,6 +48,9 @@ class Variant:
     alpha_scaling: Literal["none", "tutorial", "paper"] = "tutorial"
     alpha_schedule: Literal["constant", "linear", "cosine"] = "constant"
     alpha_warmup_epochs: float = 1.0
+    # per-batch: mean_l L + mean_u U + alpha mean_l CE (the tutorial); per-row: every image of
+    # the batch weighs the same, as the paper's sums over the data
+    term_weighting: Literal["per-batch", "per-row"] = "per-batch"
     # data
     dataset: Dataset = "mnist"
     labels: int = 100
@@ -61,6 +64,7 @@ class Variant:
     # optimisation
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = 1e-3
+    batch_rule: Literal["fixed", "paper"] = "fixed"  # paper: Kingma et al.'s batch composition
     batch_size: int = 128  # unlabelled rows per step
     labelled_batch_size: int = 128  # labelled rows per step (at most the label count)
     epochs: int = 10

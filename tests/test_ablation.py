@@ -9,8 +9,9 @@ from harness.cli import main
 mlflow = pytest.importorskip("mlflow")
 
 TINY = """
-description = "two estimators, two seeds"
-variants = ["exact", "gumbel-st"]
+description = "an estimator and the control, two seeds"
+variants = ["exact"]
+controls = ["supervised-only"]
 seeds = [0, 1]
 epochs = 1
 
@@ -70,7 +71,10 @@ def test_tiny_ablation_end_to_end_from_the_command_line(tiny, tmp_path, monkeypa
     import pandas as pd
 
     table = pd.read_csv(tmp_path / "results" / "tiny.csv")
-    assert table["cell"].tolist() == ["exact", "gumbel-st"]
+    assert table["cell"].tolist() == ["exact", "supervised-only"]  # the control has its row
+    assert {
+        r.data.tags["control"] for r in children if r.data.tags["cell"] == "supervised-only"
+    } == {"true"}
     assert table["seeds"].tolist() == [2, 2]
     for row in table.itertuples():
         errors = [

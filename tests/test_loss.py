@@ -162,3 +162,22 @@ def test_sampled_y_term_differs_from_analytic_but_shares_the_rest():
     assert analytic["labelled"].item() == sampled["labelled"].item()
     assert analytic["unlabelled"].item() != pytest.approx(sampled["unlabelled"].item())
     assert torch.isfinite(sampled["loss"])
+
+
+def test_per_row_weighting_weighs_every_image_the_same():
+    torch.manual_seed(0)
+    model = M2(hidden=16, z_dim=4)
+    x_l, y_l, x_u = _batch(n_l=2, n_u=6)
+    kw = dict(estimator="exact", alpha=5.0)
+    per_batch = m2_loss(model, x_l, y_l, x_u, generator=torch.Generator().manual_seed(0), **kw)
+    per_row = m2_loss(
+        model, x_l, y_l, x_u, generator=torch.Generator().manual_seed(0), per_row=True, **kw
+    )
+    for term in ("labelled", "unlabelled", "classification"):  # the reported means agree
+        assert per_row[term].item() == pytest.approx(per_batch[term].item())
+    expected = (
+        2 * per_batch["labelled"]
+        + 6 * per_batch["unlabelled"]
+        + 5.0 * 2 * per_batch["classification"]
+    ) / 8
+    assert per_row["loss"].item() == pytest.approx(expected.item(), rel=1e-6)

@@ -110,3 +110,21 @@ def test_cuda_training_matches_the_cpu_figures_closely(data_root):
     )
     report = t.run_epoch()
     assert t.x_u.is_cuda and report.test_accuracy > 0.3
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"), [(100, (499, 1)), (600, (247, 3)), (3000, (235, 15))]
+)
+def test_paper_batch_rule_matches_kingma_et_al(labels, expected):
+    from harness.trainer import batch_sizes
+
+    variant = create_variant("paper-exact", {"labels": labels})
+    assert batch_sizes(variant, 50_000 - labels, labels) == expected
+
+
+def test_paper_exact_trains_on_50000_images_with_the_paper_batches(mnist):
+    t = Trainer(
+        create_variant("paper-exact", {"validation": 0}), mnist, "cpu", max_steps=1, progress=False
+    )
+    assert (t.batch_size, t.labelled_batch) == ((60_000 - 100) // 100, 1)
+    assert t.alpha_full == pytest.approx(0.1 * 60_000 / 100)

@@ -95,3 +95,22 @@ def test_params_are_flat_and_complete():
     assert "description" not in params
     assert params["hidden"] == 500 and params["activation"] == "softplus" and params["z_dim"] == 50
     assert all(isinstance(v, int | float | str | bool) for v in params.values())
+
+
+def test_paper_exact_settings_are_the_values_its_docstring_cites():
+    v = get_variant("paper-exact")
+    cited = {  # phrase in the docstring -> the setting it states
+        "exact marginalisation": v.estimator == "exact",
+        "500 softplus units": (v.hidden, v.activation) == (500, "softplus"),
+        "z=50": v.z_dim == 50,
+        "N(0, 1e-3^2) with zero biases": v.init_std == 1e-3,
+        "Adam lr 3e-4": (v.optimizer, v.lr) == ("adam", 3e-4),
+        "10,000 training images held out for validation": v.validation == 10_000,
+        "the paper's batch composition": v.batch_rule == "paper",
+        "every image weighing the same": v.term_weighting == "per-row",
+        "alpha = 0.1 N": (v.alpha, v.alpha_scaling) == (0.1, "paper"),
+        "a budget of 100": v.epochs == 100,
+    }
+    for phrase, holds in cited.items():
+        assert phrase in v.description, phrase
+        assert holds, phrase
