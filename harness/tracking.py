@@ -301,6 +301,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for_server(address: str, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Poll `address`/health until an MLflow server answers; a clear error if it died or hung."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"{address}/health", timeout=2)
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                detail = process.stderr.read().decode()[-500:] if process.poll() else ""
+                raise TrackingError(
+                    f"the MLflow server at {address} did not start. {detail}"
+                ) from None
+            time.sleep(0.3)
+
+
 @contextmanager
 def local_server(uri: str, timeout: float = 120.0) -> Iterator[str]:
     """An MLflow server on localhost over a SQLite store, so that several processes log at once
@@ -316,18 +332,7 @@ def local_server(uri: str, timeout: float = 120.0) -> Iterator[str]:
     )
     address = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                urllib.request.urlopen(f"{address}/health", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    detail = server.stderr.read().decode()[-500:] if server.poll() else ""
-                    raise TrackingError(
-                        f"the MLflow server for {uri} did not start. {detail}"
-                    ) from None
-                time.sleep(0.3)
+        wait_for_server(address, server, timeout)
         yield address
     finally:
         server.terminate()

@@ -186,3 +186,37 @@ def test_missing_data_writes_nothing(tmp_path, capsys, monkeypatch):
 def test_debug_shows_the_traceback(capsys):
     with pytest.raises(Exception, match="unknown variant"):
         main(["--debug", "run", "nope"])
+
+
+@pytest.mark.e2e
+def test_ui_serves_the_store_on_localhost_and_prints_its_address(tmp_path):
+    import urllib.request
+
+    from harness.tracking import free_port, wait_for_server
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "ui",
+            "--port",
+            str(port),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'ui.db'}",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=False,
+    )
+    try:
+        first = proc.stdout.readline().decode()
+        assert f"at http://127.0.0.1:{port}" in first and "ui.db" in first
+        wait_for_server(f"http://127.0.0.1:{port}", proc)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
+            assert page.status == 200 and b"MLflow" in page.read()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
