@@ -267,13 +267,17 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return subprocess.call(server_command(uri, args.host, args.port, ui_only=True))
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
+def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA when present)")
     p.add_argument(
         "--data-root",
         help="folder holding MNIST/raw and FashionMNIST/raw (default: $M2_DATA_ROOT, else ./data)",
     )
     p.add_argument("--no-download", action="store_true", help="never download missing data")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    _add_data_options(p)
     p.add_argument("--max-steps", type=int, help="cap the steps per epoch (quick checks)")
     p.add_argument(
         "--tracking-uri",
@@ -376,9 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", nargs="?", default="exact")
     bench.add_argument("--repeats", type=int, default=30)
     bench.add_argument("--set", action="append", metavar="KEY=VALUE")
-    bench.add_argument("--device")
-    bench.add_argument("--data-root")
-    bench.add_argument("--no-download", action="store_true")
+    _add_data_options(bench)
     bench.set_defaults(func=cmd_bench)
 
     ui = sub.add_parser("ui", help="the MLflow UI on localhost against the same store")
