@@ -258,13 +258,17 @@ def device_label(device: Any) -> str:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
-
-    from harness.tracking import resolve_tracking_uri, server_command
+    from harness.tracking import resolve_tracking_uri, server_command, start_server, stop_server
 
     uri = resolve_tracking_uri(args.tracking_uri)
     print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
-    return subprocess.call(server_command(uri, args.host, args.port, ui_only=True))
+    server = start_server(server_command(uri, args.host, args.port, ui_only=True), stderr=None)
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_server(server)
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -301,6 +302,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def start_server(command: list[str], **popen: Any) -> subprocess.Popen:
+    """Start an MLflow server in a process group of its own (it spawns a job runner and queue
+    consumers), so that `stop_server` ends all of it."""
+    return subprocess.Popen(command, start_new_session=True, **{"stderr": subprocess.PIPE, **popen})
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(server.pid, sig)
+            server.wait(timeout=wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def wait_for_server(address: str, process: subprocess.Popen, timeout: float = 120.0) -> None:
     """Poll `address`/health until an MLflow server answers; a clear error if it died or hung."""
     deadline = time.monotonic() + timeout
@@ -325,21 +344,15 @@ def local_server(uri: str, timeout: float = 120.0) -> Iterator[str]:
         yield uri
         return
     port = free_port()
-    server = subprocess.Popen(
-        [*server_command(uri, port=port), "--workers", "2"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    server = start_server(
+        [*server_command(uri, port=port), "--workers", "2"], stdout=subprocess.DEVNULL
     )
     address = f"http://127.0.0.1:{port}"
     try:
         wait_for_server(address, server, timeout)
         yield address
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
 
 
 def write_run_pointer(checkpoint: Path, tracker: Tracker, run_id: str) -> None:

@@ -219,4 +219,6 @@ def test_ui_serves_the_store_on_localhost_and_prints_its_address(tmp_path):
             assert page.status == 200 and b"MLflow" in page.read()
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
+    with pytest.raises(OSError):  # stopping m2h ui stopped the whole server
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
