@@ -205,6 +205,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         tracking_uri=args.tracking_uri,
         track=not args.no_track,
+        checkpoint_dir=args.checkpoint_dir,
     )
     if args.jobs > 1 and (args.storage or "sqlite").startswith("sqlite"):
         raise UsageError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -52,7 +53,10 @@ def open_storage(spec: str | None) -> optuna.storages.BaseStorage:
             path = Path(spec[len("journal:") :]).expanduser()
             path.parent.mkdir(parents=True, exist_ok=True)
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-        return optuna.storages.RDBStorage(spec)
+        # heartbeats let a restart see the trials of a killed process as failed, and retry them
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(spec, heartbeat_interval=60, grace_period=180)
     except Exception as err:
         raise SearchError(
             f"cannot open the Optuna storage {spec!r}: {str(err).splitlines()[0]}"
@@ -89,6 +93,7 @@ class SearchSpec:
     data_root: str | None = None
     tracking_uri: str | None = None
     track: bool = True
+    checkpoint_dir: str = "checkpoints"
     parent_run_id: str | None = None
     threads: int | None = None
     enqueue: list[dict[str, Any]] = field(default_factory=list)
@@ -129,6 +134,9 @@ def objective(spec: SearchSpec, tracker: Tracker | None) -> Callable[[optuna.Tri
                 raise TrialPruned(f"pruned at epoch {epoch_report.epoch}")
 
         tags = {"optuna_study": spec.study, "optuna_trial": str(trial.number), "m2h.role": "trial"}
+        # a retried trial resumes the checkpoint (and MLflow run) of the trial it retries
+        first = trial.user_attrs.get("checkpoint_of", trial.number)
+        trial.set_user_attr("checkpoint_of", first)
         try:
             result = run_variant(
                 variant,
@@ -140,14 +148,21 @@ def objective(spec: SearchSpec, tracker: Tracker | None) -> Callable[[optuna.Tri
                 parent_run_id=spec.parent_run_id,
                 run_name=f"trial {trial.number}",
                 tags=tags,
-                checkpoint_dir=None,
+                checkpoint_dir=Path(spec.checkpoint_dir) / spec.study / f"trial-{first}",
+                resume="retry_of" in trial.user_attrs,
                 on_epoch_end=[report],
             )
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)  # retried when the search runs again
+            raise
         except TrialPruned as stop:
             if stop.run_id:
                 trial.set_user_attr("mlflow_run_id", stop.run_id)
                 tracker.client.set_tag(stop.run_id, "optuna_state", "PRUNED")
             raise optuna.TrialPruned(str(stop)) from None
+        except Exception as err:
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:1000])
+            raise
         if result.run_id:
             trial.set_user_attr("mlflow_run_id", result.run_id)
             tracker.client.set_tag(result.run_id, "optuna_state", "COMPLETE")
@@ -175,6 +190,27 @@ def work(spec: SearchSpec) -> int:
     return ran
 
 
+def retry_interrupted(study: optuna.Study) -> int:
+    """Enqueue, once, a retry of every trial that was interrupted (Ctrl-C, SIGTERM) or went
+    stale (its process killed, seen by the storage's heartbeat): same parameters, resuming its
+    checkpoint. Trials that failed on their own (a NaN loss) are not retried."""
+    if isinstance(study._storage, optuna.storages.RDBStorage):
+        optuna.storages.fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    count = 0
+    for trial in trials:
+        if trial.state != optuna.trial.TrialState.FAIL or trial.number in retried:
+            continue
+        if "error" not in trial.user_attrs:  # interrupted, or its process killed
+            first = trial.user_attrs.get("checkpoint_of", trial.number)
+            study.enqueue_trial(
+                trial.params, user_attrs={"retry_of": trial.number, "checkpoint_of": first}
+            )
+            count += 1
+    return count
+
+
 def prepare(variant: str, space_specs: Sequence[str], validation: int) -> Space:
     space = search_space(variant)
     if not space:
@@ -191,11 +227,13 @@ def run_search(spec: SearchSpec, jobs: int = 1, echo: Callable[[str], Any] = pri
     """Open the study (checking the storage before any trial), then run its trials here or in
     `jobs` worker processes; returns the study."""
     study = load_study(spec)  # a bad storage fails here, before any trial
+    retried = retry_interrupted(study)
     for params in spec.enqueue:
         study.enqueue_trial(params)
     echo(
-        f"study {spec.study!r}: {counted_trials(study)} of {spec.trials} trials already; "
-        f"space: {describe(spec.space)}"
+        f"study {spec.study!r}: {counted_trials(study)} of {spec.trials} trials already"
+        + (f", {retried} interrupted trial(s) to resume" if retried else "")
+        + f"; space: {describe(spec.space)}"
     )
     tracker = Tracker(spec.tracking_uri, spec.study) if spec.track else None
     if tracker is None:

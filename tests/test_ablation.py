@@ -188,3 +188,47 @@ def test_two_ablations_writing_to_one_store_at_once_lose_nothing(tmp_path):
         assert len(children) == 4 and {r.info.status for r in children} == {"FINISHED"}
         for run in children:
             assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 1
+
+
+def test_a_cell_with_a_nan_loss_fails_alone_and_the_ablation_goes_on(
+    tiny, tmp_path, monkeypatch, capsys
+):
+    import torch
+
+    from harness import trainer as trainer_module
+
+    real_loss = trainer_module.m2_loss
+
+    def nan_for_the_control(model, *args, estimator, **kwargs):
+        terms = real_loss(model, *args, estimator=estimator, **kwargs)
+        if estimator == "supervised":
+            terms["classification"] = terms["classification"] * torch.tensor(float("nan"))
+        return terms
+
+    monkeypatch.setattr(trainer_module, "m2_loss", nan_for_the_control)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert (
+        main(
+            [
+                "ablate",
+                str(tiny),
+                "--max-steps",
+                "2",
+                "--tracking-uri",
+                store,
+                "--checkpoint-dir",
+                str(tmp_path / "ckpt"),
+            ]
+        )
+        == 1
+    )
+    out = capsys.readouterr().out
+    assert "2 of 4 runs finished, 2 failed" in out
+    assert "supervised-only seed 0: failed NonFiniteLossError" in out
+    client = mlflow.MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    by_cell = {}
+    for run in runs:
+        if run.data.tags.get("m2h.role") != "ablation":
+            by_cell.setdefault(run.data.tags["cell"], set()).add(run.info.status)
+    assert by_cell == {"exact": {"FINISHED"}, "supervised-only": {"FAILED"}}

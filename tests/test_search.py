@@ -174,3 +174,62 @@ def test_bad_search_input_fails_before_any_trial(tmp_path, monkeypatch, capsys, 
 def test_open_storage_refuses_a_bad_url():
     with pytest.raises(SearchError, match="cannot open the Optuna storage"):
         open_storage("notadb://x")
+
+
+def test_an_interrupted_trial_resumes_from_its_checkpoint_when_the_search_runs_again(
+    tmp_path, monkeypatch
+):
+    from dataclasses import replace
+
+    from harness import search as search_module
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = SearchSpec(
+        variant="exact",
+        study="resume",
+        storage=f"sqlite:///{tmp_path / 'o.db'}",
+        space={"lr": Range(1e-4, 1e-2, log=True)},
+        trials=1,
+        epochs=3,
+        max_steps=3,
+        validation=2000,
+        pruner="none",
+        tracking_uri=store,
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        enqueue=[{"lr": 1e-3}],
+    )
+    real_run = search_module.run_variant
+
+    def interrupted_after_epoch_1(*args, on_epoch_end=(), **kwargs):
+        def stop(report):
+            if report.epoch == 1:
+                raise KeyboardInterrupt
+
+        return real_run(*args, on_epoch_end=[*on_epoch_end, stop], **kwargs)
+
+    monkeypatch.setattr(search_module, "run_variant", interrupted_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(spec, echo=lambda *a: None)
+    monkeypatch.setattr(search_module, "run_variant", real_run)
+    study = run_search(replace(spec, enqueue=[]), echo=lambda *a: None)
+
+    first, retry = study.trials
+    assert first.state == optuna.trial.TrialState.FAIL and first.user_attrs["interrupted"]
+    assert retry.state == optuna.trial.TrialState.COMPLETE and retry.user_attrs["retry_of"] == 0
+    assert retry.params == first.params
+    assert sorted(retry.intermediate_values) == [2, 3]  # epoch 1 came from the checkpoint
+    client = mlflow.MlflowClient(store)
+    runs = client.search_runs(
+        [client.get_experiment_by_name("resume").experiment_id], "tags.`m2h.role` = 'trial'"
+    )
+    (run,) = runs  # the retry continued the interrupted trial's MLflow run
+    assert run.info.status == "FINISHED" and retry.user_attrs["mlflow_run_id"] == run.info.run_id
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")) == [
+        1,
+        2,
+        3,
+    ]
+    straight = run_search(
+        replace(spec, study="straight", checkpoint_dir=str(tmp_path / "s")), echo=lambda *a: None
+    )
+    assert straight.trials[0].value == retry.value
