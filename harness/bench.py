@@ -106,7 +106,7 @@ def reference_step(variant: Variant, splits: Splits, device: torch.device) -> Ca
     """One step of the plain implementation: DataLoader batches from the host, a per-class loop."""
     torch.manual_seed(variant.seed)
     model = M2.from_variant(variant).to(device)
-    optimizer = make_optimizer(variant, model.parameters())
+    optimizer = make_optimizer(variant, model.parameters(), fused=False)
     cpu_x, cpu_y = splits.train_x.cpu(), splits.train_y.cpu()
     labelled = DataLoader(
         TensorDataset(cpu_x[: variant.labels], cpu_y[: variant.labels]),
