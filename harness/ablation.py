@@ -167,7 +167,7 @@ def _run_one(job: dict[str, Any]) -> CellOutcome:
 
         torch.set_num_threads(job["threads"])
     variant = Variant(**job["variant"])
-    tracker = Tracker(job["tracking_uri"], job["experiment"])
+    tracker = Tracker(job["tracking_uri"], job["experiment"], store=job.get("store"))
     try:
         result = run_variant(
             variant,
@@ -285,7 +285,14 @@ def run_ablation(
             ):
                 futures = [
                     pool.submit(
-                        _run_one, {**job, **common, "tracking_uri": uri, "threads": threads}
+                        _run_one,
+                        {
+                            **job,
+                            **common,
+                            "tracking_uri": uri,
+                            "store": tracker.uri,
+                            "threads": threads,
+                        },
                     )
                     for job in todo
                 ]

@@ -94,6 +94,7 @@ class SearchSpec:
     tracking_uri: str | None = None
     track: bool = True
     checkpoint_dir: str = "checkpoints"
+    store: str | None = None  # the store behind tracking_uri, when that is a local server
     parent_run_id: str | None = None
     threads: int | None = None
     enqueue: list[dict[str, Any]] = field(default_factory=list)
@@ -178,7 +179,7 @@ def work(spec: SearchSpec) -> int:
 
         torch.set_num_threads(spec.threads)
     study = load_study(spec)
-    tracker = Tracker(spec.tracking_uri, spec.study) if spec.track else None
+    tracker = Tracker(spec.tracking_uri, spec.study, spec.store) if spec.track else None
     run_trial = objective(spec, tracker)
     ran = 0
     deadline = None if spec.timeout is None else time.monotonic() + spec.timeout
@@ -245,7 +246,7 @@ def run_search(spec: SearchSpec, jobs: int = 1, echo: Callable[[str], Any] = pri
         spec.parent_run_id = parent_id
         if jobs > 1 and tracker.uri.startswith("sqlite:"):
             with local_server(tracker.uri) as uri:
-                spec.tracking_uri = uri
+                spec.tracking_uri, spec.store = uri, tracker.uri
                 _run_workers(spec, jobs)
         else:
             spec.tracking_uri = tracker.uri

@@ -112,7 +112,11 @@ def _creation_lock(path: Path | None) -> Iterator[None]:
 class Tracker:
     """A handle on one MLflow store and experiment."""
 
-    def __init__(self, uri: str | None = None, experiment: str = "runs") -> None:
+    def __init__(
+        self, uri: str | None = None, experiment: str = "runs", store: str | None = None
+    ) -> None:
+        """`store` names the store behind `uri` when `uri` is a local server in front of it
+        (so checkpoints still find their runs when the server's port changes)."""
         import mlflow  # noqa: F401  (a clear ImportError here, not in the trainer)
         from mlflow import MlflowClient
 
@@ -120,6 +124,7 @@ class Tracker:
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
         self.uri = resolve_tracking_uri(uri)
+        self.store = store or self.uri
         self.experiment_name = experiment
         path = _sqlite_path(self.uri)
         if path is not None:
@@ -359,7 +364,7 @@ def write_run_pointer(checkpoint: Path, tracker: Tracker, run_id: str) -> None:
     """Remember which MLflow run a checkpoint belongs to, so a resume continues that run."""
     pointer = checkpoint.with_suffix(".run.json")
     pointer.parent.mkdir(parents=True, exist_ok=True)
-    pointer.write_text(json.dumps({"tracking_uri": tracker.uri, "run_id": run_id}))
+    pointer.write_text(json.dumps({"tracking_uri": tracker.store, "run_id": run_id}))
 
 
 def read_run_pointer(checkpoint: Path, tracker: Tracker) -> str | None:
@@ -367,4 +372,4 @@ def read_run_pointer(checkpoint: Path, tracker: Tracker) -> str | None:
     if not pointer.exists():
         return None
     saved = json.loads(pointer.read_text())
-    return saved["run_id"] if saved.get("tracking_uri") == tracker.uri else None
+    return saved["run_id"] if saved.get("tracking_uri") == tracker.store else None
