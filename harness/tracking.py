@@ -229,6 +229,7 @@ class Tracker:
             "dataset": variant.dataset,
             "labels": str(variant.labels),
             "seed": str(variant.seed),
+            "epochs": str(variant.epochs),  # a tag: a resumed run may train longer
         }
         self.client.log_batch(run_id, params=new, tags=[RunTag(k, v) for k, v in tags.items()])
         self.client.log_dict(

@@ -104,6 +104,9 @@ def test_interrupted_run_is_killed_then_resumed_into_the_same_run(store, tmp_pat
     assert tracker.run_status(result.run_id) == "FINISHED"
     steps = [m.step for m in tracker.client.get_metric_history(result.run_id, "test_accuracy")]
     assert sorted(steps) == [1, 2, 3]
+    longer = runner.run_variant(variant.replace(epochs=4), resume=True, **kw)
+    assert longer.run_id == result.run_id and longer.final.epoch == 4
+    assert tracker.client.get_run(result.run_id).data.tags["epochs"] == "4"
     straight = runner.run_variant(variant, max_steps=3, checkpoint_dir=None, progress=False)
     assert straight.final.losses == result.final.losses
 
