@@ -270,7 +270,7 @@ def run_ablation(
             "data_root": data_root,
             "device": device,
             "max_steps": max_steps,
-            "checkpoint_dir": str(checkpoint_dir),
+            "checkpoint_dir": str(Path(checkpoint_dir) / ablation.name),
         }
         if jobs <= 1 or len(todo) <= 1:
             for job in todo:

@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from harness.variants import Variant, create_variant, get_variant, list_variants, parse_overrides
@@ -92,7 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         download=not args.no_download,
         tracker=tracker,
-        checkpoint_dir=args.checkpoint_dir,
+        checkpoint_dir=Path(args.checkpoint_dir) / args.experiment,
         resume=args.resume,
         on_epoch_end=[lambda r: print(format_report(r, variant.epochs), flush=True)],
     )
@@ -128,7 +129,6 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def _results_inputs(args: argparse.Namespace):
-    from pathlib import Path
 
     from harness.ablation import load_ablation
     from harness.results import load_runs
@@ -146,7 +146,6 @@ def _results_inputs(args: argparse.Namespace):
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from harness.results import provenance, summarize, write_table
 
@@ -167,7 +166,6 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from harness.results import plot
 

@@ -91,7 +91,9 @@ def run_variant(
 
     from harness.tracking import read_run_pointer, write_run_pointer
 
-    previous = read_run_pointer(checkpoint, tracker) if resume and checkpoint else None
+    previous = (
+        read_run_pointer(checkpoint, tracker, parent_run_id) if resume and checkpoint else None
+    )
     tags = {**(tags or {}), **({"resumed": "true"} if previous else {})}
     with tracker.run(run_name or variant.name, tags, parent_run_id, previous) as run_id:
         if checkpoint is not None:

@@ -368,9 +368,22 @@ def write_run_pointer(checkpoint: Path, tracker: Tracker, run_id: str) -> None:
     pointer.write_text(json.dumps({"tracking_uri": tracker.store, "run_id": run_id}))
 
 
-def read_run_pointer(checkpoint: Path, tracker: Tracker) -> str | None:
+def read_run_pointer(
+    checkpoint: Path, tracker: Tracker, parent_run_id: str | None = None
+) -> str | None:
+    """The run a checkpoint was logged to, if it is in this store and experiment, under the same
+    parent run: a checkpoint never continues another ablation's or search's run."""
     pointer = checkpoint.with_suffix(".run.json")
     if not pointer.exists():
         return None
     saved = json.loads(pointer.read_text())
-    return saved["run_id"] if saved.get("tracking_uri") == tracker.store else None
+    if saved.get("tracking_uri") != tracker.store:
+        return None
+    try:
+        run = tracker.client.get_run(saved["run_id"])
+    except Exception:  # deleted from the store
+        return None
+    same_place = run.info.experiment_id == tracker.experiment_id
+    if not same_place or run.data.tags.get("mlflow.parentRunId") != parent_run_id:
+        return None
+    return saved["run_id"]

@@ -232,3 +232,27 @@ def test_a_cell_with_a_nan_loss_fails_alone_and_the_ablation_goes_on(
         if run.data.tags.get("m2h.role") != "ablation":
             by_cell.setdefault(run.data.tags["cell"], set()).add(run.info.status)
     assert by_cell == {"exact": {"FINISHED"}, "supervised-only": {"FAILED"}}
+
+
+def test_two_ablations_sharing_a_cell_each_run_it_under_their_own_parent(tmp_path):
+    """A cell of one ablation (same variant, same budget) never continues another's run."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(store)
+    for name in ["first", "second"]:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(TINY)
+        outcomes = run_ablation(
+            load_ablation(str(path)),
+            tracking_uri=store,
+            max_steps=2,
+            checkpoint_dir=tmp_path / "ckpt",
+            echo=lambda *a: None,
+        )
+        assert [o.status for o in outcomes] == ["finished"] * 4
+        runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+        (parent,) = [r for r in runs if r.data.tags.get("m2h.role") == "ablation"]
+        children = client.search_runs(
+            [client.get_experiment_by_name(name).experiment_id],
+            f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+        )
+        assert len(children) == 4
