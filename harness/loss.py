@@ -24,8 +24,10 @@ def gaussian_kl(loc: Tensor, logvar: Tensor) -> Tensor:
 
 
 def bernoulli_log_prob(logits: Tensor, x: Tensor) -> Tensor:
-    """log p(x) under Bernoulli(sigmoid(logits)), summed over the last dimension (broadcasts)."""
-    return (x * logits - F.softplus(logits)).sum(-1)
+    """log p(x) under Bernoulli(sigmoid(logits)), summed over the last dimension; x broadcasts
+    (as a view) against the logits. PyTorch's fused kernel, forward and backward."""
+    targets = x.expand_as(logits)
+    return -F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(-1)
 
 
 def gumbel_softmax_log(
