@@ -183,6 +183,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UsageError("say how many trials the study should hold (--trials T)")
     if args.jobs < 1:
         raise UsageError("--jobs must be >= 1")
+    if args.jobs > 1 and (args.storage or "sqlite").startswith("sqlite"):
+        raise UsageError(
+            "several workers need a journal file or a database server: "
+            "--storage journal:PATH (Optuna advises against SQLite for parallel work)"
+        )
     space = prepare(args.name, args.space or [], args.validation)
     variant = variant_from_args(args)  # validates --set and the seed before anything runs
     verify_data(args, variant.dataset)
@@ -205,11 +210,6 @@ def cmd_search(args: argparse.Namespace) -> int:
         track=not args.no_track,
         checkpoint_dir=args.checkpoint_dir,
     )
-    if args.jobs > 1 and (args.storage or "sqlite").startswith("sqlite"):
-        raise UsageError(
-            "several workers need a journal file or a database server: "
-            "--storage journal:PATH (Optuna advises against SQLite for parallel work)"
-        )
     study = run_search(spec, jobs=args.jobs) if args.trials else load_study(spec)
     print(summary(study))
     if args.export:
