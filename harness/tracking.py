@@ -122,6 +122,8 @@ class Tracker:
 
         for noisy in ("mlflow", "alembic"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        # the harness prints its own line per run; MLflow's per-run links would drown it
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
         self.uri = resolve_tracking_uri(uri)
         self.store = store or self.uri
