@@ -257,6 +257,7 @@ def run_ablation(
         "seeds": ",".join(map(str, seeds)),
         "epochs": str(epochs),
         "max_steps": str(max_steps or "none"),
+        "jobs": str(jobs),
     }
     with tracker.run(f"{ablation.name} (ablation)", tags, run_id=parent) as parent_id:
         tracker.client.log_dict(

@@ -107,6 +107,8 @@ def provenance(tracker: Tracker, ablation: str, runs: pd.DataFrame) -> dict[str,
     )
     if tags.get("max_steps", "none") != "none":
         command += f" --max-steps {tags['max_steps']}"
+    if int(tags.get("jobs", "1")) > 1:
+        command += f" --jobs {tags['jobs']}"
     return {
         "command": command,
         "commit": ", ".join(sorted(runs["git_commit"].unique())),
