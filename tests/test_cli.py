@@ -105,13 +105,9 @@ def test_sigterm_mid_epoch_then_resume_ends_with_the_uninterrupted_numbers(tmp_p
 
     mlflow = pytest.importorskip("mlflow")
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    budget = ["run", "exact", "--epochs", "3", "--max-steps", "40"]
     args = [
-        "run",
-        "exact",
-        "--epochs",
-        "3",
-        "--max-steps",
-        "40",
+        *budget,
         "--tracking-uri",
         store,
         "--checkpoint-dir",
@@ -138,12 +134,7 @@ def test_sigterm_mid_epoch_then_resume_ends_with_the_uninterrupted_numbers(tmp_p
     assert resumed.returncode == 0, resumed.stderr
     assert not resumed.stdout.startswith("epoch   1/3")  # epoch 1 came from the checkpoint
     straight = m2h(
-        "run",
-        "exact",
-        "--epochs",
-        "3",
-        "--max-steps",
-        "40",
+        *budget,
         "--no-track",
         "--checkpoint-dir",
         str(tmp_path / "other"),

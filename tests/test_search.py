@@ -94,20 +94,25 @@ def test_a_small_study_end_to_end_in_optuna_and_mlflow(tmp_path, monkeypatch, ca
     assert float(lr_line.split()[1]) == pytest.approx(best.params["lr"])
 
 
+def _lr_search(tmp_path, study, **settings) -> SearchSpec:
+    """A study of `exact` over the learning rate alone: 3 short epochs a trial."""
+    return SearchSpec(
+        variant="exact",
+        study=study,
+        storage=f"sqlite:///{tmp_path / 'o.db'}",
+        space={"lr": Range(1e-7, 1e-2, log=True)},
+        epochs=3,
+        validation=2000,
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        **settings,
+    )
+
+
 def test_pruning_stops_a_trial_that_reports_poorly(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    spec = SearchSpec(
-        variant="exact",
-        study="prune",
-        storage=f"sqlite:///{tmp_path / 'o.db'}",
-        space={"lr": Range(1e-7, 1e-2, log=True)},
-        trials=3,
-        epochs=3,
-        max_steps=4,
-        validation=2000,
-        tracking_uri=store,
-        enqueue=[{"lr": 1e-3}, {"lr": 1e-3}, {"lr": 1e-7}],
+    spec = _lr_search(
+        tmp_path, "prune", trials=3, max_steps=4, enqueue=[{"lr": 1e-3}, {"lr": 1e-3}, {"lr": 1e-7}]
     )
     study = run_search(spec, echo=lambda *a: None)
     states = [t.state for t in study.trials]
@@ -184,17 +189,12 @@ def test_an_interrupted_trial_resumes_from_its_checkpoint_when_the_search_runs_a
     from harness import search as search_module
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    spec = SearchSpec(
-        variant="exact",
-        study="resume",
-        storage=f"sqlite:///{tmp_path / 'o.db'}",
-        space={"lr": Range(1e-4, 1e-2, log=True)},
+    spec = _lr_search(
+        tmp_path,
+        "resume",
         trials=1,
-        epochs=3,
         max_steps=3,
-        validation=2000,
         pruner="none",
-        tracking_uri=store,
         checkpoint_dir=str(tmp_path / "ckpt"),
         enqueue=[{"lr": 1e-3}],
     )
