@@ -64,6 +64,9 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+_VERIFIED: set[tuple[Path, int, int]] = set()
+
+
 def verify_raw_files(dataset: str, root: Path) -> None:
     """Raise DataError if a raw file is absent or its MD5 is not the published one."""
     folder = root / FOLDERS[dataset] / "raw"
@@ -71,11 +74,15 @@ def verify_raw_files(dataset: str, root: Path) -> None:
         path = folder / name
         if not path.exists():
             raise DataError(_missing_message(dataset, root))
+        stamp = (path.resolve(), path.stat().st_size, path.stat().st_mtime_ns)
+        if stamp in _VERIFIED:  # checked already in this process, and unchanged since
+            continue
         if _md5(path) != expected:
             raise DataError(
                 f"{path} is corrupt: its MD5 is not the published {expected}. "
                 f"Replace it with the original file (or delete it to download again)."
             )
+        _VERIFIED.add(stamp)
 
 
 def _missing_message(dataset: str, root: Path) -> str:
