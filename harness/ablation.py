@@ -131,9 +131,8 @@ def cell_key(variant: Variant, max_steps: int | None) -> str:
     return f"{run_key(variant, max_steps)}-e{variant.epochs}"
 
 
-def ablation_key(
-    ablation: Ablation, seeds: Sequence[int], epochs: int, max_steps: int | None
-) -> str:
+def ablation_key(ablation: Ablation, epochs: int, max_steps: int | None) -> str:
+    """One parent run per ablation grid and budget; seeds may be added to it later."""
     payload = json.dumps(
         [
             ablation.name,
@@ -218,7 +217,7 @@ def run_ablation(
     ensure_writable(Path(checkpoint_dir), "checkpoint folder")
     tracker = Tracker(tracking_uri, ablation.name)
 
-    key = ablation_key(ablation, seeds, epochs, max_steps)
+    key = ablation_key(ablation, epochs, max_steps)
     parent = tracker.find_run({"m2h.ablation_key": key, "m2h.role": "ablation"})
     done = (
         {run.data.tags.get("m2h.cell_key") for run in tracker.child_runs(parent, status="FINISHED")}
@@ -254,12 +253,11 @@ def run_ablation(
         "m2h.ablation_key": key,
         "m2h.role": "ablation",
         "ablation": ablation.name,
-        "seeds": ",".join(map(str, seeds)),
         "epochs": str(epochs),
         "max_steps": str(max_steps or "none"),
-        "jobs": str(jobs),
     }
     with tracker.run(f"{ablation.name} (ablation)", tags, run_id=parent) as parent_id:
+        tracker.client.set_tag(parent_id, "jobs", str(jobs))  # this invocation's
         tracker.client.log_dict(
             parent_id,
             {"description": ablation.description, "cells": [c.name for c in ablation.cells()]},

@@ -102,9 +102,8 @@ def summarize(runs: pd.DataFrame, paper_column: bool = False) -> pd.DataFrame:
 
 def provenance(tracker: Tracker, ablation: str, runs: pd.DataFrame) -> dict[str, str]:
     tags = tracker.client.get_run(ablation_parent(tracker, ablation)).data.tags
-    command = (
-        f"m2h ablate {ablation} --seeds {tags['seeds'].replace(',', ' ')} --epochs {tags['epochs']}"
-    )
+    seeds = " ".join(map(str, sorted(runs["seed"].unique())))  # the seeds the table holds
+    command = f"m2h ablate {ablation} --seeds {seeds} --epochs {tags['epochs']}"
     if tags.get("max_steps", "none") != "none":
         command += f" --max-steps {tags['max_steps']}"
     if int(tags.get("jobs", "1")) > 1:
