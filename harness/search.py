@@ -14,7 +14,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -172,7 +172,7 @@ def objective(spec: SearchSpec, tracker: Tracker | None) -> Callable[[optuna.Tri
     return run_trial
 
 
-def work(spec: SearchSpec) -> int:
+def work(spec: SearchSpec) -> None:
     """Run trials until the study holds `spec.trials` (or the timeout passes); trials run here."""
     if spec.threads:
         import torch
@@ -181,21 +181,19 @@ def work(spec: SearchSpec) -> int:
     study = load_study(spec)
     tracker = Tracker(spec.tracking_uri, spec.study, spec.store) if spec.track else None
     run_trial = objective(spec, tracker)
-    ran = 0
     deadline = None if spec.timeout is None else time.monotonic() + spec.timeout
     while counted_trials(study) < spec.trials:
         if deadline is not None and time.monotonic() > deadline:
             break
         study.optimize(run_trial, n_trials=1)
-        ran += 1
-    return ran
 
 
 def retry_interrupted(study: optuna.Study) -> int:
     """Enqueue, once, a retry of every trial that was interrupted (Ctrl-C, SIGTERM) or went
     stale (its process killed, seen by the storage's heartbeat): same parameters, resuming its
     checkpoint. Trials that failed on their own (a NaN loss) are not retried."""
-    if isinstance(study._storage, optuna.storages.RDBStorage):
+    with warnings.catch_warnings():  # a no-op on storages without heartbeats
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
@@ -243,14 +241,12 @@ def run_search(spec: SearchSpec, jobs: int = 1, echo: Callable[[str], Any] = pri
     parent = tracker.find_run({"m2h.role": "search", "optuna_study": spec.study})
     tags = {"m2h.role": "search", "optuna_study": spec.study, "variant": spec.variant}
     with tracker.run(f"{spec.study} (search)", tags, run_id=parent) as parent_id:
-        spec.parent_run_id = parent_id
+        tracked = replace(spec, parent_run_id=parent_id, tracking_uri=tracker.uri)
         if jobs > 1 and tracker.uri.startswith("sqlite:"):
             with local_server(tracker.uri) as uri:
-                spec.tracking_uri, spec.store = uri, tracker.uri
-                _run_workers(spec, jobs)
+                _run_workers(replace(tracked, tracking_uri=uri, store=tracker.uri), jobs)
         else:
-            spec.tracking_uri = tracker.uri
-            _run_workers(spec, jobs)
+            _run_workers(tracked, jobs)
         if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
             best = study.best_trial
             tracker.client.log_dict(
@@ -270,7 +266,7 @@ def _run_workers(spec: SearchSpec, jobs: int) -> None:
     if jobs <= 1:
         work(spec)
         return
-    spec.threads = max(1, (os.cpu_count() or 1) // jobs)
+    spec = replace(spec, threads=max(1, (os.cpu_count() or 1) // jobs))
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
         for future in [pool.submit(work, spec) for _ in range(jobs)]:
             future.result()
