@@ -141,7 +141,7 @@ def _results_inputs(args: argparse.Namespace):
     return (
         ablation,
         tracker,
-        load_runs(tracker, ablation.name, [cell.name for cell in ablation.cells()]),
+        load_runs(tracker, ablation.name, [c.name for c in ablation.cells()], list(ablation.axes)),
     )
 
 

@@ -8,6 +8,7 @@ machine and wall time that produced it, and `results/README.md` keeps one such l
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,9 +42,11 @@ def ablation_parent(tracker: Tracker, ablation: str) -> str:
     return parent
 
 
-def load_runs(tracker: Tracker, ablation: str, cell_order: list[str] | None = None) -> pd.DataFrame:
+def load_runs(
+    tracker: Tracker, ablation: str, cell_order: list[str] | None = None, axes: Sequence[str] = ()
+) -> pd.DataFrame:
     """One row per finished child run of the newest parent run of `ablation`, in `cell_order`
-    (the ablation's own order) and by seed."""
+    (the ablation's own order) and by seed, with a column for each swept setting in `axes`."""
     parent = ablation_parent(tracker, ablation)
     rows = []
     for run in tracker.child_runs(parent, status="FINISHED"):
@@ -66,6 +69,11 @@ def load_runs(tracker: Tracker, ablation: str, cell_order: list[str] | None = No
                 + (" (uncommitted changes)" if params.get("git_dirty") == "True" else ""),
                 "device_name": params.get("device_name", "unknown"),
                 "run_id": run.info.run_id,
+            }
+            | {  # controls are not swept along these axes: they get a place of their own
+                axis: "control" if tags.get("control") == "true" else params.get(axis)
+                for axis in axes
+                if axis not in ("labels", "dataset")
             }
         )
     if not rows:
