@@ -117,9 +117,9 @@ def load_ablation(name: str, directory: Path = ABLATIONS_DIR) -> Ablation:
     for name_ in ablation.variants + ablation.controls:
         get_variant(name_)
     for key, values in ablation.axes.items():
-        parse_value(key, str(values[0]) if values else "")
         if not values:
             raise AblationError(f"{path}: axis {key!r} is empty")
+        parse_value(key, str(values[0]))  # an unknown setting fails here, with a did-you-mean
     for cell in ablation.cells():  # every cell must be a valid variant
         ablation.variant(cell, ablation.seeds[0])
     return ablation

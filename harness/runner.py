@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.data import load_splits
-from harness.trainer import EpochReport, Trainer, resolve_device
-from harness.variants import Variant
+from harness.trainer import EpochReport, Trainer, resolve_device, run_summary
+from harness.variants import Variant, resumable_settings
 
 if TYPE_CHECKING:
     from harness.tracking import Tracker
@@ -25,7 +25,6 @@ class RunResult:
     reports: list[EpochReport]
     trainer: Trainer
     run_id: str | None
-    checkpoint: Path | None
 
     @property
     def final(self) -> EpochReport:
@@ -33,10 +32,9 @@ class RunResult:
 
 
 def run_key(variant: Variant, max_steps: int | None) -> str:
-    """A stable name for a run's checkpoint: the variant and a hash of everything it trains on
-    (the epoch count left out, so a longer run can resume a shorter one)."""
-    params = {k: v for k, v in variant.params().items() if k != "epochs"}
-    digest = hashlib.sha1(json.dumps([params, max_steps], sort_keys=True).encode()).hexdigest()
+    """A stable name for a run's checkpoint: the variant and a hash of what it can resume on."""
+    settings = resumable_settings(variant.params())
+    digest = hashlib.sha1(json.dumps([settings, max_steps], sort_keys=True).encode()).hexdigest()
     return f"{variant.name}-{digest[:12]}"
 
 
@@ -67,7 +65,6 @@ def run_variant(
     parent_run_id: str | None = None,
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
-    extra_params: dict[str, Any] | None = None,
     checkpoint_dir: str | Path | None = DEFAULT_CHECKPOINT_DIR,
     resume: bool = False,
     on_epoch_end: Iterable[Callable[[EpochReport], Any]] = (),
@@ -87,7 +84,7 @@ def run_variant(
     resumed = resume and checkpoint is not None and trainer.resume_from(checkpoint)
     callbacks = list(on_epoch_end)
     if tracker is None:
-        return RunResult(variant, trainer.fit(callbacks, checkpoint), trainer, None, checkpoint)
+        return RunResult(variant, trainer.fit(callbacks, checkpoint), trainer, None)
 
     from harness.tracking import read_run_pointer, write_run_pointer
 
@@ -98,17 +95,12 @@ def run_variant(
     with tracker.run(run_name or variant.name, tags, parent_run_id, previous) as run_id:
         if checkpoint is not None:
             write_run_pointer(checkpoint, tracker, run_id)
-        tracker.log_start(
-            run_id,
-            variant,
-            torch_device,
-            {"max_steps": max_steps or "none", **(extra_params or {})},
-        )
+        tracker.log_start(run_id, variant, torch_device, {"max_steps": max_steps or "none"})
         if resumed:
             tracker.log_missing_epochs(run_id, trainer.history)
         reports = trainer.fit([lambda r: tracker.log_epoch(run_id, r), *callbacks], checkpoint)
         tracker.log_end(run_id, trainer, checkpoint)
-    return RunResult(variant, reports, trainer, run_id, checkpoint)
+    return RunResult(variant, reports, trainer, run_id)
 
 
 def format_report(report: EpochReport, epochs: int) -> str:
@@ -121,12 +113,11 @@ def format_report(report: EpochReport, epochs: int) -> str:
 
 
 def format_summary(variant: Variant, reports: list[EpochReport]) -> str:
-    last = reports[-1]
-    best = max(r.test_accuracy for r in reports)
-    seconds = sum(r.epoch_seconds for r in reports)
+    s = run_summary(reports)
     return (
         f"{variant.name} on {variant.dataset}, {variant.labels} labels, seed {variant.seed}: "
-        f"test accuracy {100 * last.test_accuracy:.2f}% (error {last.test_error:.2f}%, "
-        f"best {100 * best:.2f}%) after {last.epoch} epochs; "
-        f"{last.samples_per_sec:,.0f} rows/s; {seconds:.1f} s training"
+        f"test accuracy {100 * s['final_test_accuracy']:.2f}% "
+        f"(error {s['final_test_error']:.2f}%, best {100 * s['best_test_accuracy']:.2f}%) "
+        f"after {s['epochs_done']} epochs; {s['final_samples_per_sec']:,.0f} rows/s; "
+        f"{s['train_seconds']:.1f} s training"
     )

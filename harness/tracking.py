@@ -257,21 +257,11 @@ class Tracker:
         from mlflow.entities import Metric
 
         from harness import figures
+        from harness.trainer import run_summary
 
-        reports = trainer.history
-        now = int(time.time() * 1000)
-        summary = {
-            "final_test_accuracy": reports[-1].test_accuracy,
-            "final_test_error": reports[-1].test_error,
-            "best_test_accuracy": max(r.test_accuracy for r in reports),
-            "final_samples_per_sec": reports[-1].samples_per_sec,
-            "train_seconds": sum(r.epoch_seconds for r in reports),
-            "epochs_done": reports[-1].epoch,
-        }
-        self.client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), now, reports[-1].epoch) for k, v in summary.items()],
-        )
+        now, epoch = int(time.time() * 1000), trainer.history[-1].epoch
+        metrics = [Metric(k, float(v), now, epoch) for k, v in run_summary(trainer.history).items()]
+        self.client.log_batch(run_id, metrics=metrics)
         for name, figure in [
             ("confusion_matrix.png", figures.confusion_matrix(trainer)),
             ("analogies.png", figures.analogies(trainer)),

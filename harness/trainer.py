@@ -24,7 +24,7 @@ from harness.data import Splits, balanced_label_subset
 from harness.loss import TERMS, m2_loss
 from harness.model import M2
 from harness.schedules import alpha_ramp, alpha_scale, temperature_at
-from harness.variants import NUM_CLASSES, Variant
+from harness.variants import NUM_CLASSES, Variant, resumable_settings
 
 
 class NonFiniteLossError(RuntimeError):
@@ -65,6 +65,19 @@ class EpochReport:
         if self.val_accuracy is not None:
             out["val_accuracy"] = self.val_accuracy
         return out
+
+
+def run_summary(reports: list[EpochReport]) -> dict[str, float]:
+    """The figures a run ends with: last and best test accuracy, throughput, training time."""
+    last = reports[-1]
+    return {
+        "final_test_accuracy": last.test_accuracy,
+        "final_test_error": last.test_error,
+        "best_test_accuracy": max(r.test_accuracy for r in reports),
+        "final_samples_per_sec": last.samples_per_sec,
+        "train_seconds": sum(r.epoch_seconds for r in reports),
+        "epochs_done": last.epoch,
+    }
 
 
 def resolve_device(name: str | None = None) -> torch.device:
@@ -265,8 +278,8 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        ours = {k: v for k, v in self.variant.params().items() if k != "epochs"}
-        theirs = {k: v for k, v in state["variant"].items() if k != "epochs"}
+        ours = resumable_settings(self.variant.params())
+        theirs = resumable_settings(state["variant"])
         if ours != theirs:
             changed = sorted(k for k in ours if ours[k] != theirs.get(k))
             raise ValueError(f"checkpoint is of another variant (differs in {', '.join(changed)})")

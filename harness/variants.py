@@ -111,6 +111,12 @@ class Variant:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "description"}
 
 
+def resumable_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """The settings a checkpoint must share to be continued: all but the epoch budget, so a
+    longer run can resume a shorter one."""
+    return {k: v for k, v in params.items() if k != "epochs"}
+
+
 def _field_types() -> dict[str, Any]:
     return typing.get_type_hints(Variant)
 
@@ -272,18 +278,10 @@ def get_variant(name: str) -> Variant:
 
 
 def create_variant(name: str, overrides: dict[str, Any] | None = None) -> Variant:
-    """Fetch a registered variant and apply typed overrides (validated by the dataclass)."""
-    variant = get_variant(name)
-    overrides = dict(overrides or {})
-    for key, value in overrides.items():
-        if isinstance(value, str):
-            overrides[key] = parse_value(key, value)
-        else:
-            parse_value(key, str(value))  # rejects unknown keys
-    try:
-        return variant.replace(**overrides)
-    except TypeError as err:  # pragma: no cover - parse_value rejects unknown keys first
-        raise VariantError(str(err)) from None
+    """Fetch a registered variant and apply overrides, each parsed to its field's type (text or
+    values alike, so 256.0 for an int field is an error, not a float) and validated."""
+    typed = {key: parse_value(key, str(value)) for key, value in (overrides or {}).items()}
+    return get_variant(name).replace(**typed)
 
 
 __all__ = [

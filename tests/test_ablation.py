@@ -47,6 +47,9 @@ def test_bad_ablations_are_clear_errors(tmp_path):
     bad.write_text('variants = ["exact"]\n[axes]\ntemprature = [0.1]\n')
     with pytest.raises(ValueError, match="unknown setting 'temprature'"):
         load_ablation(str(bad))
+    bad.write_text('variants = ["exact"]\n[axes]\ntemperature = []\n')
+    with pytest.raises(AblationError, match="axis 'temperature' is empty"):
+        load_ablation(str(bad))
     bad.write_text('variants = ["exact"]\n[axes]\ntemperature = [0.1, -1.0]\n')
     with pytest.raises(ValueError, match="temperature must be > 0"):
         load_ablation(str(bad))

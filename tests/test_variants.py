@@ -114,3 +114,12 @@ def test_paper_exact_settings_are_the_values_its_docstring_cites():
     for phrase, holds in cited.items():
         assert phrase in v.description, phrase
         assert holds, phrase
+
+
+def test_overrides_given_as_values_are_typed_like_text():
+    v = create_variant("exact", {"lr": 3e-05, "hidden": 256, "alpha_schedule": "cosine"})
+    assert (v.lr, v.hidden, v.alpha_schedule) == (3e-05, 256, "cosine")
+    with pytest.raises(VariantError, match=r"hidden must be int, got '256\.5'"):
+        create_variant("exact", {"hidden": 256.5})
+    with pytest.raises(VariantError, match="unknown setting 'hiden'"):
+        create_variant("exact", {"hiden": 256})
