@@ -171,6 +171,7 @@ def _run_one(job: dict[str, Any]) -> CellOutcome:
         result = run_variant(
             variant,
             data_root=job["data_root"],
+            download=job["download"],
             device=job["device"],
             max_steps=job["max_steps"],
             progress=False,
@@ -201,6 +202,7 @@ def run_ablation(
     max_steps: int | None = None,
     device: str | None = None,
     data_root: str | None = None,
+    download: bool = True,
     jobs: int = 1,
     checkpoint_dir: str | Path = "checkpoints",
     echo: Any = print,
@@ -213,7 +215,7 @@ def run_ablation(
     seeds = list(seeds or ablation.seeds)
     epochs = epochs or ablation.epochs
     for dataset in {ablation.variant(cell, seeds[0]).dataset for cell in ablation.cells()}:
-        ensure_dataset(dataset, data_root)  # bad data fails here, once, before any write
+        ensure_dataset(dataset, data_root, download)  # bad data fails here, before any write
     ensure_writable(Path(checkpoint_dir), "checkpoint folder")
     tracker = Tracker(tracking_uri, ablation.name)
 
@@ -267,6 +269,7 @@ def run_ablation(
             "experiment": ablation.name,
             "parent": parent_id,
             "data_root": data_root,
+            "download": download,
             "device": device,
             "max_steps": max_steps,
             "checkpoint_dir": str(Path(checkpoint_dir) / ablation.name),

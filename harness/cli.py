@@ -30,7 +30,7 @@ LIST_COLUMNS = (
 
 
 class UsageError(Exception):
-    """A command-line mistake: printed as one line, exit status 2."""
+    """A command-line mistake: printed as one line, like every error, exit status 1."""
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -109,6 +109,11 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     ablation = load_ablation(args.name)
     if args.jobs < 1:
         raise UsageError("--jobs must be >= 1")
+    if args.no_track:
+        raise UsageError(
+            "an ablation is its MLflow runs (skip and resume read them back); "
+            "--no-track is for m2h run"
+        )
     outcomes = run_ablation(
         ablation,
         tracking_uri=args.tracking_uri,
@@ -117,6 +122,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         device=args.device,
         data_root=args.data_root,
+        download=not args.no_download,
         jobs=args.jobs,
         checkpoint_dir=args.checkpoint_dir,
     )
@@ -129,7 +135,6 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def _results_inputs(args: argparse.Namespace):
-
     from harness.ablation import load_ablation
     from harness.results import load_runs
     from harness.runner import ensure_writable

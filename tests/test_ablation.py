@@ -40,6 +40,27 @@ def test_shipped_ablations_load_and_expand():
     assert {c.variant for c in temperature.cells()} >= {"gumbel-0.1", "gumbel-1", "gumbel-anneal"}
 
 
+def test_ablate_refuses_no_track_and_honours_no_download(tmp_path, capsys):
+    assert main(["ablate", "estimator", "--no-track"]) == 1
+    assert "--no-track is for m2h run" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "ablate",
+                "estimator",
+                "--no-download",
+                "--data-root",
+                str(tmp_path / "none"),
+                "--tracking-uri",
+                f"sqlite:///{tmp_path / 'm.db'}",
+            ]
+        )
+        == 1
+    )
+    assert "could not be downloaded" in capsys.readouterr().err
+    assert not (tmp_path / "m.db").exists()  # nothing written
+
+
 def test_bad_ablations_are_clear_errors(tmp_path):
     with pytest.raises(AblationError, match=r"unknown ablation 'estimater' \(did you mean"):
         load_ablation("estimater")
