@@ -11,6 +11,7 @@ from harness.bench import count_flops, harness_step, matmul_peak, synthetic_spli
 from harness.loss import m2_loss
 from harness.model import M2
 from harness.reference import reference_exact_loss
+from harness.stacked import StackedTrainer
 from harness.trainer import Trainer, _synchronize
 from harness.variants import create_variant
 
@@ -38,7 +39,7 @@ def splits(device):
     return synthetic_splits(device)
 
 
-def _record(benchmark, fn, device, rows, peak):
+def _record(benchmark, fn, device, rows, peak, seeds=1):
     def timed():
         fn()
         _synchronize(device)
@@ -49,6 +50,7 @@ def _record(benchmark, fn, device, rows, peak):
     benchmark.extra_info.update(
         device=str(device),
         rows_per_sec=rows / seconds,
+        rows_per_sec_per_seed=rows / seconds / seeds,
         gflop_per_sec=flops / seconds / 1e9,
         matmul_peak_gflop_per_sec=peak / 1e9,
         fraction_of_peak=flops / seconds / peak,
@@ -60,6 +62,16 @@ def test_training_step(benchmark, estimator, device, splits, peak):
     trainer = Trainer(create_variant(ESTIMATOR_VARIANTS[estimator]), splits, device, progress=False)
     rows = trainer.batch_size + trainer.labelled_batch
     _record(benchmark, harness_step(trainer), device, rows, peak)
+
+
+@pytest.mark.parametrize("seeds", [4, 8])
+@pytest.mark.parametrize("estimator", ["exact", "tutorial"])
+def test_stacked_training_step(benchmark, estimator, seeds, device, splits, peak):
+    """Several seeds in one step (harness.stacked): rows/s in all and per seed."""
+    variant = create_variant(ESTIMATOR_VARIANTS[estimator])
+    trainer = StackedTrainer(variant, range(seeds), splits, device, progress=False)
+    rows = seeds * (trainer.batch_size + trainer.labelled_batch)
+    _record(benchmark, harness_step(trainer), device, rows, peak, seeds)
 
 
 @pytest.mark.parametrize("implementation", ["fused", "loop"])

@@ -156,41 +156,70 @@ class CellOutcome:
     detail: str = ""
 
 
-def _run_one(job: dict[str, Any]) -> CellOutcome:
-    """Run one cell and seed; in a worker process when --jobs > 1."""
-    from harness.runner import run_variant
+def _run_job(job: dict[str, Any]) -> list[CellOutcome]:
+    """Run one cell for one seed, or for several seeds stacked in one process; in a worker
+    process when --jobs > 1."""
+    from harness.runner import run_stacked, run_variant
     from harness.tracking import Tracker
 
     if job.get("threads"):
         import torch
 
         torch.set_num_threads(job["threads"])
-    variant = Variant(**job["variant"])
-    tracker = Tracker(job["tracking_uri"], job["experiment"], store=job.get("store"))
+    variants = [Variant(**params) for params in job["variants"]]
+    tags = {v.seed: t for v, t in zip(variants, job["tags"], strict=True)}
+    options = {
+        "data_root": job["data_root"],
+        "download": job["download"],
+        "device": job["device"],
+        "max_steps": job["max_steps"],
+        "progress": False,
+        "tracker": Tracker(job["tracking_uri"], job["experiment"], store=job.get("store")),
+        "parent_run_id": job["parent"],
+        "checkpoint_dir": job["checkpoint_dir"],
+        "resume": True,
+    }
     try:
-        result = run_variant(
-            variant,
-            data_root=job["data_root"],
-            download=job["download"],
-            device=job["device"],
-            max_steps=job["max_steps"],
-            progress=False,
-            tracker=tracker,
-            parent_run_id=job["parent"],
-            run_name=f"{job['cell']} seed {variant.seed}",
-            tags=job["tags"],
-            checkpoint_dir=job["checkpoint_dir"],
-            resume=True,
-        )
+        if len(variants) == 1:
+            (v,) = variants
+            results = [
+                run_variant(
+                    v, run_name=f"{job['cell']} seed {v.seed}", tags=tags[v.seed], **options
+                )
+            ]
+        else:
+            results = run_stacked(
+                variants[0],
+                [v.seed for v in variants],
+                run_name=lambda v: f"{job['cell']} seed {v.seed}",
+                tags=lambda v: tags[v.seed],
+                **options,
+            )
     except Exception as err:  # a failed cell is logged FAILED; the ablation goes on
-        return CellOutcome(job["cell"], variant.seed, "failed", f"{type(err).__name__}: {err}")
-    final = result.final
-    return CellOutcome(
-        job["cell"],
-        variant.seed,
-        "finished",
-        f"test error {final.test_error:.2f}%, {final.samples_per_sec:,.0f} rows/s",
-    )
+        reason = f"{type(err).__name__}: {err}"
+        return [CellOutcome(job["cell"], v.seed, "failed", reason) for v in variants]
+    return [
+        CellOutcome(
+            job["cell"],
+            r.variant.seed,
+            "finished",
+            f"test error {r.final.test_error:.2f}%, {r.final.samples_per_sec:,.0f} rows/s",
+        )
+        for r in results
+    ]
+
+
+def _stacks(variants: list[Variant], checkpoint_dir: Path, max_steps: int | None) -> list[list]:
+    """The seeds of one cell grouped into stacks that can train together: those at the same
+    checkpointed epoch (0: no checkpoint yet)."""
+    from harness.checkpoint import load_checkpoint
+
+    groups: dict[int, list[Variant]] = {}
+    for variant in variants:
+        path = checkpoint_dir / f"{run_key(variant, max_steps)}.pt"
+        epoch = load_checkpoint(path)["epoch"] if path.exists() else 0
+        groups.setdefault(epoch, []).append(variant)
+    return list(groups.values())
 
 
 def run_ablation(
@@ -204,10 +233,12 @@ def run_ablation(
     data_root: str | None = None,
     download: bool = True,
     jobs: int = 1,
+    stack: bool = False,
     checkpoint_dir: str | Path = "checkpoints",
     echo: Any = print,
 ) -> list[CellOutcome]:
-    """Run every cell and seed not already FINISHED in the store, under one parent run."""
+    """Run every cell and seed not already FINISHED in the store, under one parent run; with
+    `stack`, the seeds of a cell train at once in one process (`StackedTrainer`)."""
     from harness.data import ensure_dataset
     from harness.runner import ensure_writable
     from harness.tracking import Tracker, local_server
@@ -226,29 +257,39 @@ def run_ablation(
         if parent
         else set()
     )
-    todo, outcomes = [], []
+    cell_folder = Path(checkpoint_dir) / ablation.name
+    todo, outcomes, runs = [], [], 0
     for cell in ablation.cells():
+        pending = []
         for seed in seeds:
             variant = ablation.variant(cell, seed, epochs)
-            ckey = cell_key(variant, max_steps)
-            if ckey in done:
+            if cell_key(variant, max_steps) in done:
                 outcomes.append(CellOutcome(cell.name, seed, "skipped", "already finished"))
-                continue
+            else:
+                pending.append(variant)
+        groups = _stacks(pending, cell_folder, max_steps) if stack else [[v] for v in pending]
+        for group in groups:
             todo.append(
                 {
                     "cell": cell.name,
-                    "variant": variant.params() | {"description": variant.description},
-                    "tags": {
-                        "m2h.cell_key": ckey,
-                        "cell": cell.name,
-                        "ablation": ablation.name,
-                        "control": str(cell.control).lower(),
-                    },
+                    "variants": [v.params() | {"description": v.description} for v in group],
+                    "tags": [
+                        {
+                            "m2h.cell_key": cell_key(v, max_steps),
+                            "cell": cell.name,
+                            "ablation": ablation.name,
+                            "control": str(cell.control).lower(),
+                        }
+                        for v in group
+                    ],
                 }
             )
+        runs += len(pending)
     echo(
         f"ablation {ablation.name}: {len(ablation.cells())} cells x {len(seeds)} seeds, "
-        f"{len(todo)} to run, {len(outcomes)} already finished"
+        f"{runs} to run"
+        + (f" in {len(todo)} stacks" if stack else "")
+        + f", {len(outcomes)} already finished"
     )
 
     tags = {
@@ -272,13 +313,13 @@ def run_ablation(
             "download": download,
             "device": device,
             "max_steps": max_steps,
-            "checkpoint_dir": str(Path(checkpoint_dir) / ablation.name),
+            "checkpoint_dir": str(cell_folder),
         }
         if jobs <= 1 or len(todo) <= 1:
             for job in todo:
-                outcome = _run_one({**job, **common, "tracking_uri": tracker.uri})
-                echo(f"  {outcome.cell} seed {outcome.seed}: {outcome.status} {outcome.detail}")
-                outcomes.append(outcome)
+                for outcome in _run_job({**job, **common, "tracking_uri": tracker.uri}):
+                    echo(f"  {outcome.cell} seed {outcome.seed}: {outcome.status} {outcome.detail}")
+                    outcomes.append(outcome)
         else:
             threads = max(1, (os.cpu_count() or 1) // jobs)
             with (
@@ -287,7 +328,7 @@ def run_ablation(
             ):
                 futures = [
                     pool.submit(
-                        _run_one,
+                        _run_job,
                         {
                             **job,
                             **common,
@@ -299,7 +340,10 @@ def run_ablation(
                     for job in todo
                 ]
                 for future in as_completed(futures):
-                    outcome = future.result()
-                    echo(f"  {outcome.cell} seed {outcome.seed}: {outcome.status} {outcome.detail}")
-                    outcomes.append(outcome)
+                    for outcome in future.result():
+                        echo(
+                            f"  {outcome.cell} seed {outcome.seed}: {outcome.status} "
+                            f"{outcome.detail}"
+                        )
+                        outcomes.append(outcome)
     return outcomes

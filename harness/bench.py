@@ -96,7 +96,7 @@ def harness_step(trainer: Trainer) -> Callable[[], None]:
 
     def step() -> None:
         i = next(steps)
-        trainer.backward(order_u[i * B : (i + 1) * B], order_l[i * B_l : (i + 1) * B_l])
+        trainer.backward(order_u[..., i * B : (i + 1) * B], order_l[..., i * B_l : (i + 1) * B_l])
         trainer.optimizer.step()
 
     return step
@@ -155,3 +155,19 @@ def side_by_side(
         repeats,
     )
     return peak, ours, theirs
+
+
+def stacked_side_by_side(
+    variant: Variant, splits: Splits, device: torch.device, seeds: int, repeats: int = 30
+) -> tuple[float, Timing, Timing]:
+    """The matmul peak, then one seed's step alone and `seeds` seeds' stacked step, in one
+    process; the stacked Timing counts the rows of every seed."""
+    from harness.stacked import StackedTrainer
+
+    peak = matmul_peak(device)
+    trainer = Trainer(variant, splits, device, progress=False)
+    rows = trainer.batch_size + trainer.labelled_batch
+    alone = measure("one seed alone", harness_step(trainer), rows, device, repeats)
+    stack = StackedTrainer(variant, range(seeds), splits, device, progress=False)
+    stacked = measure(f"{seeds} seeds stacked", harness_step(stack), seeds * rows, device, repeats)
+    return peak, alone, stacked

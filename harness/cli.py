@@ -81,25 +81,41 @@ def make_tracker(args: argparse.Namespace, experiment: str):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.runner import format_report, format_summary, run_variant
+    from harness.runner import format_report, format_summary, run_stacked, run_variant
 
+    if args.seeds is not None and args.seed is not None:
+        raise UsageError("give --seed or --seeds, not both")
     variant = variant_from_args(args)
     verify_data(args, variant.dataset)
     tracker = make_tracker(args, args.experiment)
-    result = run_variant(
-        variant,
-        data_root=args.data_root,
-        device=args.device,
-        max_steps=args.max_steps,
-        download=not args.no_download,
-        tracker=tracker,
-        checkpoint_dir=Path(args.checkpoint_dir) / args.experiment,
-        resume=args.resume,
-        on_epoch_end=[lambda r: print(format_report(r, variant.epochs), flush=True)],
-    )
-    print(format_summary(variant, result.reports))
-    if result.run_id:
-        print(f"MLflow run {result.run_id} in experiment {args.experiment!r} at {tracker.uri}")
+    options = {
+        "data_root": args.data_root,
+        "device": args.device,
+        "max_steps": args.max_steps,
+        "download": not args.no_download,
+        "tracker": tracker,
+        "checkpoint_dir": Path(args.checkpoint_dir) / args.experiment,
+        "resume": args.resume,
+    }
+    if args.seeds is None:
+        results = [
+            run_variant(
+                variant,
+                on_epoch_end=[lambda r: print(format_report(r, variant.epochs), flush=True)],
+                **options,
+            )
+        ]
+    else:
+
+        def print_reports(reports: list) -> None:
+            for seed, report in zip(args.seeds, reports, strict=True):
+                print(f"seed {seed}  {format_report(report, variant.epochs)}", flush=True)
+
+        results = run_stacked(variant, args.seeds, on_epoch_end=[print_reports], **options)
+    for result in results:
+        print(format_summary(result.variant, result.reports))
+        if result.run_id:
+            print(f"MLflow run {result.run_id} in experiment {args.experiment!r} at {tracker.uri}")
     return 0
 
 
@@ -124,6 +140,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         download=not args.no_download,
         jobs=args.jobs,
+        stack=args.stack,
         checkpoint_dir=args.checkpoint_dir,
     )
     failed = [o for o in outcomes if o.status == "failed"]
@@ -227,19 +244,24 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from harness.bench import side_by_side
+    from harness.bench import side_by_side, stacked_side_by_side
     from harness.data import load_splits
     from harness.trainer import resolve_device
 
     variant = variant_from_args(args)
-    if variant.estimator != "exact":
+    if args.seeds is None and variant.estimator != "exact":
         raise UsageError(
             "the side-by-side reference is the exact estimator's per-class loop; "
-            "bench an exact variant"
+            "bench an exact variant (or stacked seeds with --seeds N)"
         )
+    if args.seeds is not None and args.seeds < 2:
+        raise UsageError("--seeds must be >= 2 (the stack is compared with one seed alone)")
     device = resolve_device(args.device)
     splits = load_splits(variant.dataset, args.data_root, device, download=not args.no_download)
-    peak, ours, theirs = side_by_side(variant, splits, device, args.repeats)
+    if args.seeds is None:
+        peak, ours, theirs = side_by_side(variant, splits, device, args.repeats)
+    else:
+        peak, theirs, ours = stacked_side_by_side(variant, splits, device, args.seeds, args.repeats)
     print(
         f"{variant.name} on {device} ({device_label(device)}), batch {variant.batch_size} "
         f"unlabelled + {min(variant.labelled_batch_size, variant.labels)} labelled rows; "
@@ -251,7 +273,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"{timing.rows_per_sec:9,.0f} rows/s  {timing.flop_rate / 1e9:7.1f} GFLOP/s "
             f"({100 * timing.flop_rate / peak:.0f}% of peak)"
         )
-    print(f"speed-up of the harness over the reference: {theirs.seconds / ours.seconds:.2f}x")
+    if args.seeds is None:
+        print(f"speed-up of the harness over the reference: {theirs.seconds / ours.seconds:.2f}x")
+    else:
+        per_seed = ours.rows_per_sec / args.seeds
+        print(
+            f"stacked: {per_seed:,.0f} rows/s per seed, {ours.rows_per_sec:,.0f} in all; "
+            f"per-seed speed-up over one seed alone: {per_seed / theirs.rows_per_sec:.2f}x"
+        )
     return 0
 
 
@@ -317,6 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int)
     run.add_argument("--seed", type=int)
     run.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="train these seeds at once, stacked in one step (each its own run)",
+    )
+    run.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
@@ -336,6 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the file's)")
     ablate.add_argument("--epochs", type=int, help="epochs per run (default: the file's)")
     ablate.add_argument("--jobs", type=int, default=1, help="runs at once, in processes")
+    ablate.add_argument(
+        "--stack",
+        action="store_true",
+        help="train each cell's seeds at once, stacked in one step (one process per cell)",
+    )
     _add_run_options(ablate)
     ablate.set_defaults(func=cmd_ablate)
 
@@ -387,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("name", nargs="?", default="exact")
     bench.add_argument("--repeats", type=int, default=30)
+    bench.add_argument(
+        "--seeds", type=int, help="compare N seeds stacked in one step with one seed alone"
+    )
     bench.add_argument("--set", action="append", metavar="KEY=VALUE")
     _add_data_options(bench)
     bench.set_defaults(func=cmd_bench)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.data import load_splits
+import torch
+
+from harness.data import Splits, load_splits
 from harness.trainer import EpochReport, Trainer, resolve_device, run_summary
 from harness.variants import Variant, resumable_settings
 
@@ -71,23 +74,136 @@ def run_variant(
 ) -> RunResult:
     """Train `variant`, checkpointing every epoch; with `resume`, continue from the checkpoint
     (and, when tracked, into the same MLflow run) if one exists."""
-    torch_device = resolve_device(device)
-    if checkpoint_dir is not None:
-        ensure_writable(Path(checkpoint_dir), "checkpoint folder")
-    splits = load_splits(variant.dataset, data_root, torch_device, variant.validation, download)
+    torch_device, splits = _prepare(variant, data_root, device, download, checkpoint_dir)
     trainer = Trainer(variant, splits, torch_device, max_steps=max_steps, progress=progress)
-    checkpoint = (
-        Path(checkpoint_dir) / f"{run_key(variant, max_steps)}.pt"
-        if checkpoint_dir is not None
-        else None
-    )
+    checkpoint = _checkpoint_path(checkpoint_dir, variant, max_steps)
     resumed = resume and checkpoint is not None and trainer.resume_from(checkpoint)
     callbacks = list(on_epoch_end)
     if tracker is None:
         return RunResult(variant, trainer.fit(callbacks, checkpoint), trainer, None)
 
+    with _tracked_run(
+        tracker, trainer, checkpoint, resume, resumed, parent_run_id, run_name, tags, max_steps
+    ) as run_id:
+        reports = trainer.fit([lambda r: tracker.log_epoch(run_id, r), *callbacks], checkpoint)
+        tracker.log_end(run_id, trainer, checkpoint)
+    return RunResult(variant, reports, trainer, run_id)
+
+
+def run_stacked(
+    variant: Variant,
+    seeds: Sequence[int],
+    *,
+    data_root: str | Path | None = None,
+    device: str | None = None,
+    max_steps: int | None = None,
+    download: bool = True,
+    progress: bool = True,
+    tracker: Tracker | None = None,
+    parent_run_id: str | None = None,
+    run_name: Callable[[Variant], str] | None = None,
+    tags: Callable[[Variant], dict[str, str]] | None = None,
+    checkpoint_dir: str | Path | None = DEFAULT_CHECKPOINT_DIR,
+    resume: bool = False,
+    on_epoch_end: Iterable[Callable[[list[EpochReport]], Any]] = (),
+) -> list[RunResult]:
+    """Train the `seeds` of `variant` at once (`StackedTrainer`); each seed is its own run: its
+    own checkpoint (the one it would have alone, so the stack resumes from them) and, when
+    tracked, its own MLflow run, tagged with the stack's seeds. `run_name` and `tags` give a
+    seed's run name and tags from its variant."""
+    from harness.stacked import StackedTrainer
+
+    torch_device, splits = _prepare(variant, data_root, device, download, checkpoint_dir)
+    trainer = StackedTrainer(variant, seeds, splits, torch_device, max_steps, progress)
+    paths = [_checkpoint_path(checkpoint_dir, v, max_steps) for v in trainer.variants]
+    checkpoints = None if checkpoint_dir is None else paths
+    resumed = resume and checkpoints is not None and trainer.resume_from_seeds(checkpoints)
+    callbacks = list(on_epoch_end)
+    if tracker is None:
+        trainer.fit(callbacks, checkpoints)
+        return [
+            RunResult(v, trainer.seed_history(i), trainer.seed_trainer(i), None)
+            for i, v in enumerate(trainer.variants)
+        ]
+
+    stacked = {"stacked_seeds": ",".join(map(str, trainer.seeds))}
+    with ExitStack() as runs:  # one failure or interrupt ends every seed's run alike
+        run_ids = [
+            runs.enter_context(
+                _tracked_run(
+                    tracker,
+                    trainer,
+                    paths[i] if checkpoints else None,
+                    resume,
+                    resumed,
+                    parent_run_id,
+                    run_name(v) if run_name else f"{v.name} seed {v.seed}",
+                    {**(tags(v) if tags else {}), **stacked},
+                    max_steps,
+                    seed_index=i,
+                )
+            )
+            for i, v in enumerate(trainer.variants)
+        ]
+
+        def log_epoch(reports: list[EpochReport]) -> None:
+            for run_id, report in zip(run_ids, reports, strict=True):
+                tracker.log_epoch(run_id, report)
+
+        trainer.fit([log_epoch, *callbacks], checkpoints)
+        singles = [trainer.seed_trainer(i) for i in range(len(trainer.seeds))]
+        for run_id, single, path in zip(run_ids, singles, paths, strict=True):
+            tracker.log_end(run_id, single, path if checkpoints else None)
+    return [
+        RunResult(single.variant, single.history, single, run_id)
+        for single, run_id in zip(singles, run_ids, strict=True)
+    ]
+
+
+def _prepare(
+    variant: Variant,
+    data_root: str | Path | None,
+    device: str | None,
+    download: bool,
+    checkpoint_dir: str | Path | None,
+) -> tuple[torch.device, Splits]:
+    """The training device and the data on it; the checkpoint folder proven writable first."""
+    torch_device = resolve_device(device)
+    if checkpoint_dir is not None:
+        ensure_writable(Path(checkpoint_dir), "checkpoint folder")
+    splits = load_splits(variant.dataset, data_root, torch_device, variant.validation, download)
+    return torch_device, splits
+
+
+def _checkpoint_path(
+    checkpoint_dir: str | Path | None, variant: Variant, max_steps: int | None
+) -> Path | None:
+    if checkpoint_dir is None:
+        return None
+    return Path(checkpoint_dir) / f"{run_key(variant, max_steps)}.pt"
+
+
+@contextmanager
+def _tracked_run(
+    tracker: Tracker,
+    trainer: Trainer,
+    checkpoint: Path | None,
+    resume: bool,
+    resumed: bool,
+    parent_run_id: str | None,
+    run_name: str | None,
+    tags: dict[str, str] | None,
+    max_steps: int | None,
+    seed_index: int | None = None,
+) -> Iterator[str]:
+    """Open (or, resuming, reopen) the MLflow run of one trained seed and log its start; the
+    epochs a resumed checkpoint holds but the run lacks are logged first."""
     from harness.tracking import read_run_pointer, write_run_pointer
 
+    if seed_index is None:
+        variant, history = trainer.variant, trainer.history
+    else:  # one seed of a StackedTrainer
+        variant, history = trainer.variants[seed_index], trainer.seed_history(seed_index)
     previous = (
         read_run_pointer(checkpoint, tracker, parent_run_id) if resume and checkpoint else None
     )
@@ -95,12 +211,10 @@ def run_variant(
     with tracker.run(run_name or variant.name, tags, parent_run_id, previous) as run_id:
         if checkpoint is not None:
             write_run_pointer(checkpoint, tracker, run_id)
-        tracker.log_start(run_id, variant, torch_device, {"max_steps": max_steps or "none"})
+        tracker.log_start(run_id, variant, trainer.device, {"max_steps": max_steps or "none"})
         if resumed:
-            tracker.log_missing_epochs(run_id, trainer.history)
-        reports = trainer.fit([lambda r: tracker.log_epoch(run_id, r), *callbacks], checkpoint)
-        tracker.log_end(run_id, trainer, checkpoint)
-    return RunResult(variant, reports, trainer, run_id)
+            tracker.log_missing_epochs(run_id, history)
+        yield run_id
 
 
 def format_report(report: EpochReport, epochs: int) -> str:

@@ -30,9 +30,10 @@ from harness.variants import NUM_CLASSES, Variant, resumable_settings
 class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or infinite."""
 
-    def __init__(self, step: int, term: str, value: float) -> None:
-        super().__init__(f"loss term {term!r} is {value} at step {step}; training stopped")
-        self.step, self.term = step, term
+    def __init__(self, step: int, term: str, value: float, seed: int | None = None) -> None:
+        where = f" (seed {seed})" if seed is not None else ""
+        super().__init__(f"loss term {term!r} is {value} at step {step}{where}; training stopped")
+        self.step, self.term, self.seed = step, term, seed
 
 
 @dataclass
@@ -115,6 +116,26 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def check_resumable(variant: Variant, state: dict[str, Any]) -> None:
+    """Raise ValueError unless checkpoint `state` is of `variant` (any epoch budget)."""
+    ours, theirs = resumable_settings(variant.params()), resumable_settings(state["variant"])
+    if ours != theirs:
+        changed = sorted(k for k in ours if ours[k] != theirs.get(k))
+        raise ValueError(f"checkpoint is of another variant (differs in {', '.join(changed)})")
+
+
+def labelled_split(
+    splits: Splits, labels: int, seed: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_l, y_l, x_u): `labels` training images balanced over the classes and drawn with `seed`,
+    their classes, and the other training images (unlabelled)."""
+    labelled = balanced_label_subset(splits.train_y, labels, NUM_CLASSES, seed)
+    is_labelled = torch.zeros(len(splits.train_y), dtype=torch.bool)
+    is_labelled[labelled] = True
+    labelled, unlabelled = labelled.to(device), (~is_labelled).nonzero().flatten().to(device)
+    return splits.train_x[labelled], splits.train_y[labelled], splits.train_x[unlabelled]
+
+
 class Trainer:
     def __init__(
         self,
@@ -127,35 +148,36 @@ class Trainer:
         self.variant = variant
         self.device = resolve_device(device) if not isinstance(device, torch.device) else device
         self.progress = progress
-        torch.manual_seed(variant.seed)
-        self.model = M2.from_variant(variant).to(self.device)
-        self.optimizer = make_optimizer(variant, self.model.parameters())
-        self.generator = torch.Generator(self.device).manual_seed(variant.seed)
         self.splits = splits
+        self.model, self.optimizer, self.generator = self._build_model()
+        self.x_l, self.y_l, self.x_u = self._split_data()
 
-        labelled = balanced_label_subset(splits.train_y, variant.labels, NUM_CLASSES, variant.seed)
-        is_labelled = torch.zeros(len(splits.train_y), dtype=torch.bool)
-        is_labelled[labelled] = True
-        labelled, unlabelled = labelled.to(self.device), (~is_labelled).nonzero().flatten()
-        self.x_l, self.y_l = splits.train_x[labelled], splits.train_y[labelled]
-        self.x_u = splits.train_x[unlabelled.to(self.device)]
-
-        self.batch_size, self.labelled_batch = batch_sizes(variant, len(self.x_u), len(self.x_l))
-        self.full_steps_per_epoch = max(1, len(self.x_u) // self.batch_size)
+        n_labelled, n_unlabelled = self.x_l.shape[-2], self.x_u.shape[-2]
+        self.batch_size, self.labelled_batch = batch_sizes(variant, n_unlabelled, n_labelled)
+        self.full_steps_per_epoch = max(1, n_unlabelled // self.batch_size)
         self.steps_per_epoch = min(
             self.full_steps_per_epoch, max_steps or self.full_steps_per_epoch
         )
         self.alpha_full = alpha_scale(
             variant,
             self.full_steps_per_epoch,
-            math.ceil(len(self.x_l) / self.labelled_batch),
-            len(self.x_l),
-            len(self.x_l) + len(self.x_u),
+            math.ceil(n_labelled / self.labelled_batch),
+            n_labelled,
+            n_labelled + n_unlabelled,
         )
         self.check_every = 1 if self.device.type == "cpu" else 50  # host syncs for the NaN check
         self.epoch = 0
         self.step = 0
         self.history: list[EpochReport] = []
+
+    def _build_model(self) -> tuple[M2, torch.optim.Optimizer, torch.Generator]:
+        torch.manual_seed(self.variant.seed)
+        model = M2.from_variant(self.variant).to(self.device)
+        generator = torch.Generator(self.device).manual_seed(self.variant.seed)
+        return model, make_optimizer(self.variant, model.parameters()), generator
+
+    def _split_data(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return labelled_split(self.splits, self.variant.labels, self.variant.seed, self.device)
 
     def alpha_at(self, step: int) -> float:
         return self.alpha_full * alpha_ramp(self.variant, step, self.full_steps_per_epoch)
@@ -163,46 +185,57 @@ class Trainer:
     def _epoch_order(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Unlabelled indices in a fresh random order; labelled ones cycled to cover the epoch."""
         g, dev = self.generator, self.device
-        order_u = torch.randperm(len(self.x_u), generator=g, device=dev)
-        cycles = math.ceil(self.steps_per_epoch * self.labelled_batch / len(self.x_l))
-        order_l = torch.cat(
-            [torch.randperm(len(self.x_l), generator=g, device=dev) for _ in range(cycles)]
-        )
+        n_l = self.x_l.shape[-2]
+        order_u = torch.randperm(self.x_u.shape[-2], generator=g, device=dev)
+        cycles = math.ceil(self.steps_per_epoch * self.labelled_batch / n_l)
+        order_l = torch.cat([torch.randperm(n_l, generator=g, device=dev) for _ in range(cycles)])
         return order_u, order_l
+
+    def _loss_options(self) -> dict[str, Any]:
+        """m2_loss's settings at this step."""
+        v = self.variant
+        return {
+            "estimator": v.estimator,
+            "alpha": self.alpha_at(self.step),
+            "temperature": temperature_at(v, self.step),
+            "y_term": v.y_term,
+            "generator": self.generator,
+            "per_row": v.term_weighting == "per-row",
+        }
 
     def backward(self, idx_u: torch.Tensor, idx_l: torch.Tensor) -> torch.Tensor:
         """The loss terms on one batch drawn by index, at this step's alpha and temperature,
         and their gradients; returns the terms stacked in TERMS order (no host sync)."""
-        v = self.variant
         terms = m2_loss(
-            self.model,
-            self.x_l[idx_l],
-            self.y_l[idx_l],
-            self.x_u[idx_u],
-            estimator=v.estimator,
-            alpha=self.alpha_at(self.step),
-            temperature=temperature_at(v, self.step),
-            y_term=v.y_term,
-            generator=self.generator,
-            per_row=v.term_weighting == "per-row",
+            self.model, self.x_l[idx_l], self.y_l[idx_l], self.x_u[idx_u], **self._loss_options()
         )
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         return torch.stack([terms[t].detach() for t in TERMS])
 
     def _raise_if_nonfinite(self, first_bad: torch.Tensor, bad_values: torch.Tensor) -> None:
-        found = (first_bad >= 0).nonzero().flatten().tolist()
+        """first_bad holds, per loss term (per seed and term when seeds are stacked), the first
+        step at which it was not finite, or -1."""
+        found = (first_bad >= 0).nonzero().tolist()
         if found:
-            term = min(found, key=lambda i: first_bad[i].item())
-            raise NonFiniteLossError(int(first_bad[term]), TERMS[term], float(bad_values[term]))
+            where = tuple(min(found, key=lambda index: first_bad[tuple(index)].item()))
+            raise NonFiniteLossError(
+                int(first_bad[where]),
+                TERMS[where[-1]],
+                float(bad_values[where]),
+                self._seed_at(where),
+            )
 
-    def run_epoch(self) -> EpochReport:
-        v, B, B_l = self.variant, self.batch_size, self.labelled_batch
+    def _seed_at(self, where: tuple[int, ...]) -> int | None:
+        """The seed an index into the stacked loss terms belongs to (None: a single seed)."""
+        return None
+
+    def _train_epoch(self) -> tuple[torch.Tensor, float]:
+        """One pass over the unlabelled images: the mean of each loss term, and the seconds."""
+        B, B_l = self.batch_size, self.labelled_batch
         self.model.train()
         order_u, order_l = self._epoch_order()
-        sums = torch.zeros(len(TERMS), device=self.device)
-        first_bad = torch.full((len(TERMS),), -1, dtype=torch.long, device=self.device)
-        bad_values = torch.zeros(len(TERMS), device=self.device)
+        sums = first_bad = bad_values = None
         _synchronize(self.device)
         start = time.perf_counter()
         for i in tqdm(
@@ -211,8 +244,11 @@ class Trainer:
             leave=False,
             disable=None if self.progress else True,
         ):
-            idx_u, idx_l = order_u[i * B : (i + 1) * B], order_l[i * B_l : (i + 1) * B_l]
+            idx_u, idx_l = order_u[..., i * B : (i + 1) * B], order_l[..., i * B_l : (i + 1) * B_l]
             values = self.backward(idx_u, idx_l)
+            if sums is None:
+                sums, bad_values = torch.zeros_like(values), torch.zeros_like(values)
+                first_bad = torch.full(values.shape, -1, dtype=torch.long, device=self.device)
             bad = ~torch.isfinite(values) & (first_bad < 0)
             first_bad = torch.where(bad, self.step, first_bad)
             bad_values = torch.where(bad, values, bad_values)
@@ -225,24 +261,33 @@ class Trainer:
         seconds = time.perf_counter() - start
         self._raise_if_nonfinite(first_bad, bad_values)
         self.epoch += 1
+        return sums / self.steps_per_epoch, seconds
 
-        test_accuracy = self.accuracy(self.splits.test_x, self.splits.test_y)
-        val_accuracy = (
-            self.accuracy(self.splits.val_x, self.splits.val_y) if len(self.splits.val_x) else None
-        )
-        means = (sums / self.steps_per_epoch).tolist()
-        report = EpochReport(
+    def _report(
+        self, means: list[float], test_accuracy: float, val_accuracy: float | None, seconds: float
+    ) -> EpochReport:
+        return EpochReport(
             epoch=self.epoch,
             steps=self.steps_per_epoch,
             losses=dict(zip(TERMS, means, strict=True)),
             test_accuracy=test_accuracy,
             test_error=100.0 * (1.0 - test_accuracy),
             val_accuracy=val_accuracy,
-            samples_per_sec=self.steps_per_epoch * (B + B_l) / seconds,
+            samples_per_sec=self.steps_per_epoch
+            * (self.batch_size + self.labelled_batch)
+            / seconds,
             epoch_seconds=seconds,
-            temperature=temperature_at(v, self.step - 1),
+            temperature=temperature_at(self.variant, self.step - 1),
             alpha=self.alpha_at(self.step - 1),
         )
+
+    def run_epoch(self) -> EpochReport:
+        means, seconds = self._train_epoch()
+        test_accuracy = self.accuracy(self.splits.test_x, self.splits.test_y)
+        val_accuracy = (
+            self.accuracy(self.splits.val_x, self.splits.val_y) if len(self.splits.val_x) else None
+        )
+        report = self._report(means.tolist(), test_accuracy, val_accuracy, seconds)
         self.history.append(report)
         return report
 
@@ -278,11 +323,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        ours = resumable_settings(self.variant.params())
-        theirs = resumable_settings(state["variant"])
-        if ours != theirs:
-            changed = sorted(k for k in ours if ours[k] != theirs.get(k))
-            raise ValueError(f"checkpoint is of another variant (differs in {', '.join(changed)})")
+        check_resumable(self.variant, state)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])

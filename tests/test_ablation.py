@@ -124,22 +124,22 @@ def test_an_interrupted_ablation_resumes_without_repeating_finished_cells(
 ):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ablation = load_ablation(str(tiny))
-    real = ablation_module._run_one
+    real = ablation_module._run_job
     calls = []
 
     def interrupt_third(job):
-        calls.append((job["cell"], job["variant"]["seed"]))
+        calls.append((job["cell"], job["variants"][0]["seed"]))
         if len(calls) == 3:
             raise KeyboardInterrupt
         return real(job)
 
-    monkeypatch.setattr(ablation_module, "_run_one", interrupt_third)
+    monkeypatch.setattr(ablation_module, "_run_job", interrupt_third)
     kw = dict(
         tracking_uri=store, max_steps=2, checkpoint_dir=tmp_path / "ckpt", echo=lambda *a: None
     )
     with pytest.raises(KeyboardInterrupt):
         run_ablation(ablation, **kw)
-    monkeypatch.setattr(ablation_module, "_run_one", real)
+    monkeypatch.setattr(ablation_module, "_run_job", real)
     outcomes = run_ablation(ablation, **kw)
     assert sorted(o.status for o in outcomes) == ["finished", "finished", "skipped", "skipped"]
     client = mlflow.MlflowClient(store)
@@ -149,6 +149,40 @@ def test_an_interrupted_ablation_resumes_without_repeating_finished_cells(
     children = [r for r in runs if r.data.tags.get("m2h.role") != "ablation"]
     assert len(children) == 4 and {r.info.status for r in children} == {"FINISHED"}
     assert len({(r.data.tags["cell"], r.data.tags["seed"]) for r in children}) == 4
+
+
+def test_a_stacked_ablation_trains_each_cells_seeds_together(tiny, tmp_path):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    kw = dict(
+        tracking_uri=store,
+        max_steps=2,
+        stack=True,
+        checkpoint_dir=tmp_path / "ckpt",
+        echo=lambda *a: None,
+    )
+    outcomes = run_ablation(load_ablation(str(tiny)), **kw)
+    assert [o.status for o in outcomes] == ["finished"] * 4
+    client = mlflow.MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    children = [r for r in runs if r.data.tags.get("m2h.role") != "ablation"]
+    assert len(children) == 4
+    assert {r.data.tags["stacked_seeds"] for r in children} == {"0,1"}
+    assert {(r.data.tags["cell"], r.data.tags["seed"]) for r in children} == {
+        (cell, seed) for cell in ("exact", "supervised-only") for seed in ("0", "1")
+    }
+    again = run_ablation(load_ablation(str(tiny)), **kw)
+    assert [o.status for o in again] == ["skipped"] * 4
+
+
+def test_stacks_group_the_seeds_at_the_same_checkpointed_epoch(tiny, tmp_path, mnist):
+    from harness.runner import run_variant
+
+    ablation = load_ablation(str(tiny))
+    cell = ablation.cells()[0]
+    variants = [ablation.variant(cell, seed, 1) for seed in (0, 1, 2)]
+    run_variant(variants[1], max_steps=2, checkpoint_dir=tmp_path, progress=False)
+    groups = ablation_module._stacks(variants, tmp_path, max_steps=2)
+    assert [[v.seed for v in group] for group in groups] == [[0, 2], [1]]
 
 
 @pytest.mark.e2e

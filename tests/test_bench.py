@@ -3,7 +3,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.bench import count_flops, harness_step, reference_step, side_by_side, synthetic_splits
+from harness.bench import (
+    count_flops,
+    harness_step,
+    reference_step,
+    side_by_side,
+    stacked_side_by_side,
+    synthetic_splits,
+)
 from harness.cli import main
 from harness.trainer import Trainer
 from harness.variants import create_variant
@@ -38,3 +45,17 @@ def test_side_by_side_and_the_bench_command(capsys, data_root):
     out = capsys.readouterr().out
     assert "matmul peak" in out and "speed-up of the harness over the reference:" in out
     assert main(["bench", "gumbel-st", "--repeats", "2"]) == 1
+
+
+def test_stacked_side_by_side_counts_every_seeds_work(capsys, data_root):
+    device = torch.device("cpu")
+    splits = synthetic_splits(device, train=2000, test=100)
+    variant = create_variant("tutorial-gumbel")
+    _, alone, stacked = stacked_side_by_side(variant, splits, device, seeds=3, repeats=2)
+    assert stacked.rows == 3 * alone.rows == 3 * 228
+    assert stacked.flops == pytest.approx(3 * alone.flops, rel=0.01)
+    args = ["bench", "tutorial-gumbel", "--seeds", "2", "--repeats", "2"]
+    assert main([*args, "--data-root", str(data_root)]) == 0
+    assert "rows/s per seed" in capsys.readouterr().out
+    assert main(["bench", "exact", "--seeds", "1"]) == 1
+    assert "--seeds must be >= 2" in capsys.readouterr().err

@@ -111,6 +111,41 @@ def test_interrupted_run_is_killed_then_resumed_into_the_same_run(store, tmp_pat
     assert straight.final.losses == result.final.losses
 
 
+def test_stacked_seeds_are_each_their_own_run(store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    common = ["--max-steps", "2", "--tracking-uri", store, "--experiment", "stacked"]
+    assert main(["run", "exact", "--seeds", "3", "5", "--epochs", "1", *common]) == 0
+    runs = {run.data.tags["seed"]: run for run in _runs(store, "stacked")}
+    assert set(runs) == {"3", "5"}
+    client = mlflow.MlflowClient(store)
+    for seed, run in runs.items():
+        assert run.info.status == "FINISHED" and run.info.run_name == f"exact seed {seed}"
+        assert run.data.params["seed"] == seed and run.data.tags["stacked_seeds"] == "3,5"
+        assert 0 < run.data.metrics["test_accuracy"] <= 1
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"confusion_matrix.png", "analogies.png", "config.json", "checkpoint"} <= artifacts
+    assert runs["3"].data.metrics["train_loss"] != runs["5"].data.metrics["train_loss"]
+
+    assert main(["run", "exact", "--seeds", "3", "5", "--epochs", "2", "--resume", *common]) == 0
+    again = {run.data.tags["seed"]: run for run in _runs(store, "stacked")}
+    assert {s: r.info.run_id for s, r in again.items()} == {
+        s: r.info.run_id for s, r in runs.items()
+    }  # continued into the same runs
+    for run in again.values():
+        steps = client.get_metric_history(run.info.run_id, "test_accuracy")
+        assert sorted(m.step for m in steps) == [1, 2]
+
+
+def test_a_stack_that_only_partly_has_checkpoints_is_refused(store, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    common = ["--max-steps", "2", "--epochs", "1", "--tracking-uri", store]
+    assert main(["run", "exact", "--seed", "3", *common]) == 0
+    assert main(["run", "exact", "--seeds", "3", "5", "--resume", *common]) == 1
+    assert "seeds 3 have checkpoints and seeds 5 do not" in capsys.readouterr().err
+    assert main(["run", "exact", "--seed", "3", "--seeds", "3", "5", *common]) == 1
+    assert "give --seed or --seeds, not both" in capsys.readouterr().err
+
+
 def test_a_non_finite_loss_marks_the_run_failed_with_the_reason(store, tmp_path, monkeypatch):
     import torch
 

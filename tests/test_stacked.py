@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from harness.stacked import StackedTrainer
+from harness.trainer import NonFiniteLossError, Trainer
+from harness.variants import create_variant
+
+SEEDS = [0, 1, 2]
+
+
+def _variant(name: str, **overrides):
+    return create_variant(name, {"epochs": 1, **overrides})
+
+
+def _stack(mnist, name="exact", seeds=SEEDS, max_steps=3, **overrides) -> StackedTrainer:
+    return StackedTrainer(_variant(name, **overrides), seeds, mnist, "cpu", max_steps, False)
+
+
+def _alone(mnist, name, seed, max_steps=3, **overrides) -> Trainer:
+    variant = _variant(name, seed=seed, **overrides)
+    return Trainer(variant, mnist, "cpu", max_steps=max_steps, progress=False)
+
+
+def test_each_seed_starts_as_it_would_alone(mnist):
+    stack = _stack(mnist)
+    for i, seed in enumerate(SEEDS):
+        alone = _alone(mnist, "exact", seed)
+        assert torch.equal(stack.x_l[i], alone.x_l) and torch.equal(stack.y_l[i], alone.y_l)
+        assert torch.equal(stack.x_u[i], alone.x_u)
+        for name, value in alone.model.named_parameters():
+            assert torch.equal(stack.params[f"model.{name}"][i], value)
+    assert not torch.equal(stack.x_l[0], stack.x_l[1])  # seeds draw different labelled images
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        ("exact", {}),
+        ("paper-exact", {"labels": 600}),
+        ("tutorial-gumbel", {}),
+        ("gumbel-0.5", {}),
+        ("gumbel-st", {}),
+        ("supervised-only", {}),
+    ],
+)
+def test_a_stacked_step_is_each_seeds_step_alone(mnist, name, overrides):
+    """Same noise for every seed (randomness="same") and the same batches: the stacked loss
+    terms and gradients equal those of each seed trained alone; given the same gradients, the
+    one Adam over the stack updates every seed as its own Adam does."""
+    stack = _stack(mnist, name, **overrides)
+    stack.randomness = "same"
+    alone = [_alone(mnist, name, seed, **overrides) for seed in SEEDS]
+    idx_u = torch.stack([torch.randperm(stack.x_u.shape[1])[: stack.batch_size] for _ in SEEDS])
+    idx_l = torch.stack([torch.randperm(stack.x_l.shape[1])[: stack.labelled_batch] for _ in SEEDS])
+
+    stack.generator.manual_seed(7)
+    terms = stack.backward(idx_u, idx_l)
+    for i, trainer in enumerate(alone):
+        trainer.generator.manual_seed(7)
+        expected = trainer.backward(idx_u[i], idx_l[i])
+        torch.testing.assert_close(terms[i], expected, rtol=1e-5, atol=1e-4)
+        for pname, value in trainer.model.named_parameters():
+            stacked_grad = stack.params[f"model.{pname}"].grad
+            if value.grad is None:  # a network the estimator does not use (supervised-only)
+                assert stacked_grad is None
+                continue
+            torch.testing.assert_close(stacked_grad[i], value.grad, rtol=1e-4, atol=1e-5)
+            stacked_grad[i] = value.grad  # Adam's first step is sign(g): same input, same step
+        trainer.optimizer.step()
+    stack.optimizer.step()
+    for i, trainer in enumerate(alone):
+        for pname, value in trainer.model.named_parameters():
+            torch.testing.assert_close(stack.params[f"model.{pname}"][i], value)
+
+
+def test_seeds_get_their_own_noise_and_batches(mnist):
+    reports = _stack(mnist, "tutorial-gumbel").run_epoch()
+    losses = [r.losses["loss"] for r in reports]
+    assert len(set(losses)) == len(SEEDS)
+    assert all(r.epoch == 1 and r.steps == 3 for r in reports)
+
+
+def test_accuracies_are_each_seeds_own(mnist):
+    stack = _stack(mnist, "supervised-only", max_steps=5)
+    reports = stack.run_epoch()
+    for i in range(len(SEEDS)):
+        single = stack.seed_trainer(i)
+        accuracy = single.accuracy(mnist.test_x, mnist.test_y)
+        assert reports[i].test_accuracy == pytest.approx(accuracy)
+        assert single.history == stack.seed_history(i)
+
+
+def test_a_stack_resumes_from_its_seeds_checkpoints_identically(mnist, tmp_path):
+    paths = [tmp_path / f"seed{seed}.pt" for seed in SEEDS]
+    whole = _stack(mnist, "tutorial-gumbel", epochs=2)
+    whole.fit()
+
+    first = _stack(mnist, "tutorial-gumbel", epochs=1)
+    first.fit(checkpoints=paths)
+    resumed = _stack(mnist, "tutorial-gumbel", epochs=2)
+    assert resumed.resume_from_seeds(paths) and resumed.epoch == 1
+    resumed.fit()
+
+    assert [r.losses for r in resumed.history[-1]] == [r.losses for r in whole.history[-1]]
+    for name, value in whole.params.items():
+        assert torch.equal(resumed.params[name], value)
+
+
+def test_a_seeds_checkpoint_continues_that_seed_alone(mnist, tmp_path):
+    paths = [tmp_path / f"seed{seed}.pt" for seed in SEEDS]
+    stack = _stack(mnist)
+    stack.fit(checkpoints=paths)
+    alone = _alone(mnist, "exact", SEEDS[1], epochs=2)
+    assert alone.resume_from(paths[1])
+    for name, value in alone.model.named_parameters():
+        assert torch.equal(value, stack.params[f"model.{name}"][1])
+    report = alone.run_epoch()
+    assert report.epoch == 2 and math.isfinite(report.losses["loss"])
+
+
+def test_checkpoints_at_different_epochs_are_refused(mnist, tmp_path):
+    paths = [tmp_path / "a.pt", tmp_path / "b.pt"]
+    stack = _stack(mnist, seeds=[0, 1], epochs=1)
+    stack.fit(checkpoints=paths)
+    later = _alone(mnist, "exact", 1, epochs=2)
+    later.resume_from(paths[1])
+    later.fit(checkpoint=paths[1])
+    with pytest.raises(ValueError, match="different epochs"):
+        _stack(mnist, seeds=[0, 1], epochs=3).resume_from_seeds(paths)
+    with pytest.raises(ValueError, match="another variant"):
+        _stack(mnist, seeds=[1, 0], epochs=3).resume_from_seeds(paths)
+
+
+def test_a_nonfinite_loss_names_the_seed(mnist):
+    stack = _stack(mnist)
+    with torch.no_grad():
+        stack.params["model.dec_out.bias"][2].fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"seed 2") as caught:
+        stack.run_epoch()
+    assert caught.value.seed == 2 and caught.value.step == 0
+
+
+def test_seeds_must_be_distinct(mnist):
+    with pytest.raises(ValueError, match="distinct seeds"):
+        _stack(mnist, seeds=[1, 1])
