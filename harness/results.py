@@ -176,16 +176,22 @@ def update_index(out_dir: Path, name: str, meta: dict[str, str]) -> None:
     index.write_text(text.rstrip() + "\n")
 
 
-def epoch_curves(tracker: Tracker, runs: pd.DataFrame) -> pd.DataFrame:
+PROBLEM_AXES = ("labels", "dataset")  # errors are not comparable across their values
+
+
+def epoch_curves(tracker: Tracker, runs: pd.DataFrame, axes: Sequence[str] = ()) -> pd.DataFrame:
+    """Test error at every epoch of every run, with its cell, variant, seed and `axes` values."""
     rows = []
     for run in runs.itertuples():
         for metric in tracker.client.get_metric_history(run.run_id, "test_error"):
             rows.append(
                 {
                     "cell": run.cell,
+                    "variant": run.variant,
                     "seed": run.seed,
                     "epoch": metric.step,
                     "test_error": metric.value,
+                    **{axis: getattr(run, axis) for axis in axes},
                 }
             )
     return pd.DataFrame(rows)
@@ -194,19 +200,46 @@ def epoch_curves(tracker: Tracker, runs: pd.DataFrame) -> pd.DataFrame:
 def plot(
     name: str, tracker: Tracker, runs: pd.DataFrame, out_dir: Path, axis: str | None = None
 ) -> list[Path]:
-    """Test error by epoch per cell (mean and band over seeds), and final error per cell (or by
-    the swept `axis`, one line per variant)."""
+    """Test error by epoch per cell (mean and band over seeds; when the swept `axis` changes the
+    problem, labels or dataset, one panel per value of it and a line per variant), and final
+    error per cell (or by the swept `axis`, one line per variant)."""
     sns.set_theme(style="whitegrid", context="notebook")
-    curves = epoch_curves(tracker, runs)
-    fig, ax = plt.subplots(figsize=(8, 5))
-    sns.lineplot(curves, x="epoch", y="test_error", hue="cell", errorbar="sd", marker="o", ax=ax)
-    ax.set(ylabel="test error (%)", title=f"{name}: test error by epoch (mean ± sd over seeds)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths = [out_dir / f"{name}_curves.png"]
-    fig.savefig(paths[0], dpi=120)
-    plt.close(fig)
+    paths = [out_dir / f"{name}_curves.png", out_dir / f"{name}_final.png"]
+    title = f"{name}: test error by epoch (mean ± sd over seeds)"
+    if axis in PROBLEM_AXES and axis in runs:
+        curves = epoch_curves(tracker, runs, [axis])
+        grid = sns.relplot(
+            curves,
+            kind="line",
+            x="epoch",
+            y="test_error",
+            hue="variant",
+            col=axis,
+            col_wrap=min(4, curves[axis].nunique()),
+            errorbar="sd",
+            marker="o",
+            height=3.2,
+            facet_kws={"sharey": False},
+        )
+        grid.set_axis_labels("epoch", "test error (%)")
+        grid.figure.suptitle(title)
+        for ax in grid.axes.flat:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        grid.figure.subplots_adjust(top=0.82)
+        grid.savefig(paths[0], dpi=120)
+        plt.close(grid.figure)
+    else:
+        curves = epoch_curves(tracker, runs)
+        fig, ax = plt.subplots(figsize=(8, 5))
+        sns.lineplot(
+            curves, x="epoch", y="test_error", hue="cell", errorbar="sd", marker="o", ax=ax
+        )
+        ax.set(ylabel="test error (%)", title=title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(paths[0], dpi=120)
+        plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(8, 5))
     if axis is not None and axis in runs:
@@ -218,7 +251,6 @@ def plot(
         ax.tick_params(axis="x", rotation=30)
     ax.set(ylabel="final test error (%)", title=f"{name}: final test error (mean ± sd)")
     fig.tight_layout()
-    paths.append(out_dir / f"{name}_final.png")
     fig.savefig(paths[1], dpi=120)
     plt.close(fig)
     return paths
