@@ -64,6 +64,22 @@ def test_training_step(benchmark, estimator, device, splits, peak):
     _record(benchmark, harness_step(trainer), device, rows, peak)
 
 
+@pytest.mark.parametrize("option", ["bf16", "compile"])
+@pytest.mark.parametrize("estimator", ["exact", "tutorial"])
+def test_training_step_with_a_speed_option(benchmark, option, estimator, device, splits, peak):
+    """bf16 autocast, or torch.compile of the loss: compare with test_training_step."""
+    trainer = Trainer(
+        create_variant(ESTIMATOR_VARIANTS[estimator]),
+        splits,
+        device,
+        progress=False,
+        precision="bf16" if option == "bf16" else "fp32",
+        compile=option == "compile",
+    )
+    rows = trainer.batch_size + trainer.labelled_batch
+    _record(benchmark, harness_step(trainer), device, rows, peak)
+
+
 @pytest.mark.parametrize("seeds", [4, 8])
 @pytest.mark.parametrize("estimator", ["exact", "tutorial"])
 def test_stacked_training_step(benchmark, estimator, seeds, device, splits, peak):

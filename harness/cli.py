@@ -96,12 +96,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         "tracker": tracker,
         "checkpoint_dir": Path(args.checkpoint_dir) / args.experiment,
         "resume": args.resume,
+        "precision": args.precision,
     }
+    if args.seeds is not None and args.compile:
+        raise UsageError("--compile is for one seed; stacked seeds run eagerly")
     if args.seeds is None:
         results = [
             run_variant(
                 variant,
                 on_epoch_end=[lambda r: print(format_report(r, variant.epochs), flush=True)],
+                compile=args.compile,
                 **options,
             )
         ]
@@ -358,6 +362,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="override any variant setting (repeatable)",
     )
     run.add_argument("--experiment", default="runs", help="MLflow experiment (default: runs)")
+    run.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="bf16: autocast the matrix products to bfloat16, the loss kept in float32",
+    )
+    run.add_argument(
+        "--compile", action="store_true", help="torch.compile the loss (off by default)"
+    )
     run.add_argument(
         "--resume",
         action="store_true",

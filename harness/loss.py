@@ -71,7 +71,8 @@ def m2_loss(
     K = model.num_classes
     n_l = len(x_l)
     x_all = torch.cat([x_l, x_u])
-    logits_y = model.classify(x_all)
+    dtype = x_all.dtype  # the loss in the images' precision, also under bf16 autocast
+    logits_y = model.classify(x_all).to(dtype)
     classification = F.cross_entropy(logits_y[:n_l], y_l)
     if estimator == "supervised":
         zero = classification.new_zeros(())
@@ -99,11 +100,11 @@ def m2_loss(
         x_part_u = x_part[n_l:]
 
     y_rows = torch.cat([y_onehot_l, y_u])
-    loc, logvar = model.encode(torch.cat([x_part[:n_l], x_part_u]), y_rows)
+    loc, logvar = (t.to(dtype) for t in model.encode(torch.cat([x_part[:n_l], x_part_u]), y_rows))
     z = loc + (0.5 * logvar).exp() * torch.randn(
         loc.shape, generator=generator, device=loc.device, dtype=loc.dtype
     )
-    x_logits = model.decode(z, y_rows)
+    x_logits = model.decode(z, y_rows).to(dtype)
 
     log_py = -math.log(K)
     kl_z = gaussian_kl(loc, logvar)

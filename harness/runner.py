@@ -71,11 +71,22 @@ def run_variant(
     checkpoint_dir: str | Path | None = DEFAULT_CHECKPOINT_DIR,
     resume: bool = False,
     on_epoch_end: Iterable[Callable[[EpochReport], Any]] = (),
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> RunResult:
     """Train `variant`, checkpointing every epoch; with `resume`, continue from the checkpoint
-    (and, when tracked, into the same MLflow run) if one exists."""
+    (and, when tracked, into the same MLflow run) if one exists. `precision` and `compile` are
+    the Trainer's speed options."""
     torch_device, splits = _prepare(variant, data_root, device, download, checkpoint_dir)
-    trainer = Trainer(variant, splits, torch_device, max_steps=max_steps, progress=progress)
+    trainer = Trainer(
+        variant,
+        splits,
+        torch_device,
+        max_steps=max_steps,
+        progress=progress,
+        precision=precision,
+        compile=compile,
+    )
     checkpoint = _checkpoint_path(checkpoint_dir, variant, max_steps)
     resumed = resume and checkpoint is not None and trainer.resume_from(checkpoint)
     callbacks = list(on_epoch_end)
@@ -106,6 +117,7 @@ def run_stacked(
     checkpoint_dir: str | Path | None = DEFAULT_CHECKPOINT_DIR,
     resume: bool = False,
     on_epoch_end: Iterable[Callable[[list[EpochReport]], Any]] = (),
+    precision: str = "fp32",
 ) -> list[RunResult]:
     """Train the `seeds` of `variant` at once (`StackedTrainer`); each seed is its own run: its
     own checkpoint (the one it would have alone, so the stack resumes from them) and, when
@@ -114,7 +126,9 @@ def run_stacked(
     from harness.stacked import StackedTrainer
 
     torch_device, splits = _prepare(variant, data_root, device, download, checkpoint_dir)
-    trainer = StackedTrainer(variant, seeds, splits, torch_device, max_steps, progress)
+    trainer = StackedTrainer(
+        variant, seeds, splits, torch_device, max_steps, progress, precision=precision
+    )
     paths = [_checkpoint_path(checkpoint_dir, v, max_steps) for v in trainer.variants]
     checkpoints = None if checkpoint_dir is None else paths
     resumed = resume and checkpoints is not None and trainer.resume_from_seeds(checkpoints)
@@ -211,7 +225,10 @@ def _tracked_run(
     with tracker.run(run_name or variant.name, tags, parent_run_id, previous) as run_id:
         if checkpoint is not None:
             write_run_pointer(checkpoint, tracker, run_id)
-        tracker.log_start(run_id, variant, trainer.device, {"max_steps": max_steps or "none"})
+        speed = {"precision": trainer.precision, "compile": trainer.compiled}
+        tracker.log_start(
+            run_id, variant, trainer.device, {"max_steps": max_steps or "none", **speed}
+        )
         if resumed:
             tracker.log_missing_epochs(run_id, history)
         yield run_id

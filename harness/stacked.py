@@ -59,12 +59,14 @@ class StackedTrainer(Trainer):
         device: torch.device | str | None = None,
         max_steps: int | None = None,
         progress: bool = True,
+        *,
+        precision: str = "fp32",
     ) -> None:
         if not seeds or len(set(seeds)) != len(seeds):
             raise ValueError(f"a stack needs distinct seeds, got {list(seeds)}")
         self.seeds = tuple(seeds)
         self.variants = [variant.replace(seed=seed) for seed in self.seeds]
-        super().__init__(self.variants[0], splits, device, max_steps, progress)
+        super().__init__(self.variants[0], splits, device, max_steps, progress, precision=precision)
         self.history: list[list[EpochReport]] = []  # per epoch, one report per seed
 
     def _build_model(self) -> tuple[LossTerms, torch.optim.Optimizer, torch.Generator]:
@@ -99,9 +101,10 @@ class StackedTrainer(Trainer):
         def seed_terms(params: dict[str, Tensor], x_l: Tensor, y_l: Tensor, x_u: Tensor) -> Tensor:
             return functional_call(self.model, params, (x_l, y_l, x_u, options))
 
-        terms = vmap(seed_terms, randomness=self.randomness)(
-            self.params, self.x_l[rows, idx_l], self.y_l[rows, idx_l], self.x_u[rows, idx_u]
-        )
+        with self.autocast():
+            terms = vmap(seed_terms, randomness=self.randomness)(
+                self.params, self.x_l[rows, idx_l], self.y_l[rows, idx_l], self.x_u[rows, idx_u]
+            )
         self.optimizer.zero_grad(set_to_none=True)
         terms[:, TERMS.index("loss")].sum().backward()  # seeds share no parameter
         return terms.detach()

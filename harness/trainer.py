@@ -116,6 +116,9 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 def check_resumable(variant: Variant, state: dict[str, Any]) -> None:
     """Raise ValueError unless checkpoint `state` is of `variant` (any epoch budget)."""
     ours, theirs = resumable_settings(variant.params()), resumable_settings(state["variant"])
@@ -144,7 +147,14 @@ class Trainer:
         device: torch.device | str | None = None,
         max_steps: int | None = None,
         progress: bool = True,
+        *,
+        precision: str = "fp32",
+        compile: bool = False,
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+        self.precision, self.compiled = precision, compile
+        self.loss_fn = torch.compile(m2_loss) if compile else m2_loss
         self.variant = variant
         self.device = resolve_device(device) if not isinstance(device, torch.device) else device
         self.progress = progress
@@ -191,13 +201,22 @@ class Trainer:
         order_l = torch.cat([torch.randperm(n_l, generator=g, device=dev) for _ in range(cycles)])
         return order_u, order_l
 
+    def autocast(self) -> torch.autocast:
+        """bf16 matrix products in the forward and backward passes (the loss itself in float32),
+        or nothing."""
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
+        )
+
     def _loss_options(self) -> dict[str, Any]:
-        """m2_loss's settings at this step."""
+        """m2_loss's settings at this step (alpha and the temperature as 0-d tensors when
+        compiled, so that a changing value is an input, not a recompilation)."""
         v = self.variant
+        scalar = torch.tensor if self.compiled else float
         return {
             "estimator": v.estimator,
-            "alpha": self.alpha_at(self.step),
-            "temperature": temperature_at(v, self.step),
+            "alpha": scalar(self.alpha_at(self.step)),
+            "temperature": scalar(temperature_at(v, self.step)),
             "y_term": v.y_term,
             "generator": self.generator,
             "per_row": v.term_weighting == "per-row",
@@ -206,9 +225,14 @@ class Trainer:
     def backward(self, idx_u: torch.Tensor, idx_l: torch.Tensor) -> torch.Tensor:
         """The loss terms on one batch drawn by index, at this step's alpha and temperature,
         and their gradients; returns the terms stacked in TERMS order (no host sync)."""
-        terms = m2_loss(
-            self.model, self.x_l[idx_l], self.y_l[idx_l], self.x_u[idx_u], **self._loss_options()
-        )
+        with self.autocast():
+            terms = self.loss_fn(
+                self.model,
+                self.x_l[idx_l],
+                self.y_l[idx_l],
+                self.x_u[idx_u],
+                **self._loss_options(),
+            )
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         return torch.stack([terms[t].detach() for t in TERMS])

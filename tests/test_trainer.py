@@ -7,9 +7,17 @@ from harness.trainer import NonFiniteLossError, Trainer, resolve_device
 from harness.variants import create_variant
 
 
-def _trainer(mnist, name="exact", max_steps=5, **overrides):
+def _trainer(mnist, name="exact", max_steps=5, precision="fp32", compile=False, **overrides):
     variant = create_variant(name, {"epochs": 1, **overrides})
-    return Trainer(variant, mnist, "cpu", max_steps=max_steps, progress=False)
+    return Trainer(
+        variant,
+        mnist,
+        "cpu",
+        max_steps=max_steps,
+        progress=False,
+        precision=precision,
+        compile=compile,
+    )
 
 
 def test_labelled_and_unlabelled_sets_split_the_training_images(mnist):
@@ -128,3 +136,41 @@ def test_paper_exact_trains_on_50000_images_with_the_paper_batches(mnist):
     )
     assert (t.batch_size, t.labelled_batch) == ((60_000 - 100) // 100, 1)
     assert t.alpha_full == pytest.approx(0.1 * 60_000 / 100)
+
+
+def _one_step_terms(trainer: Trainer) -> torch.Tensor:
+    trainer.generator.manual_seed(3)
+    idx_u, idx_l = torch.arange(trainer.batch_size), torch.arange(trainer.labelled_batch)
+    return trainer.backward(idx_u, idx_l)
+
+
+@pytest.mark.parametrize("name", ["exact", "tutorial-gumbel"])
+def test_bf16_autocast_keeps_the_loss_close_and_in_float32(mnist, name):
+    fp32 = _trainer(mnist, name)
+    bf16 = _trainer(mnist, name, precision="bf16")
+    terms_fp32, terms_bf16 = _one_step_terms(fp32), _one_step_terms(bf16)
+    assert terms_bf16.dtype == torch.float32
+    assert not torch.equal(terms_fp32, terms_bf16)  # the products did run in bfloat16
+    torch.testing.assert_close(terms_bf16, terms_fp32, rtol=2e-2, atol=1e-2)
+    grad = bf16.model.dec_out.weight.grad
+    assert grad.dtype == torch.float32 and torch.isfinite(grad).all()
+
+
+def test_an_unknown_precision_is_refused(mnist):
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        _trainer(mnist, precision="fp16")
+
+
+@pytest.mark.e2e
+def test_a_compiled_loss_equals_the_eager_one(mnist):
+    """torch.compile of the loss (alpha and temperature as tensor inputs): same terms and
+    gradients as eager, and no recompilation when the annealed temperature changes."""
+    eager = _trainer(mnist, "gumbel-anneal")
+    compiled = _trainer(mnist, "gumbel-anneal", compile=True)
+    torch.testing.assert_close(_one_step_terms(compiled), _one_step_terms(eager))
+    for a, b in zip(compiled.model.parameters(), eager.model.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+    compiled.step = eager.step = 5000  # another temperature
+    torch._dynamo.utils.counters.clear()
+    torch.testing.assert_close(_one_step_terms(compiled), _one_step_terms(eager))
+    assert not torch._dynamo.utils.counters["stats"].get("unique_graphs")
