@@ -161,7 +161,7 @@ def test_a_stacked_ablation_trains_each_cells_seeds_together(tiny, tmp_path):
         echo=lambda *a: None,
     )
     outcomes = run_ablation(load_ablation(str(tiny)), **kw)
-    assert [o.status for o in outcomes] == ["finished"] * 4
+    assert [o.status for o in outcomes] == ["finished"] * 4, outcomes
     client = mlflow.MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     children = [r for r in runs if r.data.tags.get("m2h.role") != "ablation"]
@@ -196,7 +196,7 @@ def test_parallel_jobs_log_every_run_through_a_local_server(tiny, tmp_path):
         checkpoint_dir=tmp_path / "ckpt",
         echo=lambda *a: None,
     )
-    assert [o.status for o in outcomes] == ["finished"] * 4
+    assert [o.status for o in outcomes] == ["finished"] * 4, outcomes
     client = mlflow.MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     children = [r for r in runs if r.data.tags.get("m2h.role") != "ablation"]
@@ -306,7 +306,7 @@ def test_two_ablations_sharing_a_cell_each_run_it_under_their_own_parent(tmp_pat
             checkpoint_dir=tmp_path / "ckpt",
             echo=lambda *a: None,
         )
-        assert [o.status for o in outcomes] == ["finished"] * 4
+        assert [o.status for o in outcomes] == ["finished"] * 4, outcomes
         runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
         (parent,) = [r for r in runs if r.data.tags.get("m2h.role") == "ablation"]
         children = client.search_runs(
