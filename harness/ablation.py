@@ -159,7 +159,7 @@ class CellOutcome:
 def _run_job(job: dict[str, Any]) -> list[CellOutcome]:
     """Run one cell for one seed, or for several seeds stacked in one process; in a worker
     process when --jobs > 1."""
-    from harness.runner import run_stacked, run_variant
+    from harness.runner import RunOptions, run_stacked, run_variant
     from harness.tracking import Tracker
 
     if job.get("threads"):
@@ -168,32 +168,30 @@ def _run_job(job: dict[str, Any]) -> list[CellOutcome]:
         torch.set_num_threads(job["threads"])
     variants = [Variant(**params) for params in job["variants"]]
     tags = {v.seed: t for v, t in zip(variants, job["tags"], strict=True)}
-    options = {
-        "data_root": job["data_root"],
-        "download": job["download"],
-        "device": job["device"],
-        "max_steps": job["max_steps"],
-        "progress": False,
-        "tracker": Tracker(job["tracking_uri"], job["experiment"], store=job.get("store")),
-        "parent_run_id": job["parent"],
-        "checkpoint_dir": job["checkpoint_dir"],
-        "resume": True,
-    }
+    options = RunOptions(
+        data_root=job["data_root"],
+        download=job["download"],
+        device=job["device"],
+        max_steps=job["max_steps"],
+        progress=False,
+        tracker=Tracker(job["tracking_uri"], job["experiment"], store=job.get("store")),
+        parent_run_id=job["parent"],
+        checkpoint_dir=job["checkpoint_dir"],
+        resume=True,
+    )
     try:
         if len(variants) == 1:
             (v,) = variants
             results = [
-                run_variant(
-                    v, run_name=f"{job['cell']} seed {v.seed}", tags=tags[v.seed], **options
-                )
+                run_variant(v, options, run_name=f"{job['cell']} seed {v.seed}", tags=tags[v.seed])
             ]
         else:
             results = run_stacked(
                 variants[0],
                 [v.seed for v in variants],
+                options,
                 run_name=lambda v: f"{job['cell']} seed {v.seed}",
                 tags=lambda v: tags[v.seed],
-                **options,
             )
     except Exception as err:  # a failed cell is logged FAILED; the ablation goes on
         reason = f"{type(err).__name__}: {err}"

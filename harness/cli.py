@@ -81,32 +81,38 @@ def make_tracker(args: argparse.Namespace, experiment: str):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.runner import format_report, format_summary, run_stacked, run_variant
+    from harness.runner import (
+        RunOptions,
+        format_report,
+        format_summary,
+        run_stacked,
+        run_variant,
+    )
 
     if args.seeds is not None and args.seed is not None:
         raise UsageError("give --seed or --seeds, not both")
     variant = variant_from_args(args)
     verify_data(args, variant.dataset)
     tracker = make_tracker(args, args.experiment)
-    options = {
-        "data_root": args.data_root,
-        "device": args.device,
-        "max_steps": args.max_steps,
-        "download": not args.no_download,
-        "tracker": tracker,
-        "checkpoint_dir": Path(args.checkpoint_dir) / args.experiment,
-        "resume": args.resume,
-        "precision": args.precision,
-    }
+    options = RunOptions(
+        data_root=args.data_root,
+        device=args.device,
+        max_steps=args.max_steps,
+        download=not args.no_download,
+        tracker=tracker,
+        checkpoint_dir=Path(args.checkpoint_dir) / args.experiment,
+        resume=args.resume,
+        precision=args.precision,
+    )
     if args.seeds is not None and args.compile:
         raise UsageError("--compile is for one seed; stacked seeds run eagerly")
     if args.seeds is None:
         results = [
             run_variant(
                 variant,
+                options,
                 on_epoch_end=[lambda r: print(format_report(r, variant.epochs), flush=True)],
                 compile=args.compile,
-                **options,
             )
         ]
     else:
@@ -115,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             for seed, report in zip(args.seeds, reports, strict=True):
                 print(f"seed {seed}  {format_report(report, variant.epochs)}", flush=True)
 
-        results = run_stacked(variant, args.seeds, on_epoch_end=[print_reports], **options)
+        results = run_stacked(variant, args.seeds, options, on_epoch_end=[print_reports])
     for result in results:
         print(format_summary(result.variant, result.reports))
         if result.run_id:

@@ -56,46 +56,53 @@ def ensure_writable(folder: Path, what: str) -> None:
         raise OutputError(f"the {what} {folder} cannot be written: {err.strerror}") from None
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run is carried out, apart from what it trains (its Variant): where the data and
+    the checkpoints live, the device, the store, and the Trainer's speed options."""
+
+    data_root: str | Path | None = None
+    device: str | None = None
+    max_steps: int | None = None
+    download: bool = True
+    progress: bool = True
+    tracker: Tracker | None = None
+    parent_run_id: str | None = None
+    checkpoint_dir: str | Path | None = DEFAULT_CHECKPOINT_DIR
+    resume: bool = False
+    precision: str = "fp32"
+
+
 def run_variant(
     variant: Variant,
+    options: RunOptions = RunOptions(),
     *,
-    data_root: str | Path | None = None,
-    device: str | None = None,
-    max_steps: int | None = None,
-    download: bool = True,
-    progress: bool = True,
-    tracker: Tracker | None = None,
-    parent_run_id: str | None = None,
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
-    checkpoint_dir: str | Path | None = DEFAULT_CHECKPOINT_DIR,
-    resume: bool = False,
     on_epoch_end: Iterable[Callable[[EpochReport], Any]] = (),
-    precision: str = "fp32",
     compile: bool = False,
 ) -> RunResult:
-    """Train `variant`, checkpointing every epoch; with `resume`, continue from the checkpoint
-    (and, when tracked, into the same MLflow run) if one exists. `precision` and `compile` are
-    the Trainer's speed options."""
-    torch_device, splits = _prepare(variant, data_root, device, download, checkpoint_dir)
+    """Train `variant`, checkpointing every epoch; with `options.resume`, continue from the
+    checkpoint (and, when tracked, into the same MLflow run) if one exists. `compile` runs the
+    loss through torch.compile."""
+    torch_device, splits = _prepare(variant, options)
     trainer = Trainer(
         variant,
         splits,
         torch_device,
-        max_steps=max_steps,
-        progress=progress,
-        precision=precision,
+        max_steps=options.max_steps,
+        progress=options.progress,
+        precision=options.precision,
         compile=compile,
     )
-    checkpoint = _checkpoint_path(checkpoint_dir, variant, max_steps)
-    resumed = resume and checkpoint is not None and trainer.resume_from(checkpoint)
+    checkpoint = _checkpoint_path(options, variant)
+    resumed = options.resume and checkpoint is not None and trainer.resume_from(checkpoint)
     callbacks = list(on_epoch_end)
+    tracker = options.tracker
     if tracker is None:
         return RunResult(variant, trainer.fit(callbacks, checkpoint), trainer, None)
 
-    with _tracked_run(
-        tracker, trainer, checkpoint, resume, resumed, parent_run_id, run_name, tags, max_steps
-    ) as run_id:
+    with _tracked_run(tracker, options, trainer, checkpoint, resumed, run_name, tags) as run_id:
         reports = trainer.fit([lambda r: tracker.log_epoch(run_id, r), *callbacks], checkpoint)
         tracker.log_end(run_id, trainer, checkpoint)
     return RunResult(variant, reports, trainer, run_id)
@@ -104,20 +111,11 @@ def run_variant(
 def run_stacked(
     variant: Variant,
     seeds: Sequence[int],
+    options: RunOptions = RunOptions(),
     *,
-    data_root: str | Path | None = None,
-    device: str | None = None,
-    max_steps: int | None = None,
-    download: bool = True,
-    progress: bool = True,
-    tracker: Tracker | None = None,
-    parent_run_id: str | None = None,
     run_name: Callable[[Variant], str] | None = None,
     tags: Callable[[Variant], dict[str, str]] | None = None,
-    checkpoint_dir: str | Path | None = DEFAULT_CHECKPOINT_DIR,
-    resume: bool = False,
     on_epoch_end: Iterable[Callable[[list[EpochReport]], Any]] = (),
-    precision: str = "fp32",
 ) -> list[RunResult]:
     """Train the `seeds` of `variant` at once (`StackedTrainer`); each seed is its own run: its
     own checkpoint (the one it would have alone, so the stack resumes from them) and, when
@@ -125,14 +123,21 @@ def run_stacked(
     seed's run name and tags from its variant."""
     from harness.stacked import StackedTrainer
 
-    torch_device, splits = _prepare(variant, data_root, device, download, checkpoint_dir)
+    torch_device, splits = _prepare(variant, options)
     trainer = StackedTrainer(
-        variant, seeds, splits, torch_device, max_steps, progress, precision=precision
+        variant,
+        seeds,
+        splits,
+        torch_device,
+        options.max_steps,
+        options.progress,
+        precision=options.precision,
     )
-    paths = [_checkpoint_path(checkpoint_dir, v, max_steps) for v in trainer.variants]
-    checkpoints = None if checkpoint_dir is None else paths
-    resumed = resume and checkpoints is not None and trainer.resume_from_seeds(checkpoints)
+    paths = [_checkpoint_path(options, v) for v in trainer.variants]
+    checkpoints = None if options.checkpoint_dir is None else paths
+    resumed = options.resume and checkpoints is not None and trainer.resume_from_seeds(checkpoints)
     callbacks = list(on_epoch_end)
+    tracker = options.tracker
     if tracker is None:
         trainer.fit(callbacks, checkpoints)
         return [
@@ -146,14 +151,12 @@ def run_stacked(
             runs.enter_context(
                 _tracked_run(
                     tracker,
+                    options,
                     trainer,
                     paths[i] if checkpoints else None,
-                    resume,
                     resumed,
-                    parent_run_id,
                     run_name(v) if run_name else f"{v.name} seed {v.seed}",
                     {**(tags(v) if tags else {}), **stacked},
-                    max_steps,
                     seed_index=i,
                 )
             )
@@ -174,61 +177,55 @@ def run_stacked(
     ]
 
 
-def _prepare(
-    variant: Variant,
-    data_root: str | Path | None,
-    device: str | None,
-    download: bool,
-    checkpoint_dir: str | Path | None,
-) -> tuple[torch.device, Splits]:
+def _prepare(variant: Variant, options: RunOptions) -> tuple[torch.device, Splits]:
     """The training device and the data on it; the checkpoint folder proven writable first."""
-    torch_device = resolve_device(device)
-    if checkpoint_dir is not None:
-        ensure_writable(Path(checkpoint_dir), "checkpoint folder")
-    splits = load_splits(variant.dataset, data_root, torch_device, variant.validation, download)
+    torch_device = resolve_device(options.device)
+    if options.checkpoint_dir is not None:
+        ensure_writable(Path(options.checkpoint_dir), "checkpoint folder")
+    splits = load_splits(
+        variant.dataset, options.data_root, torch_device, variant.validation, options.download
+    )
     return torch_device, splits
 
 
-def _checkpoint_path(
-    checkpoint_dir: str | Path | None, variant: Variant, max_steps: int | None
-) -> Path | None:
-    if checkpoint_dir is None:
+def _checkpoint_path(options: RunOptions, variant: Variant) -> Path | None:
+    if options.checkpoint_dir is None:
         return None
-    return Path(checkpoint_dir) / f"{run_key(variant, max_steps)}.pt"
+    return Path(options.checkpoint_dir) / f"{run_key(variant, options.max_steps)}.pt"
 
 
 @contextmanager
 def _tracked_run(
     tracker: Tracker,
+    options: RunOptions,
     trainer: Trainer,
     checkpoint: Path | None,
-    resume: bool,
     resumed: bool,
-    parent_run_id: str | None,
     run_name: str | None,
     tags: dict[str, str] | None,
-    max_steps: int | None,
     seed_index: int | None = None,
 ) -> Iterator[str]:
     """Open (or, resuming, reopen) the MLflow run of one trained seed and log its start; the
     epochs a resumed checkpoint holds but the run lacks are logged first."""
     from harness.tracking import read_run_pointer, write_run_pointer
 
+    parent_run_id = options.parent_run_id
     if seed_index is None:
         variant, history = trainer.variant, trainer.history
     else:  # one seed of a StackedTrainer
         variant, history = trainer.variants[seed_index], trainer.seed_history(seed_index)
     previous = (
-        read_run_pointer(checkpoint, tracker, parent_run_id) if resume and checkpoint else None
+        read_run_pointer(checkpoint, tracker, parent_run_id)
+        if options.resume and checkpoint
+        else None
     )
     tags = {**(tags or {}), **({"resumed": "true"} if previous else {})}
     with tracker.run(run_name or variant.name, tags, parent_run_id, previous) as run_id:
         if checkpoint is not None:
             write_run_pointer(checkpoint, tracker, run_id)
         speed = {"precision": trainer.precision, "compile": trainer.compiled}
-        tracker.log_start(
-            run_id, variant, trainer.device, {"max_steps": max_steps or "none", **speed}
-        )
+        max_steps = options.max_steps or "none"
+        tracker.log_start(run_id, variant, trainer.device, {"max_steps": max_steps, **speed})
         if resumed:
             tracker.log_missing_epochs(run_id, history)
         yield run_id

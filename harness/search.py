@@ -21,7 +21,7 @@ from typing import Any
 
 import optuna
 
-from harness.runner import run_variant
+from harness.runner import RunOptions, run_variant
 from harness.space import Space, describe, narrow, suggest
 from harness.tracking import RunStopped, Tracker, local_server
 from harness.variants import create_variant, save_user_variant, search_space
@@ -139,19 +139,18 @@ def objective(spec: SearchSpec, tracker: Tracker | None) -> Callable[[optuna.Tri
         first = trial.user_attrs.get("checkpoint_of", trial.number)
         trial.set_user_attr("checkpoint_of", first)
         try:
-            result = run_variant(
-                variant,
+            options = RunOptions(
                 data_root=spec.data_root,
                 device=spec.device,
                 max_steps=spec.max_steps,
                 progress=False,
                 tracker=tracker,
                 parent_run_id=spec.parent_run_id,
-                run_name=f"trial {trial.number}",
-                tags=tags,
                 checkpoint_dir=Path(spec.checkpoint_dir) / spec.study / f"trial-{first}",
                 resume="retry_of" in trial.user_attrs,
-                on_epoch_end=[report],
+            )
+            result = run_variant(
+                variant, options, run_name=f"trial {trial.number}", tags=tags, on_epoch_end=[report]
             )
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)  # retried when the search runs again

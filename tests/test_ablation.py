@@ -175,12 +175,12 @@ def test_a_stacked_ablation_trains_each_cells_seeds_together(tiny, tmp_path):
 
 
 def test_stacks_group_the_seeds_at_the_same_checkpointed_epoch(tiny, tmp_path, mnist):
-    from harness.runner import run_variant
+    from harness.runner import RunOptions, run_variant
 
     ablation = load_ablation(str(tiny))
     cell = ablation.cells()[0]
     variants = [ablation.variant(cell, seed, 1) for seed in (0, 1, 2)]
-    run_variant(variants[1], max_steps=2, checkpoint_dir=tmp_path, progress=False)
+    run_variant(variants[1], RunOptions(max_steps=2, checkpoint_dir=tmp_path, progress=False))
     groups = ablation_module._stacks(variants, tmp_path, max_steps=2)
     assert [[v.seed for v in group] for group in groups] == [[0, 2], [1]]
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -94,20 +95,25 @@ def test_interrupted_run_is_killed_then_resumed_into_the_same_run(store, tmp_pat
         if report.epoch == 1:
             raise KeyboardInterrupt
 
-    kw = dict(max_steps=3, tracker=tracker, checkpoint_dir=tmp_path / "ckpt", progress=False)
+    options = runner.RunOptions(
+        max_steps=3, tracker=tracker, checkpoint_dir=tmp_path / "ckpt", progress=False
+    )
     with pytest.raises(KeyboardInterrupt):
-        runner.run_variant(variant, on_epoch_end=[interrupt_after_first_epoch], **kw)
+        runner.run_variant(variant, options, on_epoch_end=[interrupt_after_first_epoch])
+    resuming = replace(options, resume=True)
     (run,) = _runs(store, "interrupt")
     assert run.info.status == "KILLED"
-    result = runner.run_variant(variant, resume=True, **kw)
+    result = runner.run_variant(variant, resuming)
     assert result.run_id == run.info.run_id
     assert tracker.run_status(result.run_id) == "FINISHED"
     steps = [m.step for m in tracker.client.get_metric_history(result.run_id, "test_accuracy")]
     assert sorted(steps) == [1, 2, 3]
-    longer = runner.run_variant(variant.replace(epochs=4), resume=True, **kw)
+    longer = runner.run_variant(variant.replace(epochs=4), resuming)
     assert longer.run_id == result.run_id and longer.final.epoch == 4
     assert tracker.client.get_run(result.run_id).data.tags["epochs"] == "4"
-    straight = runner.run_variant(variant, max_steps=3, checkpoint_dir=None, progress=False)
+    straight = runner.run_variant(
+        variant, runner.RunOptions(max_steps=3, checkpoint_dir=None, progress=False)
+    )
     assert straight.final.losses == result.final.losses
 
 
@@ -163,10 +169,9 @@ def test_a_non_finite_loss_marks_the_run_failed_with_the_reason(store, tmp_path,
     with pytest.raises(trainer_module.NonFiniteLossError):
         runner.run_variant(
             create_variant("exact", {"epochs": 1}),
-            max_steps=2,
-            tracker=tracker,
-            checkpoint_dir=tmp_path,
-            progress=False,
+            runner.RunOptions(
+                max_steps=2, tracker=tracker, checkpoint_dir=tmp_path, progress=False
+            ),
         )
     (run,) = _runs(store, "nan")
     assert run.info.status == "FAILED"
