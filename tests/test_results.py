@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from harness.ablation import load_ablation, run_ablation
-from harness.results import epoch_curves, load_runs, plot
+from harness.results import epoch_curves, load_runs, plot, wall_time
 from harness.tracking import Tracker
 
 pytest.importorskip("mlflow")
@@ -46,3 +46,10 @@ def test_curves_over_label_counts_get_a_panel_each(tmp_path):
     with Image.open(curves_png) as panels, Image.open(final_png) as single:
         assert panels.width > 2 * panels.height  # two panels side by side, then the legend
         assert single.width < 2 * single.height
+
+
+def test_wall_time_is_the_span_of_the_runs_not_their_sum():
+    import pandas as pd
+
+    two_at_once = pd.DataFrame({"started": [0.0, 0.0, 600.0], "ended": [600.0, 600.0, 900.0]})
+    assert wall_time(two_at_once) == "15.0 min wall, 25.0 min summed over 3 runs"
