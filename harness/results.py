@@ -257,7 +257,7 @@ def plot(
         sns.pointplot(
             runs, x="cell", y="test_error", errorbar="sd", linestyle="none", capsize=0.2, ax=ax
         )
-        ax.tick_params(axis="x", rotation=30)
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
     ax.set(ylabel="final test error (%)", title=f"{name}: final test error (mean ± sd)")
     fig.tight_layout()
     fig.savefig(paths[1], dpi=120)
