@@ -24,7 +24,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from harness.runner import run_key
+from harness.runner import checkpoint_path, run_key
 from harness.variants import Variant, create_variant, get_variant, parse_value
 
 ABLATIONS_DIR = Path(__file__).resolve().parents[1] / "ablations"
@@ -214,7 +214,7 @@ def _stacks(variants: list[Variant], checkpoint_dir: Path, max_steps: int | None
 
     groups: dict[int, list[Variant]] = {}
     for variant in variants:
-        path = checkpoint_dir / f"{run_key(variant, max_steps)}.pt"
+        path = checkpoint_path(checkpoint_dir, variant, max_steps)
         epoch = load_checkpoint(path)["epoch"] if path.exists() else 0
         groups.setdefault(epoch, []).append(variant)
     return list(groups.values())

@@ -188,10 +188,15 @@ def _prepare(variant: Variant, options: RunOptions) -> tuple[torch.device, Split
     return torch_device, splits
 
 
+def checkpoint_path(checkpoint_dir: str | Path, variant: Variant, max_steps: int | None) -> Path:
+    """Where a run of `variant` keeps its checkpoint in `checkpoint_dir`."""
+    return Path(checkpoint_dir) / f"{run_key(variant, max_steps)}.pt"
+
+
 def _checkpoint_path(options: RunOptions, variant: Variant) -> Path | None:
     if options.checkpoint_dir is None:
         return None
-    return Path(options.checkpoint_dir) / f"{run_key(variant, options.max_steps)}.pt"
+    return checkpoint_path(options.checkpoint_dir, variant, options.max_steps)
 
 
 @contextmanager
