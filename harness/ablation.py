@@ -5,26 +5,42 @@ An ablation file (`ablations/NAME.toml`) says:
   description  one line
   variants     registered variants, each crossed with every combination of `axes`
   controls     registered variants run beside them (crossed with the `labels`/`dataset` axes only)
-  seeds        default seeds; epochs  default epoch budget
-  [set]        settings applied to every cell; [axes]  settings swept (cartesian product)
+  seeds        default seeds; epochs  default epoch budget (the most a run trains)
+  [seeds_by_variant]  seeds for some variants or controls instead of `seeds` (gumbel-st = [0, 1])
+  [set]        settings applied to every cell (the stop rule too: validation, patience,
+               min_delta); [axes]  settings swept (cartesian product)
+
+Every finished run leaves a record in `<results>/runs/` (records.py); a run whose record is
+there already, made by this ablation or by any other that lists the same cell, is not trained
+again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import itertools
 import json
 import os
 import tomllib
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Iterator, Sequence
+from concurrent.futures import as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from harness.runner import checkpoint_path, run_key
+from harness.records import (
+    RUNS_FOLDER,
+    RunRecord,
+    all_records,
+    cell_key,
+    find_records,
+    read_record,
+    record_path,
+)
+from harness.runner import checkpoint_path
 from harness.variants import Variant, create_variant, get_variant, parse_value
 
 ABLATIONS_DIR = Path(__file__).resolve().parents[1] / "ablations"
@@ -53,6 +69,14 @@ class Ablation:
     epochs: int = 10
     settings: dict[str, Any] = field(default_factory=dict)
     axes: dict[str, list[Any]] = field(default_factory=dict)
+    seeds_by_variant: dict[str, list[int]] = field(default_factory=dict)
+
+    def seeds_of(self, cell: Cell, seeds: Sequence[int] | None = None) -> list[int]:
+        """The seeds `cell` runs: `seeds` when given (the command line's), else its variant's
+        own seeds if the file names them, else the file's."""
+        if seeds:
+            return list(seeds)
+        return list(self.seeds_by_variant.get(cell.variant, self.seeds))
 
     def cells(self) -> list[Cell]:
         cells = []
@@ -99,7 +123,8 @@ def load_ablation(name: str, directory: Path = ABLATIONS_DIR) -> Ablation:
         spec = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise AblationError(f"{path} is not valid TOML: {err}") from None
-    unknown = set(spec) - {"description", "variants", "controls", "seeds", "epochs", "set", "axes"}
+    keys = {"description", "variants", "controls", "seeds", "epochs", "set", "axes"}
+    unknown = set(spec) - keys - {"seeds_by_variant"}
     if unknown:
         raise AblationError(f"{path}: unknown keys {', '.join(sorted(unknown))}")
     ablation = Ablation(
@@ -111,9 +136,16 @@ def load_ablation(name: str, directory: Path = ABLATIONS_DIR) -> Ablation:
         epochs=int(spec.get("epochs", 10)),
         settings=dict(spec.get("set", {})),
         axes={k: list(v) for k, v in spec.get("axes", {}).items()},
+        seeds_by_variant={k: list(v) for k, v in spec.get("seeds_by_variant", {}).items()},
     )
     if not ablation.variants:
         raise AblationError(f"{path}: no variants")
+    strays = set(ablation.seeds_by_variant) - set(ablation.variants + ablation.controls)
+    if strays:
+        raise AblationError(
+            f"{path}: seeds_by_variant names {', '.join(sorted(strays))}, "
+            "which the ablation does not list"
+        )
     for name_ in ablation.variants + ablation.controls:
         get_variant(name_)
     for key, values in ablation.axes.items():
@@ -123,12 +155,6 @@ def load_ablation(name: str, directory: Path = ABLATIONS_DIR) -> Ablation:
     for cell in ablation.cells():  # every cell must be a valid variant
         ablation.variant(cell, ablation.seeds[0])
     return ablation
-
-
-def cell_key(variant: Variant, max_steps: int | None) -> str:
-    """What makes two runs the same cell of an ablation: every setting, the epoch count and the
-    step cap."""
-    return f"{run_key(variant, max_steps)}-e{variant.epochs}"
 
 
 def ablation_key(ablation: Ablation, epochs: int, max_steps: int | None) -> str:
@@ -156,55 +182,81 @@ class CellOutcome:
     detail: str = ""
 
 
-def _run_job(job: dict[str, Any]) -> list[CellOutcome]:
-    """Run one cell for one seed, or for several seeds stacked in one process; in a worker
-    process when --jobs > 1."""
+@dataclass(frozen=True)
+class Job:
+    """One cell's run for one seed, or for several seeds stacked in one process."""
+
+    cell: Cell
+    variants: tuple[Variant, ...]
+    tags: tuple[dict[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Where and how an ablation's jobs run (the same for every job)."""
+
+    experiment: str
+    parent: str
+    tracking_uri: str
+    store: str
+    data_root: str | None
+    download: bool
+    device: str | None
+    max_steps: int | None
+    checkpoint_dir: str
+    records_dir: str
+    threads: int | None = None
+
+
+def _run_job(job: Job, where: Setting) -> list[CellOutcome]:
+    """Run one job; in a worker process when --jobs > 1."""
     from harness.runner import RunOptions, run_stacked, run_variant
     from harness.tracking import Tracker
 
-    if job.get("threads"):
+    if where.threads:
         import torch
 
-        torch.set_num_threads(job["threads"])
-    variants = [Variant(**params) for params in job["variants"]]
-    tags = {v.seed: t for v, t in zip(variants, job["tags"], strict=True)}
+        torch.set_num_threads(where.threads)
+    tags = {v.seed: t for v, t in zip(job.variants, job.tags, strict=True)}
     options = RunOptions(
-        data_root=job["data_root"],
-        download=job["download"],
-        device=job["device"],
-        max_steps=job["max_steps"],
+        data_root=where.data_root,
+        download=where.download,
+        device=where.device,
+        max_steps=where.max_steps,
         progress=False,
-        tracker=Tracker(job["tracking_uri"], job["experiment"], store=job.get("store")),
-        parent_run_id=job["parent"],
-        checkpoint_dir=job["checkpoint_dir"],
+        tracker=Tracker(where.tracking_uri, where.experiment, store=where.store),
+        parent_run_id=where.parent,
+        checkpoint_dir=where.checkpoint_dir,
         resume=True,
+        records_dir=where.records_dir,
     )
     try:
-        if len(variants) == 1:
-            (v,) = variants
-            results = [
-                run_variant(v, options, run_name=f"{job['cell']} seed {v.seed}", tags=tags[v.seed])
-            ]
+        if len(job.variants) == 1:
+            (v,) = job.variants
+            name = f"{job.cell.name} seed {v.seed}"
+            results = [run_variant(v, options, run_name=name, tags=tags[v.seed])]
         else:
             results = run_stacked(
-                variants[0],
-                [v.seed for v in variants],
+                job.variants[0],
+                [v.seed for v in job.variants],
                 options,
-                run_name=lambda v: f"{job['cell']} seed {v.seed}",
+                run_name=lambda v: f"{job.cell.name} seed {v.seed}",
                 tags=lambda v: tags[v.seed],
             )
     except Exception as err:  # a failed cell is logged FAILED; the ablation goes on
         reason = f"{type(err).__name__}: {err}"
-        return [CellOutcome(job["cell"], v.seed, "failed", reason) for v in variants]
-    return [
-        CellOutcome(
-            job["cell"],
-            r.variant.seed,
-            "finished",
-            f"test error {r.final.test_error:.2f}%, {r.final.samples_per_sec:,.0f} rows/s",
-        )
-        for r in results
-    ]
+        return [CellOutcome(job.cell.name, v.seed, "failed", reason) for v in job.variants]
+    return [CellOutcome(job.cell.name, r.variant.seed, "finished", _describe(r)) for r in results]
+
+
+def _describe(result: Any) -> str:
+    from harness.trainer import run_summary
+
+    s = run_summary(result.variant, result.reports)
+    return (
+        f"test error {s['selected_test_error']:.2f}% (epoch {s['selected_epoch']} of "
+        f"{s['epochs_run']}), {s['final_samples_per_sec']:,.0f} rows/s"
+    )
 
 
 def _stacks(variants: list[Variant], checkpoint_dir: Path, max_steps: int | None) -> list[list]:
@@ -220,6 +272,62 @@ def _stacks(variants: list[Variant], checkpoint_dir: Path, max_steps: int | None
     return list(groups.values())
 
 
+def run_tags(ablation: Ablation, cell: Cell, variant: Variant, max_steps: int | None) -> dict:
+    """The tags of a cell's run, by which any MLflow view can group an ablation's runs."""
+    return {
+        "m2h.record_key": f"{cell_key(variant, max_steps)}-s{variant.seed}",
+        "cell": cell.name,
+        "ablation": ablation.name,
+        "control": str(cell.control).lower(),
+    }
+
+
+def plan(
+    ablation: Ablation,
+    seeds: Sequence[int] | None,
+    epochs: int,
+    max_steps: int | None,
+    records_dir: Path,
+    stack: bool,
+    checkpoint_dir: Path,
+) -> tuple[list[Job], list[tuple[Cell, RunRecord]]]:
+    """The jobs still to run and the runs whose record exists already (reused). Jobs go seed
+    by seed (every cell's first seed, then every cell's second), so a table takes shape early;
+    with `stack`, a cell's pending seeds are one job (one per checkpointed epoch)."""
+    cells = ablation.cells()
+    pending: list[list[Variant]] = [[] for _ in cells]
+    reused = []
+    seeds_of = [ablation.seeds_of(cell, seeds) for cell in cells]
+    for rank in range(max(len(s) for s in seeds_of)):
+        for cell, cell_seeds, waiting in zip(cells, seeds_of, pending, strict=True):
+            if rank >= len(cell_seeds):
+                continue
+            variant = ablation.variant(cell, cell_seeds[rank], epochs)
+            path = record_path(records_dir, variant, max_steps)
+            if path.exists():
+                reused.append((cell, read_record(path)))
+            else:
+                waiting.append(variant)
+    if stack:
+        groups = [
+            (cell, group)
+            for cell, waiting in zip(cells, pending, strict=True)
+            for group in _stacks(waiting, checkpoint_dir, max_steps)
+        ]
+    else:  # seed-major: every cell's first pending seed, then every cell's second
+        flat = [
+            (rank, i, cell, [v])
+            for i, (cell, waiting) in enumerate(zip(cells, pending, strict=True))
+            for rank, v in enumerate(waiting)
+        ]
+        groups = [(cell, g) for _, _, cell, g in sorted(flat, key=lambda f: f[:2])]
+    jobs = [
+        Job(cell, tuple(g), tuple(run_tags(ablation, cell, v, max_steps) for v in g))
+        for cell, g in groups
+    ]
+    return jobs, reused
+
+
 def run_ablation(
     ablation: Ablation,
     *,
@@ -233,63 +341,62 @@ def run_ablation(
     jobs: int = 1,
     stack: bool = False,
     checkpoint_dir: str | Path = "checkpoints",
+    results_dir: str | Path = "results",
     echo: Any = print,
 ) -> list[CellOutcome]:
-    """Run every cell and seed not already FINISHED in the store, under one parent run; with
-    `stack`, the seeds of a cell train at once in one process (`StackedTrainer`)."""
+    """Run every cell and seed whose record is not yet in `results_dir`/runs, under one parent
+    MLflow run (a reused record is logged under it too); with `stack`, the seeds of a cell train
+    at once in one process (`StackedTrainer`)."""
     from harness.data import ensure_dataset
     from harness.runner import ensure_writable
-    from harness.tracking import Tracker, local_server
+    from harness.tracking import Tracker
 
-    seeds = list(seeds or ablation.seeds)
     epochs = epochs or ablation.epochs
-    for dataset in {ablation.variant(cell, seeds[0]).dataset for cell in ablation.cells()}:
+    for dataset in {ablation.variant(cell, 0).dataset for cell in ablation.cells()}:
         ensure_dataset(dataset, data_root, download)  # bad data fails here, before any write
+    records_dir = Path(results_dir) / RUNS_FOLDER
     ensure_writable(Path(checkpoint_dir), "checkpoint folder")
+    ensure_writable(records_dir, "results folder")
     tracker = Tracker(tracking_uri, ablation.name)
+    cell_folder = Path(checkpoint_dir) / ablation.name
+    todo, reused = plan(ablation, seeds, epochs, max_steps, records_dir, stack, cell_folder)
+    runs = sum(len(job.variants) for job in todo)
+    echo(
+        f"ablation {ablation.name}: {len(ablation.cells())} cells, {runs} runs to train"
+        + (f" in {len(todo)} stacks" if stack else "")
+        + f", {len(reused)} finished already (records in {records_dir})"
+    )
+    outcomes = []
+    with parent_run(tracker, ablation, epochs, max_steps, jobs) as parent_id:
+        for cell, record in reused:
+            _log_once(tracker, ablation, parent_id, cell, record, max_steps)
+            detail = f"finished already ({record.path})"
+            outcomes.append(CellOutcome(cell.name, record.variant.seed, "skipped", detail))
+        where = Setting(
+            experiment=ablation.name,
+            parent=parent_id,
+            tracking_uri=tracker.uri,
+            store=tracker.uri,
+            data_root=data_root,
+            download=download,
+            device=device,
+            max_steps=max_steps,
+            checkpoint_dir=str(cell_folder),
+            records_dir=str(records_dir),
+        )
+        for outcome in run_jobs(todo, where, jobs):
+            echo(f"  {outcome.cell} seed {outcome.seed}: {outcome.status} {outcome.detail}")
+            outcomes.append(outcome)
+    return outcomes
 
+
+@contextmanager
+def parent_run(
+    tracker: Any, ablation: Ablation, epochs: int, max_steps: int | None, jobs: int = 1
+) -> Iterator[str]:
+    """The ablation's parent MLflow run for this budget, opened again if it exists."""
     key = ablation_key(ablation, epochs, max_steps)
     parent = tracker.find_run({"m2h.ablation_key": key, "m2h.role": "ablation"})
-    done = (
-        {run.data.tags.get("m2h.cell_key") for run in tracker.child_runs(parent, status="FINISHED")}
-        if parent
-        else set()
-    )
-    cell_folder = Path(checkpoint_dir) / ablation.name
-    todo, outcomes, runs = [], [], 0
-    for cell in ablation.cells():
-        pending = []
-        for seed in seeds:
-            variant = ablation.variant(cell, seed, epochs)
-            if cell_key(variant, max_steps) in done:
-                outcomes.append(CellOutcome(cell.name, seed, "skipped", "already finished"))
-            else:
-                pending.append(variant)
-        groups = _stacks(pending, cell_folder, max_steps) if stack else [[v] for v in pending]
-        for group in groups:
-            todo.append(
-                {
-                    "cell": cell.name,
-                    "variants": [v.params() | {"description": v.description} for v in group],
-                    "tags": [
-                        {
-                            "m2h.cell_key": cell_key(v, max_steps),
-                            "cell": cell.name,
-                            "ablation": ablation.name,
-                            "control": str(cell.control).lower(),
-                        }
-                        for v in group
-                    ],
-                }
-            )
-        runs += len(pending)
-    echo(
-        f"ablation {ablation.name}: {len(ablation.cells())} cells x {len(seeds)} seeds, "
-        f"{runs} to run"
-        + (f" in {len(todo)} stacks" if stack else "")
-        + f", {len(outcomes)} already finished"
-    )
-
     tags = {
         "m2h.ablation_key": key,
         "m2h.role": "ablation",
@@ -304,44 +411,87 @@ def run_ablation(
             {"description": ablation.description, "cells": [c.name for c in ablation.cells()]},
             "ablation.json",
         )
-        common = {
-            "experiment": ablation.name,
-            "parent": parent_id,
-            "data_root": data_root,
-            "download": download,
-            "device": device,
-            "max_steps": max_steps,
-            "checkpoint_dir": str(cell_folder),
-        }
-        if jobs <= 1 or len(todo) <= 1:
-            for job in todo:
-                for outcome in _run_job({**job, **common, "tracking_uri": tracker.uri}):
-                    echo(f"  {outcome.cell} seed {outcome.seed}: {outcome.status} {outcome.detail}")
-                    outcomes.append(outcome)
-        else:
-            threads = max(1, (os.cpu_count() or 1) // jobs)
-            with (
-                local_server(tracker.uri) as uri,
-                ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool,
-            ):
-                futures = [
-                    pool.submit(
-                        _run_job,
-                        {
-                            **job,
-                            **common,
-                            "tracking_uri": uri,
-                            "store": tracker.uri,
-                            "threads": threads,
-                        },
-                    )
-                    for job in todo
-                ]
-                for future in as_completed(futures):
-                    for outcome in future.result():
-                        echo(
-                            f"  {outcome.cell} seed {outcome.seed}: {outcome.status} "
-                            f"{outcome.detail}"
-                        )
-                        outcomes.append(outcome)
-    return outcomes
+        yield parent_id
+
+
+def _log_once(
+    tracker: Any,
+    ablation: Ablation,
+    parent_id: str,
+    cell: Cell,
+    record: RunRecord,
+    max_steps: int | None,
+) -> bool:
+    """Log a finished run's record under the ablation's parent run unless it is there; True
+    when it was logged now."""
+    tags = run_tags(ablation, cell, record.variant, max_steps)
+    if tracker.find_run({"m2h.record_key": tags["m2h.record_key"]}, parent_id) is not None:
+        return False
+    tracker.log_record(record, f"{cell.name} seed {record.variant.seed}", tags, parent_id)
+    return True
+
+
+def log_records(
+    ablation: Ablation,
+    results_dir: str | Path,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+    tracking_uri: str | None = None,
+) -> tuple[int, int, str]:
+    """Load the ablation's run records (at this budget) into an MLflow store, under its parent
+    run, each once: (records loaded now, records there already, the store's URI)."""
+    from harness.tracking import Tracker
+
+    epochs = epochs or ablation.epochs
+    runs_dir = Path(results_dir) / RUNS_FOLDER
+    found = [
+        (cell, record)
+        for cell in ablation.cells()
+        for record in find_records(runs_dir, ablation.variant(cell, 0, epochs), max_steps)
+    ]
+    if not found:
+        raise AblationError(missing_records(ablation, runs_dir, epochs, max_steps))
+    tracker = Tracker(tracking_uri, ablation.name)
+    with parent_run(tracker, ablation, epochs, max_steps) as parent_id:
+        loaded = sum(
+            _log_once(tracker, ablation, parent_id, cell, record, max_steps)
+            for cell, record in found
+        )
+    return loaded, len(found) - loaded, tracker.uri
+
+
+def missing_records(ablation: Ablation, runs_dir: Path, epochs: int, max_steps: int | None) -> str:
+    """Why an ablation has no records to show: none at all, or only at other budgets (named)."""
+    names = {c.variant for c in ablation.cells()}
+    budgets = {
+        (r.variant.epochs, r.max_steps) for r in all_records(runs_dir) if r.variant.name in names
+    } - {(epochs, max_steps)}
+    hint = (
+        "; its variants have records at "
+        + ", ".join(
+            f"--epochs {e}" + (f" --max-steps {m}" if m else "")
+            for e, m in sorted(budgets, key=str)
+        )
+        if budgets
+        else f"; run `m2h ablate {ablation.name}` first"
+    )
+    budget = f"--epochs {epochs}" + (f" --max-steps {max_steps}" if max_steps else "")
+    return f"ablation {ablation.name!r} has no run records at {budget} in {runs_dir}{hint}"
+
+
+def run_jobs(todo: list[Job], where: Setting, jobs: int) -> Any:
+    """Yield the outcomes of `todo`, in this process or, with `jobs` > 1, in `jobs` worker
+    processes logging through a local MLflow server (a SQLite store takes one writer)."""
+    from harness.tracking import local_server
+    from harness.workers import process_pool
+
+    if jobs <= 1 or len(todo) <= 1:
+        for job in todo:
+            yield from _run_job(job, where)
+        return
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with local_server(where.tracking_uri) as uri, process_pool(jobs) as pool:
+        served = dataclasses.replace(where, tracking_uri=uri, threads=threads)
+        futures = [pool.submit(_run_job, job, served) for job in todo]
+        for future in as_completed(futures):
+            yield from future.result()

@@ -58,7 +58,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def variant_from_args(args: argparse.Namespace) -> Variant:
     overrides = parse_overrides(args.set or [])
-    for key in ("labels", "epochs", "seed"):
+    for key in ("labels", "epochs", "seed", "patience", "min_delta", "validation"):
         if getattr(args, key, None) is not None:
             overrides[key] = getattr(args, key)
     return create_variant(args.name, overrides)
@@ -152,6 +152,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         stack=args.stack,
         checkpoint_dir=args.checkpoint_dir,
+        results_dir=args.out,
     )
     failed = [o for o in outcomes if o.status == "failed"]
     print(
@@ -165,46 +166,48 @@ def _results_inputs(args: argparse.Namespace):
     from harness.ablation import load_ablation
     from harness.results import load_runs
     from harness.runner import ensure_writable
-    from harness.tracking import Tracker
 
     ablation = load_ablation(args.name)
     ensure_writable(Path(args.out), "results folder")
-    tracker = Tracker(args.tracking_uri, ablation.name)
-    return (
-        ablation,
-        tracker,
-        load_runs(tracker, ablation.name, [c.name for c in ablation.cells()], list(ablation.axes)),
-    )
+    runs, curves = load_runs(ablation, args.out, args.epochs, args.max_steps)
+    return ablation, runs, curves
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-
     from harness.results import provenance, summarize, write_table
 
-    ablation, tracker, runs = _results_inputs(args)
+    ablation, runs, _ = _results_inputs(args)
     table = summarize(
         runs, paper_column="labels" in ablation.axes and set(runs["dataset"]) == {"mnist"}
     )
-    md, csv = write_table(
-        ablation.name,
-        table,
-        provenance(tracker, ablation.name, runs),
-        Path(args.out),
-        ablation.description,
-    )
+    meta = provenance(ablation, runs, args.epochs or ablation.epochs, args.max_steps)
+    md, csv = write_table(ablation.name, table, meta, Path(args.out), ablation.description)
     print(md.read_text())
     print(f"wrote {md} and {csv}")
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-
     from harness.results import plot
 
-    ablation, tracker, runs = _results_inputs(args)
+    ablation, runs, curves = _results_inputs(args)
     axis = next(iter(ablation.axes)) if len(ablation.axes) == 1 else None
-    for path in plot(ablation.name, tracker, runs, Path(args.out), axis):
+    for path in plot(ablation.name, runs, curves, Path(args.out), axis):
         print(f"wrote {path}")
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from harness.ablation import load_ablation, log_records
+
+    ablation = load_ablation(args.name)
+    loaded, present, uri = log_records(
+        ablation, args.out, args.epochs, args.max_steps, args.tracking_uri
+    )
+    print(
+        f"{ablation.name}: {loaded} run records loaded into experiment {ablation.name!r} at "
+        f"{uri} ({present} there already); browse them with `m2h ui`"
+    )
     return 0
 
 
@@ -295,7 +298,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def device_label(device: Any) -> str:
-    from harness.tracking import environment_params
+    from harness.provenance import environment_params
 
     return environment_params(device)["device_name"]
 
@@ -367,6 +370,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override any variant setting (repeatable)",
     )
+    run.add_argument(
+        "--patience",
+        type=int,
+        help="stop rule: end when the validation error has not improved for this many epochs "
+        "(needs --validation; --epochs is then the most it trains)",
+    )
+    run.add_argument(
+        "--min-delta",
+        type=float,
+        help="stop rule: the improvement, in points of validation error, that counts (0.1)",
+    )
+    run.add_argument("--validation", type=int, help="training images held out for validation")
     run.add_argument("--experiment", default="runs", help="MLflow experiment (default: runs)")
     run.add_argument(
         "--precision",
@@ -398,14 +413,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(ablate)
     ablate.set_defaults(func=cmd_ablate)
 
+    ablate.add_argument(
+        "--out",
+        default="results",
+        help="results folder: each finished run leaves its record in OUT/runs (default: results)",
+    )
     for name, func, what in [
-        ("table", cmd_table, "results/NAME.md and .csv from MLflow"),
-        ("plot", cmd_plot, "results/NAME_*.png from MLflow"),
+        ("table", cmd_table, "results/NAME.md and .csv from the run records"),
+        ("plot", cmd_plot, "results/NAME_*.png from the run records"),
+        ("load", cmd_load, "load an ablation's run records into an MLflow store, for the UI"),
     ]:
         p = sub.add_parser(name, help=what)
         p.add_argument("name")
-        p.add_argument("--tracking-uri")
-        p.add_argument("--out", default="results", help="folder to write (default: results)")
+        p.add_argument(
+            "--out",
+            default="results",
+            help="results folder holding runs/ (and the tables; default: results)",
+        )
+        p.add_argument("--epochs", type=int, help="the runs' epoch budget (default: the file's)")
+        p.add_argument("--max-steps", type=int, help="the runs' step cap (default: none)")
+        if name == "load":
+            p.add_argument("--tracking-uri")
         p.set_defaults(func=func)
 
     search = sub.add_parser("search", help="an Optuna study over a variant's search space")

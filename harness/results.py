@@ -1,15 +1,16 @@
-"""Result tables (pandas) and plots (seaborn) of an ablation, read back from MLflow.
+"""Result tables (pandas) and plots (seaborn) of an ablation, rebuilt from its run records.
 
 `m2h table NAME` writes `results/NAME.md` and `results/NAME.csv`; `m2h plot NAME` writes
-`results/NAME_curves.png` and `results/NAME_final.png`. Each table names the command, commits,
-machine and wall time that produced it, and `results/README.md` keeps one such line per table.
+`results/NAME_curves.png` and `results/NAME_final.png`; both read the records in
+`results/runs/` (records.py) and need no MLflow store, so a fresh clone rebuilds every table.
+Each table names the command, the commits and machines that made its runs and their time, and
+`results/README.md` keeps one such line per table.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,8 +22,10 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
+from harness.records import RUNS_FOLDER, RunRecord, find_records
+
 if TYPE_CHECKING:
-    from harness.tracking import Tracker
+    from harness.ablation import Ablation, Cell
 
 # Kingma et al. 2014, Table 1: M2 test error (%) on MNIST, mean and +- over runs
 PAPER_M2_ERROR = {100: (11.97, 1.71), 600: (4.94, 0.13), 1000: (3.60, 0.56), 3000: (3.92, 0.63)}
@@ -32,69 +35,87 @@ class ResultsError(RuntimeError):
     """No finished runs to build a table or plot from."""
 
 
-def ablation_parent(tracker: Tracker, ablation: str) -> str:
-    parent = tracker.find_run({"m2h.role": "ablation", "ablation": ablation})
-    if parent is None:
-        raise ResultsError(
-            f"no runs of ablation {ablation!r} in {tracker.uri} "
-            f"(experiment {ablation!r}); run `m2h ablate {ablation}` first"
-        )
-    return parent
-
-
 def load_runs(
-    tracker: Tracker, ablation: str, cell_order: list[str] | None = None, axes: Sequence[str] = ()
-) -> pd.DataFrame:
-    """One row per finished child run of the newest parent run of `ablation`, in `cell_order`
-    (the ablation's own order) and by seed, with a column for each swept setting in `axes`."""
-    parent = ablation_parent(tracker, ablation)
-    rows = []
-    for run in tracker.child_runs(parent, status="FINISHED"):
-        params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
-        rows.append(
-            {
-                "cell": tags["cell"],
-                "variant": tags["variant"],
-                "control": tags.get("control"),
-                "seed": int(tags["seed"]),
-                "labels": int(params["labels"]),
-                "dataset": params["dataset"],
-                "epochs": int(metrics["epochs_done"]),
-                "test_error": metrics["final_test_error"],
-                "test_accuracy": metrics["final_test_accuracy"],
-                "samples_per_sec": metrics["final_samples_per_sec"],
-                "train_seconds": metrics["train_seconds"],
-                "started": run.info.start_time / 1000.0,
-                "ended": run.info.end_time / 1000.0,
-                "git_commit": params.get("git_commit", "unknown")
-                + (" (uncommitted changes)" if params.get("git_dirty") == "True" else ""),
-                "device_name": params.get("device_name", "unknown"),
-                "run_id": run.info.run_id,
-            }
-            | {  # controls are not swept along these axes: they get a place of their own
-                axis: "control" if tags.get("control") == "true" else params.get(axis)
-                for axis in axes
-                if axis not in ("labels", "dataset")
-            }
-        )
+    ablation: Ablation,
+    results_dir: str | Path,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ablation's finished runs at this budget, read from their records in
+    `results_dir`/runs (every seed found, whichever machine made it): one row per run, in the
+    ablation's cell order and by seed, with a column for each swept setting; and the per-epoch
+    curves of those runs."""
+    runs_dir = Path(results_dir) / RUNS_FOLDER
+    rows, curves = [], []
+    for order, cell in enumerate(ablation.cells()):
+        expected = ablation.variant(cell, 0, epochs)
+        for record in find_records(runs_dir, expected, max_steps):
+            row = _row(record, cell, order, ablation.axes)
+            rows.append(row)
+            curves += [
+                {
+                    "cell": cell.name,
+                    "variant": cell.variant,
+                    "seed": record.variant.seed,
+                    "epoch": r.epoch,
+                    "test_error": r.test_error,
+                    **{a: row[a] for a in ablation.axes},
+                }
+                for r in record.history
+            ]
     if not rows:
-        raise ResultsError(f"ablation {ablation!r} has no finished runs yet")
-    order = {cell: i for i, cell in enumerate(cell_order or sorted({r["cell"] for r in rows}))}
-    frame = pd.DataFrame(rows)
-    frame["order"] = frame["cell"].map(order)
-    return frame.sort_values(["order", "seed"]).drop(columns="order").reset_index(drop=True)
+        from harness.ablation import missing_records
+
+        budget = epochs or ablation.epochs
+        raise ResultsError(missing_records(ablation, runs_dir, budget, max_steps))
+    frame = pd.DataFrame(rows).sort_values(["order", "seed"]).drop(columns="order")
+    return frame.reset_index(drop=True), pd.DataFrame(curves)
+
+
+def _row(record: RunRecord, cell: Cell, order: int, axes: Sequence[str]) -> dict:
+    v, made, out = record.variant, record.made, record.outcome
+    commit = made.get("git_commit", "unknown")
+    dirty = " (uncommitted changes)" if made.get("git_dirty") == "True" else ""
+    return {
+        "cell": cell.name,
+        "variant": cell.variant,
+        "control": cell.control,
+        "seed": v.seed,
+        "labels": v.labels,
+        "dataset": v.dataset,
+        "order": order,
+        **out,
+        "samples_per_sec": out["final_samples_per_sec"],
+        "git_commit": commit + dirty,
+        "machine": made.get("device_name", "unknown"),
+        "finished": made.get("finished", ""),
+        # controls are not swept along an axis that does not change the problem
+        **{
+            axis: getattr(v, axis) if axis in PROBLEM_AXES or not cell.control else "control"
+            for axis in axes
+        },
+    }
 
 
 def summarize(runs: pd.DataFrame, paper_column: bool = False) -> pd.DataFrame:
-    """Mean and standard deviation over seeds of each cell's final test error."""
+    """Per cell, over seeds: the reported test error (at the best validation epoch when the runs
+    hold validation images out, else the last epoch) as mean and standard deviation, the
+    test-selected best beside it, epochs run and how the runs ended, time to 95% test accuracy,
+    throughput and seed count."""
     grouped = runs.groupby("cell", sort=False)
     table = grouped.agg(
         variant=("variant", "first"),
         labels=("labels", "first"),
-        test_error_mean=("test_error", "mean"),
-        test_error_std=("test_error", "std"),
+        test_error_mean=("selected_test_error", "mean"),
+        test_error_std=("selected_test_error", "std"),
+        test_selected_best=("best_test_error_test_selected", "mean"),
+        epochs_mean=("epochs_run", "mean"),
+        epochs_min=("epochs_run", "min"),
+        epochs_max=("epochs_run", "max"),
+        stopped_by_rule=("stopped_by", lambda s: int((s == "patience").sum())),
+        seconds_to_95=("seconds_to_95", "mean"),
+        reached_95=("seconds_to_95", "count"),
         samples_per_sec=("samples_per_sec", "mean"),
-        epochs=("epochs", "max"),
         seeds=("seed", "nunique"),
     ).reset_index()
     table["test_error_std"] = table["test_error_std"].fillna(0.0)
@@ -109,58 +130,80 @@ def summarize(runs: pd.DataFrame, paper_column: bool = False) -> pd.DataFrame:
     return table
 
 
-def wall_time(runs: pd.DataFrame) -> str:
-    """From the first run's start to the last run's end, and the runs' own times summed (more
-    than the wall time when runs went in parallel)."""
-    span = runs["ended"].max() - runs["started"].min()
-    summed = (runs["ended"] - runs["started"]).sum()
-    return f"{span / 60:.1f} min wall, {summed / 60:.1f} min summed over {len(runs)} runs"
+def provenance(ablation: Ablation, runs: pd.DataFrame, epochs: int, max_steps: int | None) -> dict:
+    """The command that makes these runs, and which commits and machines made how many of them,
+    with their summed time (they may have run in several sessions, on several machines)."""
+    seeds = " ".join(map(str, sorted(runs["seed"].unique())))
+    command = f"m2h ablate {ablation.name} --seeds {seeds}"
+    budget = ""
+    if epochs != ablation.epochs:
+        budget += f" --epochs {epochs}"
+    if max_steps:
+        budget += f" --max-steps {max_steps}"
 
+    def counted(column: str) -> str:
+        counts = runs[column].value_counts().sort_index()
+        return "; ".join(f"{value} ({n} runs)" for value, n in counts.items())
 
-def provenance(tracker: Tracker, ablation: str, runs: pd.DataFrame) -> dict[str, str]:
-    tags = tracker.client.get_run(ablation_parent(tracker, ablation)).data.tags
-    seeds = " ".join(map(str, sorted(runs["seed"].unique())))  # the seeds the table holds
-    command = f"m2h ablate {ablation} --seeds {seeds} --epochs {tags['epochs']}"
-    if tags.get("max_steps", "none") != "none":
-        command += f" --max-steps {tags['max_steps']}"
-    if int(tags.get("jobs", "1")) > 1:
-        command += f" --jobs {tags['jobs']}"
     return {
-        "command": command,
-        "commit": ", ".join(sorted(runs["git_commit"].unique())),
-        "machine": "; ".join(sorted(runs["device_name"].unique())),
-        "wall_time": wall_time(runs),
-        "made": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command + budget,
+        "rebuild": f"m2h table {ablation.name}{budget}",
+        "commit": counted("git_commit"),
+        "machine": counted("machine"),
+        "wall_time": f"{runs['wall_seconds'].sum() / 3600:.2f} h summed over {len(runs)} runs "
+        f"(finished {runs['finished'].min()} to {runs['finished'].max()})",
     }
 
 
 def write_table(
     name: str, table: pd.DataFrame, meta: dict[str, str], out_dir: Path, description: str = ""
 ) -> tuple[Path, Path]:
+    """results/NAME.csv (every column) and NAME.md (the table as a reader wants it, under its
+    provenance); the index in results/README.md keeps the provenance line."""
     csv, md = out_dir / f"{name}.csv", out_dir / f"{name}.md"
     table.to_csv(csv, index=False)
-    shown = table.copy()
+    shown = pd.DataFrame({"cell": table["cell"], "labels": table["labels"]})
     shown["test error (%)"] = [
         f"{m:.2f} ± {s:.2f}"
-        for m, s in zip(shown.pop("test_error_mean"), shown.pop("test_error_std"), strict=True)
+        for m, s in zip(table["test_error_mean"], table["test_error_std"], strict=True)
     ]
-    shown["samples/s"] = shown.pop("samples_per_sec").map(lambda v: f"{v:,.0f}")
-    if "paper_m2_error" in shown:
-        shown["paper M2 error (%)"] = shown.pop("paper_m2_error")
+    if "paper_m2_error" in table:
+        shown["paper M2 error (%)"] = table["paper_m2_error"]
+    shown["best, test-selected (%)"] = table["test_selected_best"].map(lambda v: f"{v:.2f}")
+    shown["epochs"] = [
+        f"{mean:.0f} ({lo}-{hi})" if lo != hi else f"{lo}"
+        for mean, lo, hi in zip(
+            table["epochs_mean"], table["epochs_min"], table["epochs_max"], strict=True
+        )
+    ]
+    shown["stopped by rule"] = [
+        f"{n}/{seeds}" for n, seeds in zip(table["stopped_by_rule"], table["seeds"], strict=True)
+    ]
+    shown["time to 95% (s)"] = [
+        f"{t:,.0f} ({n}/{seeds})" if n else f"never (0/{seeds})"
+        for t, n, seeds in zip(
+            table["seconds_to_95"], table["reached_95"], table["seeds"], strict=True
+        )
+    ]
+    shown["samples/s"] = table["samples_per_sec"].map(lambda v: f"{v:,.0f}")
+    shown["seeds"] = table["seeds"]
     lines = [
         f"# Ablation `{name}`",
         "",
         description,
         "",
-        f"- command: `{meta['command']}` (then `m2h table {name}`)",
+        f"- command: `{meta['command']}` (then `{meta['rebuild']}`)",
         f"- commit: {meta['commit']}",
         f"- machine: {meta['machine']}",
         f"- time: {meta['wall_time']}",
-        f"- table made: {meta['made']}",
         "",
-        "Test error on the 10,000 test images after the last epoch: mean ± standard "
-        "deviation over seeds; samples/s is the last epoch's training throughput "
-        "(labelled + unlabelled rows).",
+        "Test error (%) on the 10,000 test images, mean ± standard deviation over seeds, at the "
+        "epoch each run's validation error was best (held-out training images; the last epoch "
+        "where a run holds none out). Beside it: the best test error over training, selected on "
+        "the test set (for comparison only); epochs run (mean, range); how many runs the stop "
+        "rule ended (the others spent their epoch budget); training seconds to 95% test accuracy "
+        "(mean over the runs that reached it); the last epoch's training rows/s (labelled + "
+        "unlabelled).",
         "",
         shown.to_markdown(index=False),
         "",
@@ -188,26 +231,8 @@ def update_index(out_dir: Path, name: str, meta: dict[str, str]) -> None:
 PROBLEM_AXES = ("labels", "dataset")  # errors are not comparable across their values
 
 
-def epoch_curves(tracker: Tracker, runs: pd.DataFrame, axes: Sequence[str] = ()) -> pd.DataFrame:
-    """Test error at every epoch of every run, with its cell, variant, seed and `axes` values."""
-    rows = []
-    for run in runs.itertuples():
-        for metric in tracker.client.get_metric_history(run.run_id, "test_error"):
-            rows.append(
-                {
-                    "cell": run.cell,
-                    "variant": run.variant,
-                    "seed": run.seed,
-                    "epoch": metric.step,
-                    "test_error": metric.value,
-                    **{axis: getattr(run, axis) for axis in axes},
-                }
-            )
-    return pd.DataFrame(rows)
-
-
 def plot(
-    name: str, tracker: Tracker, runs: pd.DataFrame, out_dir: Path, axis: str | None = None
+    name: str, runs: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, axis: str | None = None
 ) -> list[Path]:
     """Test error by epoch per cell (mean and band over seeds; when the swept `axis` changes the
     problem, labels or dataset, one panel per value of it and a line per variant), and final
@@ -216,7 +241,6 @@ def plot(
     paths = [out_dir / f"{name}_curves.png", out_dir / f"{name}_final.png"]
     title = f"{name}: test error by epoch (mean ± sd over seeds)"
     if axis in PROBLEM_AXES and axis in runs:
-        curves = epoch_curves(tracker, runs, [axis])
         grid = sns.relplot(
             curves,
             kind="line",
@@ -238,7 +262,6 @@ def plot(
         grid.savefig(paths[0], dpi=120)
         plt.close(grid.figure)
     else:
-        curves = epoch_curves(tracker, runs)
         fig, ax = plt.subplots(figsize=(8, 5))
         sns.lineplot(
             curves, x="epoch", y="test_error", hue="cell", errorbar="sd", marker="o", ax=ax
@@ -252,13 +275,21 @@ def plot(
 
     fig, ax = plt.subplots(figsize=(8, 5))
     if axis is not None and axis in runs:
-        sns.pointplot(runs, x=axis, y="test_error", hue="variant", errorbar="sd", dodge=0.3, ax=ax)
+        sns.pointplot(
+            runs, x=axis, y="selected_test_error", hue="variant", errorbar="sd", dodge=0.3, ax=ax
+        )
     else:
         sns.pointplot(
-            runs, x="cell", y="test_error", errorbar="sd", linestyle="none", capsize=0.2, ax=ax
+            runs,
+            x="cell",
+            y="selected_test_error",
+            errorbar="sd",
+            linestyle="none",
+            capsize=0.2,
+            ax=ax,
         )
         plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
-    ax.set(ylabel="final test error (%)", title=f"{name}: final test error (mean ± sd)")
+    ax.set(ylabel="test error (%)", title=f"{name}: reported test error (mean ± sd)")
     fig.tight_layout()
     fig.savefig(paths[1], dpi=120)
     plt.close(fig)

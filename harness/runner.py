@@ -71,6 +71,7 @@ class RunOptions:
     checkpoint_dir: str | Path | None = DEFAULT_CHECKPOINT_DIR
     resume: bool = False
     precision: str = "fp32"
+    records_dir: str | Path | None = None  # where a finished run leaves its record (records.py)
 
 
 def run_variant(
@@ -100,12 +101,28 @@ def run_variant(
     callbacks = list(on_epoch_end)
     tracker = options.tracker
     if tracker is None:
-        return RunResult(variant, trainer.fit(callbacks, checkpoint), trainer, None)
+        reports = trainer.fit(callbacks, checkpoint)
+        _write_record(options, variant, reports, trainer.device)
+        return RunResult(variant, reports, trainer, None)
 
     with _tracked_run(tracker, options, trainer, checkpoint, resumed, run_name, tags) as run_id:
         reports = trainer.fit([lambda r: tracker.log_epoch(run_id, r), *callbacks], checkpoint)
+        _write_record(options, variant, reports, trainer.device)
         tracker.log_end(run_id, trainer, checkpoint)
     return RunResult(variant, reports, trainer, run_id)
+
+
+def _write_record(
+    options: RunOptions, variant: Variant, reports: list[EpochReport], device: torch.device
+) -> None:
+    """Leave the finished run's record in `options.records_dir`, if one is named."""
+    if options.records_dir is None:
+        return
+    from harness.provenance import environment_params
+    from harness.records import make_record, write_record
+
+    record = make_record(variant, reports, environment_params(device), options.max_steps)
+    write_record(options.records_dir, record)
 
 
 def run_stacked(
@@ -140,6 +157,8 @@ def run_stacked(
     tracker = options.tracker
     if tracker is None:
         trainer.fit(callbacks, checkpoints)
+        for i, v in enumerate(trainer.variants):
+            _write_record(options, v, trainer.seed_history(i), trainer.device)
         return [
             RunResult(v, trainer.seed_history(i), trainer.seed_trainer(i), None)
             for i, v in enumerate(trainer.variants)
@@ -168,6 +187,8 @@ def run_stacked(
                 tracker.log_epoch(run_id, report)
 
         trainer.fit([log_epoch, *callbacks], checkpoints)
+        for i, v in enumerate(trainer.variants):
+            _write_record(options, v, trainer.seed_history(i), trainer.device)
         singles = [trainer.seed_trainer(i) for i in range(len(trainer.seeds))]
         for run_id, single, path in zip(run_ids, singles, paths, strict=True):
             tracker.log_end(run_id, single, path if checkpoints else None)
@@ -238,19 +259,28 @@ def _tracked_run(
 
 def format_report(report: EpochReport, epochs: int) -> str:
     losses = "  ".join(f"{k} {v:.4g}" for k, v in report.losses.items())
+    val = (
+        "" if report.val_accuracy is None else f"  val error {100 * (1 - report.val_accuracy):.2f}%"
+    )
     return (
         f"epoch {report.epoch:>3}/{epochs}  {losses}  test acc {100 * report.test_accuracy:.2f}%"
-        f"  error {report.test_error:.2f}%  {report.samples_per_sec:,.0f} rows/s"
+        f"  error {report.test_error:.2f}%{val}  {report.samples_per_sec:,.0f} rows/s"
         f"  {report.epoch_seconds:.1f} s"
     )
 
 
 def format_summary(variant: Variant, reports: list[EpochReport]) -> str:
-    s = run_summary(reports)
+    s = run_summary(variant, reports)
+    selected = (
+        f"error {s['selected_test_error']:.2f}% at the best validation epoch "
+        f"{s['selected_epoch']}, final {s['final_test_error']:.2f}%"
+        if s["selected_val_error"] is not None
+        else f"final test error {s['final_test_error']:.2f}%"
+    )
+    ended = {"patience": "stopped by the stop rule", "budget": "the epoch budget spent"}
     return (
         f"{variant.name} on {variant.dataset}, {variant.labels} labels, seed {variant.seed}: "
-        f"test accuracy {100 * s['final_test_accuracy']:.2f}% "
-        f"(error {s['final_test_error']:.2f}%, best {100 * s['best_test_accuracy']:.2f}%) "
-        f"after {s['epochs_done']} epochs; {s['final_samples_per_sec']:,.0f} rows/s; "
-        f"{s['train_seconds']:.1f} s training"
+        f"{selected} (best {s['best_test_error_test_selected']:.2f}%, test-selected) after "
+        f"{s['epochs_run']} epochs ({ended.get(s['stopped_by'], 'unfinished')}); "
+        f"{s['final_samples_per_sec']:,.0f} rows/s; {s['train_seconds']:.1f} s training"
     )

@@ -13,9 +13,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from harness.runner import RunOptions, run_variant
 from harness.space import Space, describe, narrow, suggest
 from harness.tracking import RunStopped, Tracker, local_server
 from harness.variants import create_variant, save_user_variant, search_space
+from harness.workers import process_pool
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 DEFAULT_VALIDATION = 10_000
@@ -266,7 +265,7 @@ def _run_workers(spec: SearchSpec, jobs: int) -> None:
         work(spec)
         return
     spec = replace(spec, threads=max(1, (os.cpu_count() or 1) // jobs))
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+    with process_pool(jobs) as pool:
         for future in [pool.submit(work, spec) for _ in range(jobs)]:
             future.result()
 

@@ -64,6 +64,11 @@ class StackedTrainer(Trainer):
     ) -> None:
         if not seeds or len(set(seeds)) != len(seeds):
             raise ValueError(f"a stack needs distinct seeds, got {list(seeds)}")
+        if variant.patience:
+            raise ValueError(
+                "stacked seeds train to the epoch budget: the stop rule (patience) is for "
+                "seeds trained one at a time (leave out --stack / --seeds)"
+            )
         self.seeds = tuple(seeds)
         self.variants = [variant.replace(seed=seed) for seed in self.seeds]
         super().__init__(self.variants[0], splits, device, max_steps, progress, precision=precision)

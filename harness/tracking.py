@@ -12,7 +12,6 @@ import fcntl
 import json
 import logging
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -21,16 +20,16 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 if TYPE_CHECKING:
+    from harness.records import RunRecord
     from harness.trainer import EpochReport, Trainer
     from harness.variants import Variant
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 class TrackingError(RuntimeError):
@@ -63,36 +62,6 @@ def resolve_tracking_uri(flag: str | None = None) -> str:
 
 def _sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
-
-
-def git_commit() -> tuple[str, bool]:
-    """(commit, dirty) of the harness's checkout, or ("unknown", False) outside git."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-
-    try:
-        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", False
-
-
-def environment_params(device: torch.device) -> dict[str, str]:
-    commit, dirty = git_commit()
-    if device.type == "cuda":
-        device_name = torch.cuda.get_device_name(device)
-    else:
-        device_name = f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-    return {
-        "git_commit": commit,
-        "git_dirty": str(dirty),
-        "torch_version": torch.__version__,
-        "cuda_version": str(torch.version.cuda),
-        "device": str(device),
-        "device_name": device_name,
-    }
 
 
 @contextmanager
@@ -198,8 +167,11 @@ class Tracker:
     def run_status(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.status
 
-    def find_run(self, tags: dict[str, str]) -> str | None:
-        """The newest run of this experiment carrying all of `tags`."""
+    def find_run(self, tags: dict[str, str], parent_run_id: str | None = None) -> str | None:
+        """The newest run of this experiment carrying all of `tags` (under `parent_run_id`,
+        if given)."""
+        if parent_run_id is not None:
+            tags = {**tags, "mlflow.parentRunId": parent_run_id}
         query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
         runs = self.client.search_runs(
             [self.experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"]
@@ -221,6 +193,8 @@ class Tracker:
         extra: dict[str, Any] | None = None,
     ) -> None:
         from mlflow.entities import Param, RunTag
+
+        from harness.provenance import environment_params
 
         params = {**variant.params(), **environment_params(device), **(extra or {})}
         existing = self.client.get_run(run_id).data.params
@@ -260,7 +234,13 @@ class Tracker:
         from harness.trainer import run_summary
 
         now, epoch = int(time.time() * 1000), trainer.history[-1].epoch
-        metrics = [Metric(k, float(v), now, epoch) for k, v in run_summary(trainer.history).items()]
+        summary = run_summary(trainer.variant, trainer.history)
+        metrics = [
+            Metric(k, float(v), now, epoch)
+            for k, v in summary.items()
+            if isinstance(v, int | float) and v is not None
+        ]
+        self.client.set_tag(run_id, "stopped_by", summary["stopped_by"])
         self.client.log_batch(run_id, metrics=metrics)
         for name, figure in [
             ("confusion_matrix.png", figures.confusion_matrix(trainer)),
@@ -270,6 +250,50 @@ class Tracker:
             figures.close(figure)
         if checkpoint is not None and checkpoint.exists():
             self.client.log_artifact(run_id, str(checkpoint), "checkpoint")
+
+    def log_record(
+        self, record: RunRecord, name: str, tags: dict[str, str], parent_run_id: str | None
+    ) -> str:
+        """A finished run from its record (records.py): its settings and provenance as params,
+        its epochs as metrics, its outcome, FINISHED at the time the record names."""
+        from mlflow.entities import Metric, Param
+
+        finished = datetime.strptime(record.made["finished"], "%Y-%m-%dT%H:%M:%SZ")
+        end = int(finished.replace(tzinfo=UTC).timestamp() * 1000)
+        outcome = record.outcome
+        start = end - int(1000 * outcome["wall_seconds"])
+        v = record.variant
+        all_tags = {
+            **tags,
+            "variant": v.name,
+            "estimator": v.estimator,
+            "dataset": v.dataset,
+            "labels": str(v.labels),
+            "seed": str(v.seed),
+            "epochs": str(v.epochs),
+            "stopped_by": outcome["stopped_by"],
+            "m2h.loaded_from": record.path.name if record.path else "",
+        }
+        if parent_run_id is not None:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id, start, all_tags, name)
+        run_id = run.info.run_id
+        params = {**v.params(), **record.made, "max_steps": record.max_steps or "none"}
+        self.client.log_batch(run_id, params=[Param(k, str(p)) for k, p in params.items()])
+        metrics = [
+            Metric(k, float(value), start, r.epoch)
+            for r in record.history
+            for k, value in r.metrics().items()
+        ]
+        metrics += [
+            Metric(k, float(value), end, record.history[-1].epoch)
+            for k, value in outcome.items()
+            if isinstance(value, int | float)
+        ]
+        for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a batch
+            self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
+        self.client.set_terminated(run_id, status="FINISHED", end_time=end)
+        return run_id
 
 
 def server_command(

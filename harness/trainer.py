@@ -24,6 +24,7 @@ from harness.data import Splits, balanced_label_subset
 from harness.loss import TERMS, m2_loss
 from harness.model import M2
 from harness.schedules import alpha_ramp, alpha_scale, temperature_at
+from harness.stopping import outcome, should_stop
 from harness.variants import NUM_CLASSES, Variant, resumable_settings
 
 
@@ -48,6 +49,7 @@ class EpochReport:
     epoch_seconds: float
     temperature: float
     alpha: float
+    eval_seconds: float = 0.0  # evaluating the test and validation images after the epoch
 
     def metrics(self) -> dict[str, float]:
         """Flat metric names for logging."""
@@ -60,24 +62,22 @@ class EpochReport:
             test_error=self.test_error,
             samples_per_sec=self.samples_per_sec,
             epoch_seconds=self.epoch_seconds,
+            eval_seconds=self.eval_seconds,
             temperature=self.temperature,
             alpha=self.alpha,
         )
         if self.val_accuracy is not None:
             out["val_accuracy"] = self.val_accuracy
+            out["val_error"] = 100.0 * (1.0 - self.val_accuracy)
         return out
 
 
-def run_summary(reports: list[EpochReport]) -> dict[str, float]:
-    """The figures a run ends with: last and best test accuracy, throughput, training time."""
-    last = reports[-1]
+def run_summary(variant: Variant, reports: list[EpochReport]) -> dict[str, Any]:
+    """The figures a run ends with (`stopping.outcome`: the selected, final and test-selected
+    test errors, how it ended, its time and time to accuracy) and its last throughput."""
     return {
-        "final_test_accuracy": last.test_accuracy,
-        "final_test_error": last.test_error,
-        "best_test_accuracy": max(r.test_accuracy for r in reports),
-        "final_samples_per_sec": last.samples_per_sec,
-        "train_seconds": sum(r.epoch_seconds for r in reports),
-        "epochs_done": last.epoch,
+        **outcome(reports, variant.epochs, variant.patience, variant.min_delta),
+        "final_samples_per_sec": reports[-1].samples_per_sec,
     }
 
 
@@ -307,11 +307,13 @@ class Trainer:
 
     def run_epoch(self) -> EpochReport:
         means, seconds = self._train_epoch()
+        start = time.perf_counter()
         test_accuracy = self.accuracy(self.splits.test_x, self.splits.test_y)
         val_accuracy = (
             self.accuracy(self.splits.val_x, self.splits.val_y) if len(self.splits.val_x) else None
         )
         report = self._report(means.tolist(), test_accuracy, val_accuracy, seconds)
+        report.eval_seconds = time.perf_counter() - start
         self.history.append(report)
         return report
 
@@ -324,16 +326,22 @@ class Trainer:
         on_epoch_end: Iterable[Callable[[EpochReport], Any]] = (),
         checkpoint: str | Path | None = None,
     ) -> list[EpochReport]:
-        """Train until `variant.epochs`; after every epoch save the checkpoint (if a path is
-        given), then call each callback. Returns the reports of all epochs so far."""
+        """Train until the stop rule ends the run or `variant.epochs` is reached; after every
+        epoch save the checkpoint (if a path is given), then call each callback. Returns the
+        reports of all epochs so far."""
         callbacks = list(on_epoch_end)
-        while self.epoch < self.variant.epochs:
+        while not self.finished():
             report = self.run_epoch()
             if checkpoint is not None:
                 save_checkpoint(checkpoint, self.state_dict())
             for callback in callbacks:
                 callback(report)
         return self.history
+
+    def finished(self) -> bool:
+        """The epoch budget is spent, or the stop rule says stop."""
+        v = self.variant
+        return self.epoch >= v.epochs or should_stop(self.history, v.patience, v.min_delta)
 
     def state_dict(self) -> dict[str, Any]:
         return {

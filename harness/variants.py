@@ -67,7 +67,11 @@ class Variant:
     batch_rule: Literal["fixed", "paper"] = "fixed"  # paper: Kingma et al.'s batch composition
     batch_size: int = 128  # unlabelled rows per step
     labelled_batch_size: int = 128  # labelled rows per step (at most the label count)
-    epochs: int = 10
+    epochs: int = 10  # the epoch budget: the most a run trains
+    # the stop rule: end when the validation error has not improved on its best by more than
+    # min_delta points for `patience` epochs (0: no early stop; needs validation images)
+    patience: int = 0
+    min_delta: float = 0.1
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -94,6 +98,8 @@ class Variant:
             "init_std",
             "validation",
             "seed",
+            "patience",
+            "min_delta",
         ]:
             if getattr(self, key) < 0:
                 raise VariantError(f"{key} must be >= 0, got {getattr(self, key)!r}")
@@ -101,6 +107,11 @@ class Variant:
             raise VariantError(
                 f"labels must be a positive multiple of the {NUM_CLASSES} classes, "
                 f"got {self.labels}"
+            )
+        if self.patience and not self.validation:
+            raise VariantError(
+                "the stop rule (patience) needs validation images held out of training, "
+                "e.g. validation=10000: the test set never decides when a run stops"
             )
 
     def replace(self, **changes: Any) -> Variant:
@@ -111,10 +122,14 @@ class Variant:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "description"}
 
 
+STOP_SETTINGS = ("epochs", "patience", "min_delta")
+
+
 def resumable_settings(params: dict[str, Any]) -> dict[str, Any]:
-    """The settings a checkpoint must share to be continued: all but the epoch budget, so a
-    longer run can resume a shorter one."""
-    return {k: v for k, v in params.items() if k != "epochs"}
+    """The settings a checkpoint must share to be continued: all but the epoch budget and the
+    stop rule (they decide when training ends, not what it does), so a longer run, or one with
+    more patience, can resume a shorter one."""
+    return {k: v for k, v in params.items() if k not in STOP_SETTINGS}
 
 
 def _field_types() -> dict[str, Any]:

@@ -1,0 +1,55 @@
+"""Where a run was made: the harness's git commit, the machine and device, the library versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def git_commit() -> tuple[str, bool]:
+    """(commit, dirty) of the harness's checkout, or ("unknown", False) outside git."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
+    try:
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+
+
+def cpu_model() -> str:
+    """The processor's model name (Linux), else its architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return " ".join(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment_params(device: torch.device) -> dict[str, str]:
+    """The commit, versions and device a run is made with, as MLflow params and run records
+    name them."""
+    commit, dirty = git_commit()
+    if device.type == "cuda":
+        device_name = torch.cuda.get_device_name(device)
+    else:
+        device_name = f"cpu ({cpu_model()}, {os.cpu_count()} cores)"
+    return {
+        "git_commit": commit,
+        "git_dirty": str(dirty),
+        "torch_version": torch.__version__,
+        "cuda_version": str(torch.version.cuda),
+        "device": str(device),
+        "device_name": device_name,
+    }

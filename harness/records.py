@@ -1,0 +1,147 @@
+"""Run records: one small JSON text file per finished run, committed under `results/runs/`.
+
+A record holds what a table or plot needs and what a reader needs to trust it: the run's resolved
+settings (its variant, seed included), the step cap, the commit, machine and versions that made
+it, its outcome under the stop rule, and one line per epoch. Tables and plots are rebuilt from
+records alone (no MLflow store), records from different machines and sessions merge into one
+table, and `m2h load` puts them into an MLflow store for the UI.
+
+A record's name carries its cell key (every setting but the seed, with the step cap) and its
+seed, so a finished cell is found, and reused by any ablation that lists it, without training it
+again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.trainer import EpochReport, run_summary
+from harness.variants import Variant
+
+FORMAT = 1
+RUNS_FOLDER = "runs"  # under a results folder
+
+
+class RecordError(ValueError):
+    """A run record that cannot be read."""
+
+
+def cell_key(variant: Variant, max_steps: int | None) -> str:
+    """What makes two runs the same cell: every setting but the seed (the epoch budget and the
+    stop rule included), and the step cap. Settings at their default value are left out of the
+    hash, so a setting added to `Variant` later leaves the committed records' keys as they are."""
+    defaults = Variant().params()
+    settings = {
+        k: v for k, v in variant.params().items() if k != "seed" and v != defaults.get(k, object())
+    }
+    payload = json.dumps([settings, max_steps], sort_keys=True)
+    return hashlib.sha1(payload.encode()).hexdigest()[:12]
+
+
+def record_path(runs_dir: str | Path, variant: Variant, max_steps: int | None) -> Path:
+    """Where the record of `variant`'s run (its seed included) lives in `runs_dir`."""
+    return Path(runs_dir) / f"{variant.name}-{cell_key(variant, max_steps)}-s{variant.seed}.json"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    variant: Variant
+    max_steps: int | None
+    made: dict[str, Any]  # commit, machine, versions, threads, when it finished
+    history: list[EpochReport]
+    path: Path | None = None
+
+    @property
+    def outcome(self) -> dict[str, Any]:
+        return run_summary(self.variant, self.history)
+
+    @property
+    def key(self) -> str:
+        return f"{cell_key(self.variant, self.max_steps)}-s{self.variant.seed}"
+
+
+def _rounded(value: Any) -> Any:
+    return float(f"{value:.6g}") if isinstance(value, float) else value
+
+
+def _epoch_line(report: EpochReport) -> dict[str, Any]:
+    flat = asdict(report)
+    flat["losses"] = {k: _rounded(v) for k, v in flat["losses"].items()}
+    return {k: _rounded(v) for k, v in flat.items()}
+
+
+def make_record(
+    variant: Variant,
+    history: Sequence[EpochReport],
+    environment: dict[str, str],
+    max_steps: int | None = None,
+) -> RunRecord:
+    """The record of a finished run, its epoch figures rounded to 6 significant digits as the
+    file stores them."""
+    made = {
+        **environment,
+        "host": platform.node(),
+        "threads": torch.get_num_threads(),
+        "finished": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    rounded = [EpochReport(**_epoch_line(r)) for r in history]
+    return RunRecord(variant.replace(description=""), max_steps, made, rounded)
+
+
+def write_record(runs_dir: str | Path, record: RunRecord) -> Path:
+    """Write `record` as JSON text (one line per epoch, so a diff reads by epoch), atomically."""
+    path = record_path(runs_dir, record.variant, record.max_steps)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head = {
+        "format": FORMAT,
+        "variant": record.variant.params(),
+        "max_steps": record.max_steps,
+        "made": record.made,
+        "outcome": {k: _rounded(v) for k, v in record.outcome.items()},
+    }
+    text = json.dumps(head, indent=1)[:-2] + ',\n "epochs": [\n'
+    text += ",\n".join("  " + json.dumps(_epoch_line(r)) for r in record.history)
+    text += "\n ]\n}\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def read_record(path: str | Path) -> RunRecord:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != FORMAT:
+            raise RecordError(f"{path}: record format {data.get('format')!r}, expected {FORMAT}")
+        return RunRecord(
+            Variant(**data["variant"]),
+            data["max_steps"],
+            data["made"],
+            [EpochReport(**e) for e in data["epochs"]],
+            path,
+        )
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        if isinstance(err, RecordError):
+            raise
+        raise RecordError(f"{path} is not a readable run record: {err}") from None
+
+
+def find_records(runs_dir: str | Path, variant: Variant, max_steps: int | None) -> list[RunRecord]:
+    """Every record of `variant`'s cell in `runs_dir`, whatever its seed, by seed."""
+    pattern = f"{variant.name}-{cell_key(variant, max_steps)}-s*.json"
+    records = [read_record(p) for p in Path(runs_dir).glob(pattern)]
+    return sorted(records, key=lambda r: r.variant.seed)
+
+
+def all_records(runs_dir: str | Path) -> list[RunRecord]:
+    return [read_record(p) for p in sorted(Path(runs_dir).glob("*.json"))]
