@@ -20,16 +20,24 @@ def ablate(session: nox.Session) -> None:
 
 @nox.session
 def table(session: nox.Session) -> None:
-    """Write results/NAME.md and .csv for each named ablation (default: estimator temperature)."""
-    for name in session.posargs or ["estimator", "temperature"]:
+    """Write results/NAME.md and .csv from the run records of each named ablation (default:
+    labels)."""
+    for name in session.posargs or ["labels"]:
         session.run("m2h", "table", name)
 
 
 @nox.session
 def plot(session: nox.Session) -> None:
-    """Draw results/NAME_*.png for each named ablation (default: estimator temperature)."""
-    for name in session.posargs or ["estimator", "temperature"]:
+    """Draw results/NAME_*.png from the run records of each named ablation (default: labels)."""
+    for name in session.posargs or ["labels"]:
         session.run("m2h", "plot", name)
+
+
+@nox.session
+def load(session: nox.Session) -> None:
+    """Load the named ablations' run records into the MLflow store (default: labels)."""
+    for name in session.posargs or ["labels"]:
+        session.run("m2h", "load", name)
 
 
 @nox.session

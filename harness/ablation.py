@@ -22,7 +22,8 @@ import difflib
 import hashlib
 import itertools
 import json
-import os
+import re
+import time
 import tomllib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import as_completed
@@ -205,18 +206,17 @@ class Setting:
     max_steps: int | None
     checkpoint_dir: str
     records_dir: str
-    threads: int | None = None
+    threads: int  # CPU threads for each job
 
 
 def _run_job(job: Job, where: Setting) -> list[CellOutcome]:
     """Run one job; in a worker process when --jobs > 1."""
+    import torch
+
     from harness.runner import RunOptions, run_stacked, run_variant
     from harness.tracking import Tracker
 
-    if where.threads:
-        import torch
-
-        torch.set_num_threads(where.threads)
+    torch.set_num_threads(where.threads)
     tags = {v.seed: t for v, t in zip(job.variants, job.tags, strict=True)}
     options = RunOptions(
         data_root=where.data_root,
@@ -342,12 +342,14 @@ def run_ablation(
     stack: bool = False,
     checkpoint_dir: str | Path = "checkpoints",
     results_dir: str | Path = "results",
+    threads: int | None = None,
     echo: Any = print,
 ) -> list[CellOutcome]:
     """Run every cell and seed whose record is not yet in `results_dir`/runs, under one parent
     MLflow run (a reused record is logged under it too); with `stack`, the seeds of a cell train
     at once in one process (`StackedTrainer`)."""
     from harness.data import ensure_dataset
+    from harness.machine import default_threads
     from harness.runner import ensure_writable
     from harness.tracking import Tracker
 
@@ -357,7 +359,7 @@ def run_ablation(
     records_dir = Path(results_dir) / RUNS_FOLDER
     ensure_writable(Path(checkpoint_dir), "checkpoint folder")
     ensure_writable(records_dir, "results folder")
-    tracker = Tracker(tracking_uri, ablation.name)
+    tracker = Tracker(tracking_uri, ablation.name, description=ablation.description)
     cell_folder = Path(checkpoint_dir) / ablation.name
     todo, reused = plan(ablation, seeds, epochs, max_steps, records_dir, stack, cell_folder)
     runs = sum(len(job.variants) for job in todo)
@@ -367,7 +369,7 @@ def run_ablation(
         + f", {len(reused)} finished already (records in {records_dir})"
     )
     outcomes = []
-    with parent_run(tracker, ablation, epochs, max_steps, jobs) as parent_id:
+    with parent_run(tracker, ablation, results_dir, epochs, max_steps, jobs) as parent_id:
         for cell, record in reused:
             _log_once(tracker, ablation, parent_id, cell, record, max_steps)
             detail = f"finished already ({record.path})"
@@ -383,6 +385,7 @@ def run_ablation(
             max_steps=max_steps,
             checkpoint_dir=str(cell_folder),
             records_dir=str(records_dir),
+            threads=threads or default_threads(min(jobs, max(1, len(todo)))),
         )
         for outcome in run_jobs(todo, where, jobs):
             echo(f"  {outcome.cell} seed {outcome.seed}: {outcome.status} {outcome.detail}")
@@ -392,9 +395,16 @@ def run_ablation(
 
 @contextmanager
 def parent_run(
-    tracker: Any, ablation: Ablation, epochs: int, max_steps: int | None, jobs: int = 1
+    tracker: Any,
+    ablation: Ablation,
+    results_dir: str | Path,
+    epochs: int,
+    max_steps: int | None,
+    jobs: int = 1,
 ) -> Iterator[str]:
-    """The ablation's parent MLflow run for this budget, opened again if it exists."""
+    """The ablation's parent MLflow run for this budget, opened again if it exists; when its
+    block ends, the parent gets each cell's mean and standard deviation over the records so far
+    (so the collapsed row of the ablation in the UI already says something)."""
     key = ablation_key(ablation, epochs, max_steps)
     parent = tracker.find_run({"m2h.ablation_key": key, "m2h.role": "ablation"})
     tags = {
@@ -412,6 +422,40 @@ def parent_run(
             "ablation.json",
         )
         yield parent_id
+        _log_cell_summary(tracker, parent_id, ablation, results_dir, epochs, max_steps)
+
+
+def metric_name(cell: str) -> str:
+    """A cell's name in the characters MLflow allows in a metric name: exact[labels=100] ->
+    exact labels:100."""
+    return re.sub(r"[^\w.\- :/]", "", cell.replace("[", " ").replace("=", ":").replace(",", " "))
+
+
+def _log_cell_summary(
+    tracker: Any,
+    parent_id: str,
+    ablation: Ablation,
+    results_dir: str | Path,
+    epochs: int,
+    max_steps: int | None,
+) -> None:
+    from mlflow.entities import Metric
+
+    from harness.results import ResultsError, load_runs, summarize
+
+    try:
+        runs, _ = load_runs(ablation, results_dir, epochs, max_steps)
+    except ResultsError:  # nothing finished yet
+        return
+    table = summarize(runs)
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"{metric_name(row.cell)}/{column}", float(getattr(row, column)), now, 0)
+        for row in table.itertuples()
+        for column in ("test_error_mean", "test_error_std", "seeds")
+    ]
+    tracker.client.log_batch(parent_id, metrics=metrics)
+    tracker.client.log_text(parent_id, table.to_csv(index=False), "cells.csv")
 
 
 def _log_once(
@@ -451,8 +495,8 @@ def log_records(
     ]
     if not found:
         raise AblationError(missing_records(ablation, runs_dir, epochs, max_steps))
-    tracker = Tracker(tracking_uri, ablation.name)
-    with parent_run(tracker, ablation, epochs, max_steps) as parent_id:
+    tracker = Tracker(tracking_uri, ablation.name, description=ablation.description)
+    with parent_run(tracker, ablation, results_dir, epochs, max_steps) as parent_id:
         loaded = sum(
             _log_once(tracker, ablation, parent_id, cell, record, max_steps)
             for cell, record in found
@@ -489,9 +533,8 @@ def run_jobs(todo: list[Job], where: Setting, jobs: int) -> Any:
         for job in todo:
             yield from _run_job(job, where)
         return
-    threads = max(1, (os.cpu_count() or 1) // jobs)
     with local_server(where.tracking_uri) as uri, process_pool(jobs) as pool:
-        served = dataclasses.replace(where, tracking_uri=uri, threads=threads)
+        served = dataclasses.replace(where, tracking_uri=uri)
         futures = [pool.submit(_run_job, job, served) for job in todo]
         for future in as_completed(futures):
             yield from future.result()

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.variants import Variant, create_variant, get_variant, list_variants, parse_overrides
+from harness.variants import (
+    DATA_ROOT_ENV,
+    Variant,
+    applicable_params,
+    create_variant,
+    get_variant,
+    list_variants,
+    parse_overrides,
+)
 
 LIST_COLUMNS = (
     "estimator",
@@ -41,18 +50,32 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _shown(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    rows = [{"name": v.name, **{c: getattr(v, c) for c in LIST_COLUMNS}} for v in list_variants()]
+    rows = [
+        {"name": v.name, **{c: _shown(getattr(v, c)) for c in LIST_COLUMNS}}
+        for v in list_variants()
+    ]
     print(_table(rows))
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     variant = get_variant(args.name)
+    settings = variant.params() if args.all else applicable_params(variant)
     print(f"{variant.name}: {variant.description}\n")
-    width = max(len(k) for k in variant.params())
-    for key, value in variant.params().items():
-        print(f"  {key.ljust(width)}  {value}")
+    width = max(len(k) for k in settings)
+    for key, value in settings.items():
+        print(f"  {key.ljust(width)}  {_shown(value)}")
+    left_out = len(variant.params()) - len(settings)
+    if left_out:
+        print(
+            f"\n({left_out} settings that do not apply to this variant left out; "
+            f"`m2h show {variant.name} --all` lists every one)"
+        )
     return 0
 
 
@@ -93,6 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("give --seed or --seeds, not both")
     variant = variant_from_args(args)
     verify_data(args, variant.dataset)
+    set_threads(args)
     tracker = make_tracker(args, args.experiment)
     options = RunOptions(
         data_root=args.data_root,
@@ -103,6 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         checkpoint_dir=Path(args.checkpoint_dir) / args.experiment,
         resume=args.resume,
         precision=args.precision,
+        announce=print,
     )
     if args.seeds is not None and args.compile:
         raise UsageError("--compile is for one seed; stacked seeds run eagerly")
@@ -153,6 +178,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         stack=args.stack,
         checkpoint_dir=args.checkpoint_dir,
         results_dir=args.out,
+        threads=args.threads,
     )
     failed = [o for o in outcomes if o.status == "failed"]
     print(
@@ -244,6 +270,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
         track=not args.no_track,
         checkpoint_dir=args.checkpoint_dir,
+        threads=args.threads,
     )
     study = run_search(spec, jobs=args.jobs) if args.trials else load_study(spec)
     print(summary(study))
@@ -259,6 +286,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from harness.bench import side_by_side, stacked_side_by_side
     from harness.data import load_splits
+    from harness.machine import busy_note
     from harness.trainer import resolve_device
 
     variant = variant_from_args(args)
@@ -271,6 +299,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError("--seeds must be >= 2 (the stack is compared with one seed alone)")
     device = resolve_device(args.device)
     splits = load_splits(variant.dataset, args.data_root, device, download=not args.no_download)
+    busy = busy_note()
+    set_threads(args)
     if args.seeds is None:
         peak, ours, theirs = side_by_side(variant, splits, device, args.repeats)
     else:
@@ -286,7 +316,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"{timing.rows_per_sec:9,.0f} rows/s  {timing.flop_rate / 1e9:7.1f} GFLOP/s "
             f"({100 * timing.flop_rate / peak:.0f}% of peak)"
         )
-    if args.seeds is None:
+    busy = busy or busy_note()
+    if busy:
+        print(f"no ratio: {busy}")
+    elif args.seeds is None:
         print(f"speed-up of the harness over the reference: {theirs.seconds / ours.seconds:.2f}x")
     else:
         print(
@@ -303,11 +336,26 @@ def device_label(device: Any) -> str:
     return environment_params(device)["device_name"]
 
 
+def experiment_links(uri: str, address: str) -> list[tuple[str, str]]:
+    """Each experiment's page in the UI, on its runs table (MLflow 3 opens an experiment in its
+    GenAI view unless the link says `workflowType=machine_learning`)."""
+    from mlflow import MlflowClient
+
+    return [
+        (e.name, f"{address}/#/experiments/{e.experiment_id}?workflowType=machine_learning")
+        for e in MlflowClient(tracking_uri=uri).search_experiments()
+        if e.name != "Default"
+    ]
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from harness.tracking import resolve_tracking_uri, server_command, start_server, stop_server
 
     uri = resolve_tracking_uri(args.tracking_uri)
-    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    address = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI for {uri} at {address} (Ctrl-C stops it)", flush=True)
+    for name, link in experiment_links(uri, address):
+        print(f"  {name}: {link}", flush=True)
     server = start_server(server_command(uri, args.host, args.port, ui_only=True), stderr=None)
     try:
         return server.wait()
@@ -324,6 +372,11 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
         help="folder holding MNIST/raw and FashionMNIST/raw (default: $M2_DATA_ROOT, else ./data)",
     )
     p.add_argument("--no-download", action="store_true", help="never download missing data")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads per run (default: the cores not already busy, shared between --jobs)",
+    )
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -351,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show = sub.add_parser("show", help="every setting of one variant")
     show.add_argument("name")
+    show.add_argument("--all", action="store_true", help="also the settings that do not apply")
     show.set_defaults(func=cmd_show)
 
     run = sub.add_parser("run", help="train one variant")
@@ -495,14 +549,37 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise RunInterrupted(f"signal {signum}")
 
 
+def pin_data_root() -> None:
+    """A relative $M2_DATA_ROOT means the folder it names from where m2h was started, in this
+    process and in every process it starts (workers, servers), wherever they run."""
+    root = os.environ.get(DATA_ROOT_ENV)
+    if root and not os.path.isabs(os.path.expanduser(root)):
+        os.environ[DATA_ROOT_ENV] = os.path.abspath(os.path.expanduser(root))
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    """This process's CPU threads: --threads, else the idle cores (machine.default_threads)."""
+    import torch
+
+    from harness.machine import default_threads
+
+    torch.set_num_threads(args.threads or default_threads())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    pin_data_root()
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
     if getattr(args, "max_steps", None) is not None and args.max_steps < 1:
         parser.error("--max-steps must be >= 1")
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return args.func(args)
+    except BrokenPipeError:  # `m2h show x | head` closed the pipe: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(
             "m2h: interrupted; the last finished epoch is checkpointed: run the same command "

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-DATA_ROOT_ENV = "M2_DATA_ROOT"
+from harness.variants import DATA_ROOT_ENV
 
 # MD5 of each uncompressed raw file, as torchvision and the publishers give them
 RAW_MD5 = {

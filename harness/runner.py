@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from harness.checkpoint import load_checkpoint
 from harness.data import Splits, load_splits
 from harness.trainer import EpochReport, Trainer, resolve_device, run_summary
 from harness.variants import Variant, resumable_settings
@@ -72,6 +73,7 @@ class RunOptions:
     resume: bool = False
     precision: str = "fp32"
     records_dir: str | Path | None = None  # where a finished run leaves its record (records.py)
+    announce: Callable[[str], Any] | None = None  # told whether a run resumes, and from what
 
 
 def run_variant(
@@ -98,6 +100,8 @@ def run_variant(
     )
     checkpoint = _checkpoint_path(options, variant)
     resumed = options.resume and checkpoint is not None and trainer.resume_from(checkpoint)
+    if options.announce and checkpoint is not None:
+        options.announce(resume_note(variant, checkpoint, options.resume, resumed, trainer.epoch))
     callbacks = list(on_epoch_end)
     tracker = options.tracker
     if tracker is None:
@@ -214,6 +218,32 @@ def checkpoint_path(checkpoint_dir: str | Path, variant: Variant, max_steps: int
     return Path(checkpoint_dir) / f"{run_key(variant, max_steps)}.pt"
 
 
+def resume_note(variant: Variant, checkpoint: Path, resume: bool, resumed: bool, epoch: int) -> str:
+    """What a run does with checkpoints: which one and which epoch it resumes from, or that it
+    starts fresh and why (no checkpoint of these settings; those of the same variant with other
+    settings are named, with what differs; or --resume was not asked for)."""
+    if resumed:
+        return f"resuming from {checkpoint} after epoch {epoch} of {variant.epochs}"
+    if checkpoint.exists():
+        return (
+            f"starting fresh: {checkpoint} holds this run after epoch "
+            f"{load_checkpoint(checkpoint)['epoch']} and will be overwritten "
+            "(--resume continues it)"
+        )
+    note = f"starting fresh: no checkpoint of these settings in {checkpoint.parent}"
+    if not resume:
+        return note
+    ours = resumable_settings(variant.params())
+    others = []
+    for path in sorted(checkpoint.parent.glob(f"{variant.name}-*.pt")):
+        theirs = resumable_settings(load_checkpoint(path)["variant"])
+        changed = sorted(k for k in ours if ours[k] != theirs.get(k)) or ["--max-steps"]
+        others.append(f"{path.name} (differs in {', '.join(changed)})")
+    if others:
+        note += f"; not resumed, being of other settings: {'; '.join(others)}"
+    return note
+
+
 def _checkpoint_path(options: RunOptions, variant: Variant) -> Path | None:
     if options.checkpoint_dir is None:
         return None
@@ -270,17 +300,20 @@ def format_report(report: EpochReport, epochs: int) -> str:
 
 
 def format_summary(variant: Variant, reports: list[EpochReport]) -> str:
+    """One line: the reported test accuracy (at the best validation epoch when the run holds
+    validation images out, else the last), how the run ended, the test-selected best beside it."""
     s = run_summary(variant, reports)
-    selected = (
-        f"error {s['selected_test_error']:.2f}% at the best validation epoch "
-        f"{s['selected_epoch']}, final {s['final_test_error']:.2f}%"
+    error = s["selected_test_error"]
+    where = (
+        f"at the best validation epoch, {s['selected_epoch']} of {s['epochs_run']}"
         if s["selected_val_error"] is not None
-        else f"final test error {s['final_test_error']:.2f}%"
+        else f"after {s['epochs_run']} epochs"
     )
-    ended = {"patience": "stopped by the stop rule", "budget": "the epoch budget spent"}
+    ended = {"patience": "ended by the stop rule", "budget": "the epoch budget spent"}
     return (
         f"{variant.name} on {variant.dataset}, {variant.labels} labels, seed {variant.seed}: "
-        f"{selected} (best {s['best_test_error_test_selected']:.2f}%, test-selected) after "
-        f"{s['epochs_run']} epochs ({ended.get(s['stopped_by'], 'unfinished')}); "
+        f"test accuracy {100 - error:.2f}% (error {error:.2f}%) {where} "
+        f"({ended.get(s['stopped_by'], 'unfinished')}); best "
+        f"{100 - s['best_test_error_test_selected']:.2f}% (test-selected, for comparison); "
         f"{s['final_samples_per_sec']:,.0f} rows/s; {s['train_seconds']:.1f} s training"
     )

@@ -9,7 +9,6 @@ RDB URL (PostgreSQL for several machines) lets many `m2h search` processes share
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -19,10 +18,11 @@ from typing import Any
 
 import optuna
 
+from harness.machine import default_threads
 from harness.runner import RunOptions, run_variant
 from harness.space import Space, describe, narrow, suggest
 from harness.tracking import RunStopped, Tracker, local_server
-from harness.variants import create_variant, save_user_variant, search_space
+from harness.variants import create_variant, round_float, save_user_variant, search_space
 from harness.workers import process_pool
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -99,14 +99,37 @@ class SearchSpec:
     enqueue: list[dict[str, Any]] = field(default_factory=list)
 
 
+OBJECTIVE = "validation accuracy"
+
+
 def load_study(spec: SearchSpec) -> optuna.Study:
-    return optuna.create_study(
+    """Open (or create) the study; its objective is named, so optuna-dashboard labels it."""
+    study = optuna.create_study(
         storage=open_storage(spec.storage),
         study_name=spec.study,
         direction="maximize",
         pruner=make_pruner(spec.pruner),
         load_if_exists=True,
     )
+    if study.metric_names != [OBJECTIVE]:
+        study.set_metric_names([OBJECTIVE])
+    return study
+
+
+def trial_line(trial: optuna.trial.FrozenTrial) -> str:
+    """One line for a finished trial: its number, state, value and parameters."""
+    params = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items()
+    )
+    state = trial.state.name.lower()
+    value = f" {OBJECTIVE} {100 * trial.value:.2f}%" if trial.value is not None else ""
+    if trial.state == optuna.trial.TrialState.PRUNED and trial.last_step is not None:
+        value = f" after epoch {trial.last_step}"
+    return f"trial {trial.number} {state}:{value} ({params})"
+
+
+def print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    print(trial_line(trial), flush=True)
 
 
 def counted_trials(study: optuna.Study) -> int:
@@ -183,7 +206,7 @@ def work(spec: SearchSpec) -> None:
     while counted_trials(study) < spec.trials:
         if deadline is not None and time.monotonic() > deadline:
             break
-        study.optimize(run_trial, n_trials=1)
+        study.optimize(run_trial, n_trials=1, callbacks=[print_trial])
 
 
 def retry_interrupted(study: optuna.Study) -> int:
@@ -261,10 +284,10 @@ def run_search(spec: SearchSpec, jobs: int = 1, echo: Callable[[str], Any] = pri
 
 
 def _run_workers(spec: SearchSpec, jobs: int) -> None:
+    spec = replace(spec, threads=spec.threads or default_threads(jobs))
     if jobs <= 1:
         work(spec)
         return
-    spec = replace(spec, threads=max(1, (os.cpu_count() or 1) // jobs))
     with process_pool(jobs) as pool:
         for future in [pool.submit(work, spec) for _ in range(jobs)]:
             future.result()
@@ -304,4 +327,5 @@ def export_best(study: optuna.Study, base: str, name: str, path: Path | None = N
         f"Best trial {best.number} of Optuna study {study.study_name!r} over {base}: "
         f"validation accuracy {100 * best.value:.2f}%."
     )
-    return save_user_variant(name, base, dict(best.params), description, path)
+    settings = {k: round_float(v) for k, v in best.params.items()}
+    return save_user_variant(name, base, settings, description, path)

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from harness.variants import Variant
 
 
+EXPERIMENT_KIND = "mlflow.experimentKind"  # the UI's view of an experiment (MLflow 3)
+
+
 class TrackingError(RuntimeError):
     """A tracking store that cannot be opened or written."""
 
@@ -82,10 +85,15 @@ class Tracker:
     """A handle on one MLflow store and experiment."""
 
     def __init__(
-        self, uri: str | None = None, experiment: str = "runs", store: str | None = None
+        self,
+        uri: str | None = None,
+        experiment: str = "runs",
+        store: str | None = None,
+        description: str = "",
     ) -> None:
         """`store` names the store behind `uri` when `uri` is a local server in front of it
-        (so checkpoints still find their runs when the server's port changes)."""
+        (so checkpoints still find their runs when the server's port changes); `description`
+        is the experiment's, shown above its runs in the UI."""
         import mlflow  # noqa: F401  (a clear ImportError here, not in the trainer)
         from mlflow import MlflowClient
 
@@ -119,10 +127,21 @@ class Tracker:
                     if found is not None
                     else self.client.create_experiment(experiment, artifact_location=artifacts)
                 )
+                self._tag_experiment(found.tags if found is not None else {}, description)
         except Exception as err:
             raise TrackingError(
                 f"cannot open or write the tracking store {self.uri}: {str(err).splitlines()[0]}"
             ) from None
+
+    def _tag_experiment(self, tags: dict[str, str], description: str) -> None:
+        """Open the experiment on MLflow's runs table (its machine-learning view, not the GenAI
+        one MLflow 3 picks for an experiment of unknown kind), with its description."""
+        wanted = {EXPERIMENT_KIND: "custom_model_development"}
+        if description:
+            wanted["mlflow.note.content"] = description
+        for key, value in wanted.items():
+            if tags.get(key) != value:
+                self.client.set_experiment_tag(self.experiment_id, key, value)
 
     # runs -----------------------------------------------------------------------------------
     def create_run(
@@ -248,8 +267,8 @@ class Tracker:
         ]:
             self.client.log_figure(run_id, figure, name)
             figures.close(figure)
-        if checkpoint is not None and checkpoint.exists():
-            self.client.log_artifact(run_id, str(checkpoint), "checkpoint")
+        if checkpoint is not None:  # named, not copied: a checkpoint is tens of MB
+            self.client.set_tag(run_id, "checkpoint", str(checkpoint.resolve()))
 
     def log_record(
         self, record: RunRecord, name: str, tags: dict[str, str], parent_run_id: str | None

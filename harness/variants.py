@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import os
 import tomllib
@@ -125,6 +126,35 @@ class Variant:
 STOP_SETTINGS = ("epochs", "patience", "min_delta")
 
 
+def round_float(value: Any, digits: int = 4) -> Any:
+    """A float to `digits` significant digits (what a person reads and a search resolves);
+    anything else as it is."""
+    return float(f"{value:.{digits}g}") if isinstance(value, float) else value
+
+
+# the settings that only matter for some variants, with the test that says they do
+APPLIES: dict[str, Callable[[Variant], bool]] = {
+    "y_term": lambda v: v.estimator in ("gumbel", "gumbel-st"),
+    "temperature": lambda v: v.estimator in ("gumbel", "gumbel-st"),
+    "temperature_schedule": lambda v: v.estimator in ("gumbel", "gumbel-st"),
+    "temperature_min": lambda v: v.temperature_schedule == "anneal",
+    "anneal_rate": lambda v: v.temperature_schedule == "anneal",
+    "anneal_every": lambda v: v.temperature_schedule == "anneal",
+    "alpha_warmup_epochs": lambda v: v.alpha_schedule != "constant",
+    "z_dim": lambda v: v.estimator != "supervised",
+    "term_weighting": lambda v: v.estimator != "supervised",
+    "batch_size": lambda v: v.batch_rule == "fixed",
+    "labelled_batch_size": lambda v: v.batch_rule == "fixed",
+    "min_delta": lambda v: v.patience > 0,
+}
+
+
+def applicable_params(variant: Variant) -> dict[str, Any]:
+    """The settings that change what `variant` does (a temperature means nothing to exact
+    marginalisation, an annealing rate nothing to a fixed temperature)."""
+    return {k: v for k, v in variant.params().items() if APPLIES.get(k, lambda _: True)(variant)}
+
+
 def resumable_settings(params: dict[str, Any]) -> dict[str, Any]:
     """The settings a checkpoint must share to be continued: all but the epoch budget and the
     stop rule (they decide when training ends, not what it does), so a longer run, or one with
@@ -132,6 +162,7 @@ def resumable_settings(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k not in STOP_SETTINGS}
 
 
+@functools.cache
 def _field_types() -> dict[str, Any]:
     return typing.get_type_hints(Variant)
 
@@ -187,6 +218,7 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
 _REGISTRY: dict[str, Variant] = {}
 _SPACES: dict[str, dict[str, Any]] = {}
 USER_VARIANTS_ENV = "M2H_VARIANTS"
+DATA_ROOT_ENV = "M2_DATA_ROOT"  # where the datasets live (data.py), set before any torch import
 
 
 def register_variant(

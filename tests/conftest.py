@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("M2_DATA_ROOT") or REPO.parent / "shared" / "data")
@@ -24,5 +26,45 @@ def mnist(data_root):
 
 
 @pytest.fixture(autouse=True)
-def _data_root_env(monkeypatch, data_root):
-    monkeypatch.setenv("M2_DATA_ROOT", str(data_root))
+def _isolated(monkeypatch, tmp_path_factory):
+    """Every test runs in a temporary folder of its own (a run's checkpoints, store and records
+    land there, never in the repository), and sees the data root as an absolute path, so every
+    m2h it starts finds the data wherever it runs; tests that need the files ask for
+    `data_root` or `mnist`, the others run without them."""
+    monkeypatch.setenv("M2_DATA_ROOT", str(DATA_ROOT.resolve()))
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
+def _tree_state() -> set[str]:
+    """The repository's changed, untracked and ignored paths, build caches left out."""
+    out = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    ).stdout
+    caches = ("__pycache__", ".pytest_cache", ".egg-info", ".ruff_cache", ".benchmarks", ".nox")
+    return {line for line in out.splitlines() if not any(c in line for c in caches)}
+
+
+def pytest_sessionstart(session):
+    session.config.stash[_TREE] = _tree_state()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if the tests left anything in the working tree."""
+    left = _tree_state() - session.config.stash.get(_TREE, set())
+    if left:
+        print("\ntests left these in the working tree:\n  " + "\n  ".join(sorted(left)))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_TREE = pytest.StashKey[set]()
+
+
+@pytest.fixture(scope="session")
+def generated():
+    """Generated MNIST-shaped splits with a validation split (no files needed)."""
+    from harness.bench import synthetic_splits
+
+    return synthetic_splits(torch.device("cpu"), train=1200, test=200, validation=200)

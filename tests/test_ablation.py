@@ -31,8 +31,15 @@ def test_shipped_ablations_load_and_expand():
     assert {"estimator", "temperature", "alpha", "labels", "y-term"} <= set(available())
     labels = load_ablation("labels")
     cells = [c.name for c in labels.cells()]
-    assert "paper-exact[labels=3000]" in cells and "supervised-only[labels=600]" in cells
-    assert len(cells) == 4 * 4  # three variants and the control, four label counts each
+    assert "exact[labels=3000]" in cells and "supervised-only[labels=600]" in cells
+    assert len(cells) == 3 * 4  # two variants and the control, four label counts each
+    seeds = {c.variant: labels.seeds_of(c) for c in labels.cells()}
+    assert seeds == {
+        "exact": [0, 1, 2, 3, 4],
+        "gumbel-st": [0, 1, 2],
+        "supervised-only": [0, 1, 2, 3, 4],
+    }
+    assert {labels.variant(c, 0).patience for c in labels.cells()} == {10}
     alpha = load_ablation("alpha")
     assert len([c for c in alpha.cells() if not c.control]) == 6  # 3 schedules x 2 scales
     assert [c.name for c in alpha.cells() if c.control] == ["supervised-only"]
@@ -90,8 +97,8 @@ def test_tiny_ablation_end_to_end_from_the_command_line(tiny, tmp_path, monkeypa
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
     assert parent.info.status == "FINISHED"
 
-    (tmp_path / "results").mkdir()
-    assert main(["table", str(tiny), *base]) == 0
+    assert len(list((tmp_path / "results" / "runs").glob("*.json"))) == 4  # a record a run
+    assert main(["table", str(tiny), "--max-steps", "2"]) == 0
     import pandas as pd
 
     table = pd.read_csv(tmp_path / "results" / "tiny.csv")
@@ -102,15 +109,17 @@ def test_tiny_ablation_end_to_end_from_the_command_line(tiny, tmp_path, monkeypa
     assert table["seeds"].tolist() == [2, 2]
     for row in table.itertuples():
         errors = [
-            r.data.metrics["final_test_error"] for r in children if r.data.tags["cell"] == row.cell
+            r.data.metrics["selected_test_error"]
+            for r in children
+            if r.data.tags["cell"] == row.cell
         ]
         assert row.test_error_mean == pytest.approx(sum(errors) / 2)
         assert row.test_error_std == pytest.approx(pd.Series(errors).std())
     md = (tmp_path / "results" / "tiny.md").read_text()
-    assert "m2h ablate tiny --seeds 0 1 --epochs 1 --max-steps 2" in md
+    assert "m2h ablate tiny --seeds 0 1 --max-steps 2" in md
     assert "tiny" in (tmp_path / "results" / "README.md").read_text()
 
-    assert main(["plot", str(tiny), *base]) == 0
+    assert main(["plot", str(tiny), "--max-steps", "2"]) == 0
     from PIL import Image
 
     for name in ["tiny_curves.png", "tiny_final.png"]:
@@ -127,15 +136,19 @@ def test_an_interrupted_ablation_resumes_without_repeating_finished_cells(
     real = ablation_module._run_job
     calls = []
 
-    def interrupt_third(job):
-        calls.append((job["cell"], job["variants"][0]["seed"]))
+    def interrupt_third(job, where):
+        calls.append((job.cell.name, job.variants[0].seed))
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(job)
+        return real(job, where)
 
     monkeypatch.setattr(ablation_module, "_run_job", interrupt_third)
     kw = dict(
-        tracking_uri=store, max_steps=2, checkpoint_dir=tmp_path / "ckpt", echo=lambda *a: None
+        tracking_uri=store,
+        max_steps=2,
+        checkpoint_dir=tmp_path / "ckpt",
+        results_dir=tmp_path / "results",
+        echo=lambda *a: None,
     )
     with pytest.raises(KeyboardInterrupt):
         run_ablation(ablation, **kw)
@@ -158,6 +171,7 @@ def test_a_stacked_ablation_trains_each_cells_seeds_together(tiny, tmp_path):
         max_steps=2,
         stack=True,
         checkpoint_dir=tmp_path / "ckpt",
+        results_dir=tmp_path / "results",
         echo=lambda *a: None,
     )
     outcomes = run_ablation(load_ablation(str(tiny)), **kw)
@@ -194,6 +208,7 @@ def test_parallel_jobs_log_every_run_through_a_local_server(tiny, tmp_path):
         max_steps=2,
         jobs=2,
         checkpoint_dir=tmp_path / "ckpt",
+        results_dir=tmp_path / "results",
         echo=lambda *a: None,
     )
     assert [o.status for o in outcomes] == ["finished"] * 4, outcomes
@@ -230,6 +245,8 @@ def test_two_ablations_writing_to_one_store_at_once_lose_nothing(tmp_path):
                     store,
                     "--checkpoint-dir",
                     str(tmp_path / name),
+                    "--out",
+                    str(tmp_path / name / "results"),
                 ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -276,6 +293,8 @@ def test_a_cell_with_a_nan_loss_fails_alone_and_the_ablation_goes_on(
                 store,
                 "--checkpoint-dir",
                 str(tmp_path / "ckpt"),
+                "--out",
+                str(tmp_path / "results"),
             ]
         )
         == 1
@@ -292,11 +311,12 @@ def test_a_cell_with_a_nan_loss_fails_alone_and_the_ablation_goes_on(
     assert by_cell == {"exact": {"FINISHED"}, "supervised-only": {"FAILED"}}
 
 
-def test_two_ablations_sharing_a_cell_each_run_it_under_their_own_parent(tmp_path):
-    """A cell of one ablation (same variant, same budget) never continues another's run."""
+def test_two_ablations_sharing_a_cell_each_log_it_under_their_own_parent(tmp_path):
+    """A cell of one ablation (same variant, same budget) is trained once; the second ablation
+    reuses its record and logs it under its own parent run, never into the first one's."""
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(store)
-    for name in ["first", "second"]:
+    for name, status in [("first", "finished"), ("second", "skipped")]:
         path = tmp_path / f"{name}.toml"
         path.write_text(TINY)
         outcomes = run_ablation(
@@ -304,9 +324,10 @@ def test_two_ablations_sharing_a_cell_each_run_it_under_their_own_parent(tmp_pat
             tracking_uri=store,
             max_steps=2,
             checkpoint_dir=tmp_path / "ckpt",
+            results_dir=tmp_path / "results",
             echo=lambda *a: None,
         )
-        assert [o.status for o in outcomes] == ["finished"] * 4, outcomes
+        assert [o.status for o in outcomes] == [status] * 4, outcomes
         runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
         (parent,) = [r for r in runs if r.data.tags.get("m2h.role") == "ablation"]
         children = client.search_runs(

@@ -35,7 +35,10 @@ def test_fused_step_does_less_arithmetic_than_the_loop_over_classes():
     assert looped - fused == pytest.approx(x_part_per_class, rel=0.02)
 
 
-def test_side_by_side_and_the_bench_command(capsys, data_root):
+def test_side_by_side_and_the_bench_command(capsys, data_root, monkeypatch):
+    from harness import machine
+
+    monkeypatch.setattr(machine, "load", lambda: 0.0)  # a quiet machine: the ratio is printed
     device = torch.device("cpu")
     splits = synthetic_splits(device, train=2000, test=100)
     peak, ours, theirs = side_by_side(create_variant("exact"), splits, device, repeats=2)
@@ -45,9 +48,16 @@ def test_side_by_side_and_the_bench_command(capsys, data_root):
     out = capsys.readouterr().out
     assert "matmul peak" in out and "speed-up of the harness over the reference:" in out
     assert main(["bench", "gumbel-st", "--repeats", "2"]) == 1
+    monkeypatch.setattr(machine, "load", lambda: 5.0)  # a busy one: no misleading ratio
+    assert main(["bench", "exact", "--repeats", "2", "--data-root", str(data_root)]) == 0
+    out = capsys.readouterr().out
+    assert "no ratio: the machine is busy" in out and "speed-up" not in out
 
 
-def test_stacked_side_by_side_counts_every_seeds_work(capsys, data_root):
+def test_stacked_side_by_side_counts_every_seeds_work(capsys, data_root, monkeypatch):
+    from harness import machine
+
+    monkeypatch.setattr(machine, "load", lambda: 0.0)
     device = torch.device("cpu")
     splits = synthetic_splits(device, train=2000, test=100)
     variant = create_variant("tutorial-gumbel")

@@ -3,21 +3,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 
 from harness.cli import main
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def m2h(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`m2h ARGS` in a fresh temporary folder (a run leaves its checkpoint and store there, never
+    in the repository)."""
     return subprocess.run(
         [sys.executable, "-m", "harness", *args],
         capture_output=True,
         text=True,
-        cwd=REPO_ROOT,
+        cwd=tempfile.mkdtemp(prefix="m2h-test-"),
         env={**os.environ, **(env or {})},
         timeout=timeout,
     )
@@ -75,7 +76,7 @@ def test_core_runs_without_mlflow_or_optuna(tmp_path):
         " '--no-track']))"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300
     )
     assert done.returncode == 0, done.stderr
     assert "exact on mnist, 100 labels, seed 0: test accuracy" in done.stdout
@@ -115,7 +116,7 @@ def test_sigterm_mid_epoch_then_resume_ends_with_the_uninterrupted_numbers(tmp_p
     ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", *args],
-        cwd=REPO_ROOT,
+        cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -158,8 +159,6 @@ def test_unwritable_folders_are_clear_errors_before_any_work(tmp_path, capsys):
                 "estimator",
                 "--out",
                 str(blocker / "results"),
-                "--tracking-uri",
-                f"sqlite:///{tmp_path / 'm.db'}",
             ]
         )
         == 1
@@ -224,8 +223,6 @@ def test_the_tutorial_variant_reproduces_the_pixyz_tutorial():
         "--epochs",
         "3",
         "--no-track",
-        "--checkpoint-dir",
-        os.path.join(REPO_ROOT, "runs", "test-tutorial"),
     )
     assert done.returncode == 0, done.stderr
     accuracies = [
@@ -236,3 +233,82 @@ def test_the_tutorial_variant_reproduces_the_pixyz_tutorial():
     assert len(accuracies) == 3
     assert all(74.0 <= a <= 84.0 for a in accuracies), accuracies
     assert accuracies[-1] >= 76.0, accuracies
+
+
+def test_a_run_says_whether_it_resumes_and_from_what(capsys, mnist):
+    quick = ["run", "exact", "--no-track", "--max-steps", "2"]
+    assert main([*quick, "--epochs", "1"]) == 0
+    assert "starting fresh: no checkpoint of these settings" in capsys.readouterr().out
+    assert main(["run", "exact", "--no-track", "--epochs", "2", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "starting fresh: no checkpoint of these settings" in out
+    assert "not resumed, being of other settings" in out and "differs in --max-steps" in out
+    assert main([*quick, "--epochs", "2", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming from checkpoints/runs/exact-" in out and "after epoch 1 of 2" in out
+    assert "epoch   1/2" not in out and "epoch   2/2" in out  # only the missing epoch trained
+    assert main([*quick, "--epochs", "2", "--set", "lr=3e-4", "--resume"]) == 0
+    assert "differs in lr" in capsys.readouterr().out  # never continued: other settings
+    assert main([*quick, "--epochs", "2"]) == 0
+    assert "will be overwritten (--resume continues it)" in capsys.readouterr().out
+
+
+def test_a_relative_data_root_means_the_same_folder_in_every_child_process(
+    monkeypatch, tmp_path, data_root
+):
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "data").symlink_to(data_root)
+    monkeypatch.chdir(tmp_path / "here")
+    monkeypatch.setenv("M2_DATA_ROOT", "data")
+    assert main(["list"]) == 0
+    assert os.environ["M2_DATA_ROOT"] == str(tmp_path / "here" / "data")  # children inherit it
+
+
+def test_show_leaves_out_the_settings_that_do_not_apply(capsys):
+    assert main(["show", "exact"]) == 0
+    shown = {line.split()[0] for line in capsys.readouterr().out.splitlines() if line[:2] == "  "}
+    assert "temperature" not in shown and "anneal_rate" not in shown and "lr" in shown
+    assert main(["show", "gumbel-anneal"]) == 0
+    shown = {line.split()[0] for line in capsys.readouterr().out.splitlines() if line[:2] == "  "}
+    assert {"temperature", "anneal_rate", "temperature_min"} <= shown
+    assert main(["show", "exact", "--all"]) == 0
+    assert "temperature" in capsys.readouterr().out
+
+
+def test_show_into_a_closed_pipe_is_not_an_error():
+    done = subprocess.run(
+        f"{sys.executable} -m harness show paper-exact | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.startswith("paper-exact:")
+
+
+def test_listing_variants_imports_neither_torch_nor_mlflow():
+    code = (
+        "import sys\nfrom harness.cli import main\nmain(['list']); main(['show', 'exact'])\n"
+        "print(sorted(m for m in ('torch', 'mlflow', 'optuna', 'pandas') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_list_rounds_its_floats(capsys, monkeypatch, tmp_path):
+    from harness import variants
+    from harness.variants import Variant, register_variant
+
+    monkeypatch.setattr(variants, "_REGISTRY", dict(variants._REGISTRY))
+    register_variant("tuned", Variant(lr=0.000123456789, alpha=0.87654321))
+    assert main(["list"]) == 0
+    (row,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("tuned")]
+    assert "0.0001235" in row and "0.8765" in row and "0.000123456789" not in row
+
+
+def test_a_table_touches_no_mlflow_store(tmp_path, capsys):
+    assert main(["table", "estimator", "--out", str(tmp_path / "results")]) == 1
+    assert "no run records" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.db"))

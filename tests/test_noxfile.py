@@ -21,7 +21,7 @@ def test_nox_lists_every_session_with_its_description():
         for line in done.stdout.splitlines()
         if "->" in line
     }
-    assert set(listed) >= {"ablate", "table", "plot", "ui", "tests", "lint", "bench"}
+    assert set(listed) >= {"ablate", "table", "plot", "load", "ui", "tests", "lint", "bench"}
     assert all(listed.values())
 
 

@@ -47,6 +47,11 @@ def test_a_small_study_end_to_end_in_optuna_and_mlflow(tmp_path, monkeypatch, ca
     assert "best trial" in out and "test accuracy" in out
     trials = _trials(storage, "s")
     assert len(trials) == 3 and all(t.params["hidden"] == 256 for t in trials)
+    lines = [line for line in out.splitlines() if line.startswith("trial ")]
+    assert len(lines) == 3  # one line per finished trial, as it finishes
+    assert any("complete: validation accuracy" in line and "lr=" in line for line in lines)
+    study = optuna.load_study(study_name="s", storage=open_storage(storage))
+    assert study.metric_names == ["validation accuracy"]  # what optuna-dashboard shows
     client = mlflow.MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("s").experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get("m2h.role") == "search"]

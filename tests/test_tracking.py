@@ -68,7 +68,11 @@ def test_a_run_is_logged_and_found_again(store, tmp_path, monkeypatch):
     ]:
         assert len(client.get_metric_history(row["run_id"], metric)) == 2, metric
     artifacts = {a.path for a in client.list_artifacts(row["run_id"])}
-    assert {"confusion_matrix.png", "analogies.png", "config.json", "checkpoint"} <= artifacts
+    assert {"confusion_matrix.png", "analogies.png", "config.json"} <= artifacts
+    assert "checkpoint" not in artifacts  # named by a tag, not stored a second time
+    assert Path(row["tags.checkpoint"]).exists()
+    experiment = client.get_experiment_by_name("found-again")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # runs view
     config = mlflow.artifacts.load_dict(f"runs:/{row['run_id']}/config.json")
     assert config["temperature"] == 0.3 and config["estimator"] == "exact"
     png = client.download_artifacts(row["run_id"], "confusion_matrix.png", str(tmp_path))
@@ -129,7 +133,7 @@ def test_stacked_seeds_are_each_their_own_run(store, tmp_path, monkeypatch):
         assert run.data.params["seed"] == seed and run.data.tags["stacked_seeds"] == "3,5"
         assert 0 < run.data.metrics["test_accuracy"] <= 1
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"confusion_matrix.png", "analogies.png", "config.json", "checkpoint"} <= artifacts
+        assert {"confusion_matrix.png", "analogies.png", "config.json"} <= artifacts
     assert runs["3"].data.metrics["train_loss"] != runs["5"].data.metrics["train_loss"]
 
     assert main(["run", "exact", "--seeds", "3", "5", "--epochs", "2", "--resume", *common]) == 0

@@ -1,0 +1,176 @@
+"""Run records: written by finished runs, read back into tables with no MLflow store, merged
+across machines, reused across ablations, loaded into MLflow."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from harness.ablation import load_ablation
+from harness.cli import main
+from harness.records import cell_key, find_records, make_record, read_record, write_record
+from harness.variants import create_variant
+from tests.test_stopping import history
+
+TWO_CELLS = """
+description = "one estimator and the control, stop rule on"
+variants = ["exact"]
+controls = ["supervised-only"]
+seeds = [0, 1]
+epochs = 4
+
+[seeds_by_variant]
+supervised-only = [0]
+
+[set]
+labels = 100
+validation = 200
+patience = 2
+"""
+
+MACHINE = {"git_commit": "a" * 40, "git_dirty": "False", "device_name": "cpu (test, 2 cores)"}
+
+
+@pytest.fixture
+def ablation_file(tmp_path):
+    path = tmp_path / "two.toml"
+    path.write_text(TWO_CELLS)
+    return path
+
+
+def write_runs(ablation_file, results, machine=MACHINE, seeds=None):
+    """Records of made-up runs for every cell and seed of the ablation."""
+    ablation = load_ablation(str(ablation_file))
+    for cell in ablation.cells():
+        for seed in seeds or ablation.seeds_of(cell):
+            variant = ablation.variant(cell, seed)
+            errors = [30.0, 20.0 - seed, 21.0, 22.0] if not cell.control else [30.0, 29.0, 31.0]
+            record = make_record(variant, history(errors), machine)
+            write_record(results / "runs", record)
+
+
+def test_a_record_reads_back_as_written(tmp_path):
+    variant = create_variant("exact", {"validation": 100, "patience": 3, "seed": 4})
+    record = make_record(variant, history([30.0, 20.123456789, 25.0]), MACHINE, max_steps=7)
+    path = write_record(tmp_path, record)
+    assert path.name == f"exact-{cell_key(variant, 7)}-s4.json"
+    again = read_record(path)
+    assert again.variant == variant and again.max_steps == 7
+    assert again.made["git_commit"] == "a" * 40 and "finished" in again.made
+    assert again.history == record.history
+    assert again.history[1].test_error == 20.1235  # six significant digits, as stored
+    stored = json.loads(path.read_text())
+    assert stored["outcome"]["selected_epoch"] == again.outcome["selected_epoch"] == 2
+    assert len(path.read_text().splitlines()) < 80  # one line per epoch: a diff reads by epoch
+
+
+def test_the_cell_key_holds_every_setting_but_the_seed():
+    base = create_variant("exact", {"validation": 100})
+    assert cell_key(base, None) == cell_key(base.replace(seed=3), None)
+    for change in [{"epochs": 11}, {"patience": 4}, {"min_delta": 0.5}, {"lr": 3e-4}]:
+        assert cell_key(base.replace(**change), None) != cell_key(base, None)
+    assert cell_key(base, 5) != cell_key(base, None)
+
+
+def test_a_table_is_rebuilt_from_records_alone_and_merges_machines(ablation_file, tmp_path):
+    results = tmp_path / "results"
+    write_runs(ablation_file, results, seeds=[0])
+    other = {**MACHINE, "git_commit": "b" * 40, "device_name": "NVIDIA H100"}
+    write_runs(ablation_file, results, machine=other, seeds=[1])
+    assert not list(tmp_path.glob("*.db"))
+    assert main(["table", str(ablation_file), "--out", str(results)]) == 0
+    table = pd.read_csv(results / "two.csv")
+    assert table["cell"].tolist() == ["exact", "supervised-only"]
+    exact = table.iloc[0]
+    # best validation epoch 2 for both seeds: test errors 20 and 19
+    assert exact.test_error_mean == pytest.approx(19.5)
+    assert exact.test_error_std == pytest.approx(pd.Series([20.0, 19.0]).std())
+    assert exact.seeds == 2 and exact.stopped_by_rule == 2  # patience 2 after epoch 2
+    md = (results / "two.md").read_text()
+    assert f"{'a' * 40} (2 runs); {'b' * 40} (2 runs)" in md  # the control has seeds 0 and 1
+    assert "NVIDIA H100 (2 runs)" in md and "cpu (test, 2 cores) (2 runs)" in md
+    assert "m2h ablate two --seeds 0 1" in md
+    before = md
+    assert main(["table", str(ablation_file), "--out", str(results)]) == 0
+    assert (results / "two.md").read_text() == before  # the same records, the same file
+
+    assert main(["plot", str(ablation_file), "--out", str(results)]) == 0
+    assert (results / "two_curves.png").stat().st_size > 10_000
+
+
+def test_a_table_at_a_budget_with_no_records_names_the_budgets_there(
+    ablation_file, tmp_path, capsys
+):
+    write_runs(ablation_file, tmp_path)
+    assert main(["table", str(ablation_file), "--out", str(tmp_path), "--epochs", "9"]) == 1
+    err = capsys.readouterr().err
+    assert "no run records at --epochs 9" in err and "records at --epochs 4" in err
+
+
+def test_m2h_load_puts_records_into_mlflow_once(ablation_file, tmp_path, capsys):
+    mlflow = pytest.importorskip("mlflow")
+    write_runs(ablation_file, tmp_path)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["load", str(ablation_file), "--out", str(tmp_path), "--tracking-uri", store]
+    assert main(args) == 0
+    assert "3 run records loaded" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "0 run records loaded" in capsys.readouterr().out
+    client = mlflow.MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("two").experiment_id])
+    children = [r for r in runs if r.data.tags.get("m2h.role") != "ablation"]
+    assert len(children) == 3 and {r.info.status for r in children} == {"FINISHED"}
+    exact0 = next(
+        r for r in children if r.data.tags["cell"] == "exact" and r.data.tags["seed"] == "0"
+    )
+    assert exact0.data.params["git_commit"] == "a" * 40
+    assert exact0.data.metrics["selected_test_error"] == 20.0
+    assert [m.value for m in client.get_metric_history(exact0.info.run_id, "test_error")] == [
+        30.0,
+        20.0,
+        21.0,
+        22.0,
+    ]
+
+
+def test_a_cell_finished_in_one_ablation_is_reused_by_another(ablation_file, tmp_path, mnist):
+    """The same resolved settings, seed and budget: the second ablation trains nothing and
+    logs the first one's run under its own parent."""
+    from harness.ablation import run_ablation
+
+    mlflow = pytest.importorskip("mlflow")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = tmp_path / "first.toml"
+    first.write_text(TWO_CELLS.replace("epochs = 4", "epochs = 1"))
+    second = tmp_path / "second.toml"
+    second.write_text(
+        TWO_CELLS.replace("epochs = 4", "epochs = 1").replace('"exact"', '"gumbel-st"')
+    )
+    kw = dict(
+        tracking_uri=store,
+        max_steps=2,
+        results_dir=tmp_path / "results",
+        checkpoint_dir=tmp_path / "ckpt",
+        echo=lambda *a: None,
+    )
+    outcomes = run_ablation(load_ablation(str(first)), **kw)
+    assert sorted(o.status for o in outcomes) == ["finished"] * 3
+    outcomes = run_ablation(load_ablation(str(second)), **kw)
+    statuses = {(o.cell, o.seed): o.status for o in outcomes}
+    assert statuses == {
+        ("gumbel-st", 0): "finished",
+        ("gumbel-st", 1): "finished",
+        ("supervised-only", 0): "skipped",
+    }
+    records = find_records(
+        tmp_path / "results" / "runs",
+        load_ablation(str(second)).variant(load_ablation(str(second)).cells()[1], 0),
+        2,
+    )
+    assert len(records) == 1
+    client = mlflow.MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("second").experiment_id])
+    reused = [r for r in runs if r.data.tags.get("cell") == "supervised-only"]
+    assert len(reused) == 1 and reused[0].data.tags["m2h.loaded_from"] == records[0].path.name
