@@ -12,7 +12,7 @@ from harness.loss import m2_loss
 from harness.model import M2
 from harness.reference import reference_exact_loss
 from harness.stacked import StackedTrainer
-from harness.trainer import Trainer, _synchronize
+from harness.trainer import Trainer, synchronize
 from harness.variants import create_variant
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -42,7 +42,7 @@ def splits(device):
 def _record(benchmark, fn, device, rows, peak, seeds=1):
     def timed():
         fn()
-        _synchronize(device)
+        synchronize(device)
 
     benchmark.pedantic(timed, rounds=30, warmup_rounds=3, iterations=1)
     seconds = benchmark.stats.stats.median

@@ -21,7 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from harness.data import Splits
 from harness.model import M2
 from harness.reference import reference_exact_loss
-from harness.trainer import Trainer, _synchronize, make_optimizer
+from harness.trainer import Trainer, make_optimizer, synchronize
 from harness.variants import Variant
 
 
@@ -70,10 +70,10 @@ def time_call(
         fn()
     samples = []
     for _ in range(repeats):
-        _synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         fn()
-        _synchronize(device)
+        synchronize(device)
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
 
@@ -96,14 +96,13 @@ def matmul_peak(
 
 def harness_step(trainer: Trainer) -> Callable[[], None]:
     """One training step exactly as the trainer runs it (batch indices drawn on the device)."""
-    order_u, order_l = trainer._epoch_order()
+    order_u, order_l = trainer.epoch_order()
     B, B_l = trainer.batch_size, trainer.labelled_batch
     steps = itertools.cycle(range(trainer.steps_per_epoch))
 
     def step() -> None:
         i = next(steps)
-        trainer.backward(order_u[..., i * B : (i + 1) * B], order_l[..., i * B_l : (i + 1) * B_l])
-        trainer.optimizer.step()
+        trainer.train_step(order_u[..., i * B : (i + 1) * B], order_l[..., i * B_l : (i + 1) * B_l])
 
     return step
 

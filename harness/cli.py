@@ -114,6 +114,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.seeds is not None and args.seed is not None:
         raise UsageError("give --seed or --seeds, not both")
+    if args.seeds is not None and (args.compile or args.cuda_graphs):
+        raise UsageError("--compile and --cuda-graphs are for one seed; stacked seeds run eagerly")
     variant = variant_from_args(args)
     verify_data(args, variant.dataset)
     set_threads(args)
@@ -127,17 +129,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         checkpoint_dir=Path(args.checkpoint_dir) / args.experiment,
         resume=args.resume,
         precision=args.precision,
+        compile=args.compile,
+        cuda_graphs=args.cuda_graphs,
         announce=print,
     )
-    if args.seeds is not None and args.compile:
-        raise UsageError("--compile is for one seed; stacked seeds run eagerly")
     if args.seeds is None:
         results = [
             run_variant(
                 variant,
                 options,
                 on_epoch_end=[lambda r: print(format_report(r, variant.epochs), flush=True)],
-                compile=args.compile,
             )
         ]
     else:
@@ -445,6 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--compile", action="store_true", help="torch.compile the loss (off by default)"
+    )
+    run.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="capture the whole training step as a CUDA graph and replay it (CUDA only)",
     )
     run.add_argument(
         "--resume",

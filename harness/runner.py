@@ -71,7 +71,9 @@ class RunOptions:
     parent_run_id: str | None = None
     checkpoint_dir: str | Path | None = DEFAULT_CHECKPOINT_DIR
     resume: bool = False
-    precision: str = "fp32"
+    precision: str = "fp32"  # the speed options: bf16 autocast, a compiled loss, CUDA graphs
+    compile: bool = False
+    cuda_graphs: bool = False
     records_dir: str | Path | None = None  # where a finished run leaves its record (records.py)
     announce: Callable[[str], Any] | None = None  # told whether a run resumes, and from what
 
@@ -83,11 +85,9 @@ def run_variant(
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
     on_epoch_end: Iterable[Callable[[EpochReport], Any]] = (),
-    compile: bool = False,
 ) -> RunResult:
     """Train `variant`, checkpointing every epoch; with `options.resume`, continue from the
-    checkpoint (and, when tracked, into the same MLflow run) if one exists. `compile` runs the
-    loss through torch.compile."""
+    checkpoint (and, when tracked, into the same MLflow run) if one exists."""
     torch_device, splits = _prepare(variant, options)
     trainer = Trainer(
         variant,
@@ -96,7 +96,8 @@ def run_variant(
         max_steps=options.max_steps,
         progress=options.progress,
         precision=options.precision,
-        compile=compile,
+        compile=options.compile,
+        cuda_graphs=options.cuda_graphs,
     )
     checkpoint = _checkpoint_path(options, variant)
     resumed = options.resume and checkpoint is not None and trainer.resume_from(checkpoint)
@@ -279,7 +280,11 @@ def _tracked_run(
     with tracker.run(run_name or variant.name, tags, parent_run_id, previous) as run_id:
         if checkpoint is not None:
             write_run_pointer(checkpoint, tracker, run_id)
-        speed = {"precision": trainer.precision, "compile": trainer.compiled}
+        speed = {
+            "precision": trainer.precision,
+            "compile": trainer.compiled,
+            "cuda_graphs": trainer.cuda_graphs,
+        }
         max_steps = options.max_steps or "none"
         tracker.log_start(run_id, variant, trainer.device, {"max_steps": max_steps, **speed})
         if resumed:

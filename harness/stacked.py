@@ -90,18 +90,18 @@ class StackedTrainer(Trainer):
         x_l, y_l, x_u = (torch.stack(part) for part in zip(*parts, strict=True))
         return x_l, y_l, x_u
 
-    def _epoch_order(self) -> tuple[Tensor, Tensor]:
-        orders = [super(StackedTrainer, self)._epoch_order() for _ in self.seeds]
+    def epoch_order(self) -> tuple[Tensor, Tensor]:
+        orders = [super(StackedTrainer, self).epoch_order() for _ in self.seeds]
         order_u, order_l = (torch.stack(part) for part in zip(*orders, strict=True))
         return order_u, order_l
 
     def _seed_at(self, where: tuple[int, ...]) -> int | None:
         return self.seeds[where[0]]
 
-    def backward(self, idx_u: Tensor, idx_l: Tensor) -> Tensor:
+    def forward_backward(self, idx_u: Tensor, idx_l: Tensor) -> Tensor:
         """The loss terms of every seed on its own batch ([S, len(TERMS)]) and their gradients."""
         rows = torch.arange(len(self.seeds), device=self.device)[:, None]
-        options = self._loss_options()
+        options = self.options_now()
 
         def seed_terms(params: dict[str, Tensor], x_l: Tensor, y_l: Tensor, x_u: Tensor) -> Tensor:
             return functional_call(self.model, params, (x_l, y_l, x_u, options))

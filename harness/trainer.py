@@ -92,12 +92,16 @@ def resolve_device(name: str | None = None) -> torch.device:
 
 
 def make_optimizer(
-    variant: Variant, params: Iterable[torch.nn.Parameter], fused: bool = True
+    variant: Variant,
+    params: Iterable[torch.nn.Parameter],
+    fused: bool = True,
+    capturable: bool = False,
 ) -> torch.optim.Optimizer:
     """Adam or AdamW; `fused` runs the whole update in one kernel per step (CPU and CUDA)
-    instead of a handful of element-wise ops per parameter."""
+    instead of a handful of element-wise ops per parameter; `capturable` keeps its step count on
+    the device, so the update can be captured in a CUDA graph."""
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[variant.optimizer]
-    return cls(params, lr=variant.lr, fused=fused)
+    return cls(params, lr=variant.lr, fused=fused, capturable=capturable)
 
 
 def batch_sizes(variant: Variant, n_unlabelled: int, n_labelled: int) -> tuple[int, int]:
@@ -111,7 +115,7 @@ def batch_sizes(variant: Variant, n_unlabelled: int, n_labelled: int) -> tuple[i
     return variant.batch_size, min(variant.labelled_batch_size, n_labelled)
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -139,6 +143,37 @@ def labelled_split(
     return splits.train_x[labelled], splits.train_y[labelled], splits.train_x[unlabelled]
 
 
+class NonFiniteWatch:
+    """Which loss term first went NaN or infinite, at which step, kept on the device (seeing
+    the terms costs no host sync; `raise_if_any` reads them back)."""
+
+    def __init__(self, seed_at: Callable[[tuple[int, ...]], int | None]) -> None:
+        self.seed_at = seed_at
+        self.first_bad: torch.Tensor | None = None  # per term (per seed and term): step or -1
+        self.bad_values: torch.Tensor | None = None
+
+    def see(self, values: torch.Tensor, step: int) -> None:
+        if self.first_bad is None:
+            self.first_bad = torch.full(values.shape, -1, dtype=torch.long, device=values.device)
+            self.bad_values = torch.zeros_like(values)
+        bad = ~torch.isfinite(values) & (self.first_bad < 0)
+        self.first_bad = torch.where(bad, step, self.first_bad)
+        self.bad_values = torch.where(bad, values, self.bad_values)
+
+    def raise_if_any(self) -> None:
+        if self.first_bad is None:
+            return
+        found = (self.first_bad >= 0).nonzero().tolist()
+        if found:
+            where = tuple(min(found, key=lambda index: self.first_bad[tuple(index)].item()))
+            raise NonFiniteLossError(
+                int(self.first_bad[where]),
+                TERMS[where[-1]],
+                float(self.bad_values[where]),
+                self.seed_at(where),
+            )
+
+
 class Trainer:
     def __init__(
         self,
@@ -150,6 +185,7 @@ class Trainer:
         *,
         precision: str = "fp32",
         compile: bool = False,
+        cuda_graphs: bool = False,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
@@ -157,6 +193,10 @@ class Trainer:
         self.loss_fn = torch.compile(m2_loss) if compile else m2_loss
         self.variant = variant
         self.device = resolve_device(device) if not isinstance(device, torch.device) else device
+        if cuda_graphs and self.device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device; this run is on {self.device}")
+        self.cuda_graphs = cuda_graphs
+        self.graphed: Any = None  # the captured step (graphs.py), made at the first step
         self.progress = progress
         self.splits = splits
         self.model, self.optimizer, self.generator = self._build_model()
@@ -175,7 +215,9 @@ class Trainer:
             n_labelled,
             n_labelled + n_unlabelled,
         )
-        self.check_every = 1 if self.device.type == "cpu" else 50  # host syncs for the NaN check
+        # the NaN check reads the device: every step on the CPU (where that costs nothing), at
+        # the end of each epoch on a GPU (no host sync inside an epoch)
+        self.check_every = 1 if self.device.type == "cpu" else self.steps_per_epoch
         self.epoch = 0
         self.step = 0
         self.history: list[EpochReport] = []
@@ -184,7 +226,8 @@ class Trainer:
         torch.manual_seed(self.variant.seed)
         model = M2.from_variant(self.variant).to(self.device)
         generator = torch.Generator(self.device).manual_seed(self.variant.seed)
-        return model, make_optimizer(self.variant, model.parameters()), generator
+        optimizer = make_optimizer(self.variant, model.parameters(), capturable=self.cuda_graphs)
+        return model, optimizer, generator
 
     def _split_data(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return labelled_split(self.splits, self.variant.labels, self.variant.seed, self.device)
@@ -192,7 +235,7 @@ class Trainer:
     def alpha_at(self, step: int) -> float:
         return self.alpha_full * alpha_ramp(self.variant, step, self.full_steps_per_epoch)
 
-    def _epoch_order(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def epoch_order(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Unlabelled indices in a fresh random order; labelled ones cycled to cover the epoch."""
         g, dev = self.generator, self.device
         n_l = self.x_l.shape[-2]
@@ -208,21 +251,27 @@ class Trainer:
             self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
         )
 
-    def _loss_options(self) -> dict[str, Any]:
-        """m2_loss's settings at this step (alpha and the temperature as 0-d tensors when
-        compiled, so that a changing value is an input, not a recompilation)."""
+    def loss_options(self, alpha: Any, temperature: Any) -> dict[str, Any]:
+        """m2_loss's settings, with alpha and the temperature as given (floats, or 0-d tensors
+        when compiled or graphed, so that a changing value is an input, not a recompilation or
+        a constant baked into the graph)."""
         v = self.variant
-        scalar = torch.tensor if self.compiled else float
         return {
             "estimator": v.estimator,
-            "alpha": scalar(self.alpha_at(self.step)),
-            "temperature": scalar(temperature_at(v, self.step)),
+            "alpha": alpha,
+            "temperature": temperature,
             "y_term": v.y_term,
             "generator": self.generator,
             "per_row": v.term_weighting == "per-row",
         }
 
-    def backward(self, idx_u: torch.Tensor, idx_l: torch.Tensor) -> torch.Tensor:
+    def options_now(self) -> dict[str, Any]:
+        """loss_options at this step."""
+        scalar = torch.tensor if self.compiled else float
+        alpha, temperature = self.alpha_at(self.step), temperature_at(self.variant, self.step)
+        return self.loss_options(scalar(alpha), scalar(temperature))
+
+    def forward_backward(self, idx_u: torch.Tensor, idx_l: torch.Tensor) -> torch.Tensor:
         """The loss terms on one batch drawn by index, at this step's alpha and temperature,
         and their gradients; returns the terms stacked in TERMS order (no host sync)."""
         with self.autocast():
@@ -231,24 +280,37 @@ class Trainer:
                 self.x_l[idx_l],
                 self.y_l[idx_l],
                 self.x_u[idx_u],
-                **self._loss_options(),
+                **self.options_now(),
             )
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         return torch.stack([terms[t].detach() for t in TERMS])
 
-    def _raise_if_nonfinite(self, first_bad: torch.Tensor, bad_values: torch.Tensor) -> None:
-        """first_bad holds, per loss term (per seed and term when seeds are stacked), the first
-        step at which it was not finite, or -1."""
-        found = (first_bad >= 0).nonzero().tolist()
-        if found:
-            where = tuple(min(found, key=lambda index: first_bad[tuple(index)].item()))
-            raise NonFiniteLossError(
-                int(first_bad[where]),
-                TERMS[where[-1]],
-                float(bad_values[where]),
-                self._seed_at(where),
-            )
+    def train_step(
+        self,
+        idx_u: torch.Tensor,
+        idx_l: torch.Tensor,
+        before_update: Callable[[torch.Tensor], Any] | None = None,
+    ) -> torch.Tensor:
+        """One optimisation step on a batch drawn by index; returns the loss terms stacked in
+        TERMS order (no host sync). `before_update` sees the terms before the eager step's
+        update (the NaN watch: a bad step is never applied). With CUDA graphs, forward,
+        backward and the update are one replay of the captured step (captured at the first
+        call, after any resume), and the watch sees the terms after it."""
+        if self.cuda_graphs:
+            if self.graphed is None:
+                from harness.graphs import GraphedStep
+
+                self.graphed = GraphedStep(self)
+            alpha, temperature = self.alpha_at(self.step), temperature_at(self.variant, self.step)
+            values = self.graphed(idx_u, idx_l, alpha, temperature)
+        else:
+            values = self.forward_backward(idx_u, idx_l)
+        if before_update is not None:
+            before_update(values)
+        if not self.cuda_graphs:
+            self.optimizer.step()
+        return values
 
     def _seed_at(self, where: tuple[int, ...]) -> int | None:
         """The seed an index into the stacked loss terms belongs to (None: a single seed)."""
@@ -258,9 +320,10 @@ class Trainer:
         """One pass over the unlabelled images: the mean of each loss term, and the seconds."""
         B, B_l = self.batch_size, self.labelled_batch
         self.model.train()
-        order_u, order_l = self._epoch_order()
-        sums = first_bad = bad_values = None
-        _synchronize(self.device)
+        order_u, order_l = self.epoch_order()
+        watch = NonFiniteWatch(self._seed_at)
+        sums = None
+        synchronize(self.device)
         start = time.perf_counter()
         for i in tqdm(
             range(self.steps_per_epoch),
@@ -269,21 +332,19 @@ class Trainer:
             disable=None if self.progress else True,
         ):
             idx_u, idx_l = order_u[..., i * B : (i + 1) * B], order_l[..., i * B_l : (i + 1) * B_l]
-            values = self.backward(idx_u, idx_l)
-            if sums is None:
-                sums, bad_values = torch.zeros_like(values), torch.zeros_like(values)
-                first_bad = torch.full(values.shape, -1, dtype=torch.long, device=self.device)
-            bad = ~torch.isfinite(values) & (first_bad < 0)
-            first_bad = torch.where(bad, self.step, first_bad)
-            bad_values = torch.where(bad, values, bad_values)
-            if (i + 1) % self.check_every == 0:
-                self._raise_if_nonfinite(first_bad, bad_values)
-            self.optimizer.step()
-            sums += values
+            check = (i + 1) % self.check_every == 0
+
+            def before_update(values: torch.Tensor, check: bool = check) -> None:
+                watch.see(values, self.step)
+                if check:
+                    watch.raise_if_any()
+
+            values = self.train_step(idx_u, idx_l, before_update)
+            sums = values if sums is None else sums + values
             self.step += 1
-        _synchronize(self.device)
+        synchronize(self.device)
         seconds = time.perf_counter() - start
-        self._raise_if_nonfinite(first_bad, bad_values)
+        watch.raise_if_any()
         self.epoch += 1
         return sums / self.steps_per_epoch, seconds
 

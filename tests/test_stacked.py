@@ -58,10 +58,10 @@ def test_a_stacked_step_is_each_seeds_step_alone(mnist, name, overrides):
     idx_l = torch.stack([torch.randperm(stack.x_l.shape[1])[: stack.labelled_batch] for _ in SEEDS])
 
     stack.generator.manual_seed(7)
-    terms = stack.backward(idx_u, idx_l)
+    terms = stack.forward_backward(idx_u, idx_l)
     for i, trainer in enumerate(alone):
         trainer.generator.manual_seed(7)
-        expected = trainer.backward(idx_u[i], idx_l[i])
+        expected = trainer.forward_backward(idx_u[i], idx_l[i])
         torch.testing.assert_close(terms[i], expected, rtol=1e-5, atol=1e-4)
         for pname, value in trainer.model.named_parameters():
             stacked_grad = stack.params[f"model.{pname}"].grad

@@ -141,7 +141,7 @@ def test_paper_exact_trains_on_50000_images_with_the_paper_batches(mnist):
 def _one_step_terms(trainer: Trainer) -> torch.Tensor:
     trainer.generator.manual_seed(3)
     idx_u, idx_l = torch.arange(trainer.batch_size), torch.arange(trainer.labelled_batch)
-    return trainer.backward(idx_u, idx_l)
+    return trainer.forward_backward(idx_u, idx_l)
 
 
 @pytest.mark.parametrize("name", ["exact", "tutorial-gumbel"])

@@ -1,0 +1,105 @@
+"""The whole training step captured once as a CUDA graph and replayed at every step.
+
+A small M2 step is a few hundred short kernels, so on a large GPU the time goes to launching them.
+Captured as one graph (forward, backward and the fused Adam update, its state kept on the device
+with `capturable=True`), a step is one launch. The batch indices, alpha and the temperature live
+in static device buffers that each step fills before the replay; the noise generator is
+registered with the graph, so every replay draws new noise. The eager step stays the reference
+(`Trainer(cuda_graphs=False)`); the CUDA tests compare the two.
+
+Capture needs warm-up steps on a side stream (they allocate the optimiser's state and let the
+caching allocator settle); they would change the model, so the model, the optimiser's state and
+the generator are put back as they were before the graph's first real replay.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from harness.loss import TERMS
+
+if TYPE_CHECKING:
+    from harness.trainer import Trainer
+
+
+class GraphedStep:
+    """`trainer`'s training step as a CUDA graph: call it with a batch's indices, alpha and the
+    temperature; it updates the model and returns the loss terms stacked in TERMS order."""
+
+    def __init__(self, trainer: Trainer, warmup: int = 3) -> None:
+        if trainer.device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device; this run is on {trainer.device}")
+        self.trainer = trainer
+        device = trainer.device
+        self.idx_u = torch.zeros(trainer.batch_size, dtype=torch.long, device=device)
+        self.idx_l = torch.zeros(trainer.labelled_batch, dtype=torch.long, device=device)
+        self.alpha = torch.zeros((), device=device)
+        self.temperature = torch.ones((), device=device)
+
+        before = _snapshot(trainer)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(warmup):
+                self._step()
+        torch.cuda.current_stream(device).wait_stream(side)
+        _restore(trainer, before)
+
+        self.graph = torch.cuda.CUDAGraph()
+        self.graph.register_generator_state(trainer.generator)
+        with torch.cuda.graph(self.graph):
+            self.terms = self._step()
+
+    def _step(self) -> Tensor:
+        t = self.trainer
+        with torch.autocast(
+            "cuda", dtype=torch.bfloat16, enabled=t.precision == "bf16", cache_enabled=False
+        ):
+            terms = t.loss_fn(
+                t.model,
+                t.x_l[self.idx_l],
+                t.y_l[self.idx_l],
+                t.x_u[self.idx_u],
+                **t.loss_options(self.alpha, self.temperature),
+            )
+        t.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        t.optimizer.step()
+        return torch.stack([terms[name].detach() for name in TERMS])
+
+    def __call__(self, idx_u: Tensor, idx_l: Tensor, alpha: float, temperature: float) -> Tensor:
+        self.idx_u.copy_(idx_u)
+        self.idx_l.copy_(idx_l)
+        self.alpha.fill_(alpha)
+        self.temperature.fill_(temperature)
+        self.graph.replay()
+        return self.terms.clone()
+
+
+def _snapshot(trainer: Trainer) -> dict:
+    return {
+        "model": copy.deepcopy(trainer.model.state_dict()),
+        "optimizer": copy.deepcopy(trainer.optimizer.state_dict()["state"]),
+        "generator": trainer.generator.get_state(),
+    }
+
+
+def _restore(trainer: Trainer, before: dict) -> None:
+    """Put the model, the optimiser's state and the generator back in place (the same tensors:
+    the graph will read and write these addresses)."""
+    with torch.no_grad():
+        for name, value in trainer.model.state_dict().items():
+            value.copy_(before["model"][name])
+        params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
+        for index, param in enumerate(params):
+            saved = before["optimizer"].get(index, {})
+            for key, value in trainer.optimizer.state[param].items():
+                if key in saved:
+                    value.copy_(saved[key])
+                else:  # state the warm-up created: as a fresh optimiser has it
+                    value.zero_()
+    trainer.generator.set_state(before["generator"])
