@@ -47,16 +47,17 @@ def synthetic_splits(
     test: int = 10_000,
     seed: int = 0,
     validation: int = 0,
+    signal: float = 0.7,
 ) -> Splits:
     """MNIST-shaped generated images with balanced labels: each class a fixed random prototype
-    of 784 intensities plus noise, so timing gets MNIST's shapes and tests get data a classifier
-    can learn, with no files."""
+    of 784 intensities (weighted `signal`) plus noise, so timing gets MNIST's shapes and tests
+    get data a classifier can learn, with no files (a small `signal` makes it hard)."""
     g = torch.Generator().manual_seed(seed)
     prototypes = torch.rand(10, 784, generator=g)
 
     def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         y = torch.arange(n) % 10
-        x = (0.7 * prototypes[y] + 0.3 * torch.rand(n, 784, generator=g)).clamp(0, 1)
+        x = signal * prototypes[y] + (1 - signal) * torch.rand(n, 784, generator=g)
         return x.to(device), y.to(device)
 
     return Splits(*draw(train), *draw(validation), *draw(test))

@@ -145,7 +145,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         def print_reports(reports: list) -> None:
             for seed, report in zip(args.seeds, reports, strict=True):
-                print(f"seed {seed}  {format_report(report, variant.epochs)}", flush=True)
+                if report is not None:  # None: the stop rule ended this seed earlier
+                    print(f"seed {seed}  {format_report(report, variant.epochs)}", flush=True)
 
         results = run_stacked(variant, args.seeds, options, on_epoch_end=[print_reports])
     for result in results:

@@ -137,7 +137,7 @@ def run_stacked(
     *,
     run_name: Callable[[Variant], str] | None = None,
     tags: Callable[[Variant], dict[str, str]] | None = None,
-    on_epoch_end: Iterable[Callable[[list[EpochReport]], Any]] = (),
+    on_epoch_end: Iterable[Callable[[list[EpochReport | None]], Any]] = (),
 ) -> list[RunResult]:
     """Train the `seeds` of `variant` at once (`StackedTrainer`); each seed is its own run: its
     own checkpoint (the one it would have alone, so the stack resumes from them) and, when
@@ -187,9 +187,10 @@ def run_stacked(
             for i, v in enumerate(trainer.variants)
         ]
 
-        def log_epoch(reports: list[EpochReport]) -> None:
+        def log_epoch(reports: list[EpochReport | None]) -> None:
             for run_id, report in zip(run_ids, reports, strict=True):
-                tracker.log_epoch(run_id, report)
+                if report is not None:  # None: the seed ended before this epoch
+                    tracker.log_epoch(run_id, report)
 
         trainer.fit([log_epoch, *callbacks], checkpoints)
         for i, v in enumerate(trainer.variants):

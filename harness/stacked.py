@@ -28,6 +28,7 @@ from harness.checkpoint import load_checkpoint, save_checkpoint
 from harness.data import Splits
 from harness.loss import TERMS, m2_loss
 from harness.model import M2
+from harness.stopping import should_stop
 from harness.trainer import EpochReport, Trainer, check_resumable, labelled_split, make_optimizer
 from harness.variants import Variant
 
@@ -64,15 +65,14 @@ class StackedTrainer(Trainer):
     ) -> None:
         if not seeds or len(set(seeds)) != len(seeds):
             raise ValueError(f"a stack needs distinct seeds, got {list(seeds)}")
-        if variant.patience:
-            raise ValueError(
-                "stacked seeds train to the epoch budget: the stop rule (patience) is for "
-                "seeds trained one at a time (leave out --stack / --seeds)"
-            )
         self.seeds = tuple(seeds)
         self.variants = [variant.replace(seed=seed) for seed in self.seeds]
         super().__init__(self.variants[0], splits, device, max_steps, progress, precision=precision)
         self.history: list[list[EpochReport]] = []  # per epoch, one report per seed
+        # the stop rule ends seeds one by one: a seed that ended keeps its epoch and its state
+        # then (its parameters go on being updated in the stack, unread)
+        self.ended: list[int | None] = [None] * len(self.seeds)
+        self.ended_states: dict[int, dict[str, Any]] = {}
 
     def _build_model(self) -> tuple[LossTerms, torch.optim.Optimizer, torch.Generator]:
         models = []
@@ -146,22 +146,39 @@ class StackedTrainer(Trainer):
         return reports
 
     def seed_history(self, i: int) -> list[EpochReport]:
-        return [reports[i] for reports in self.history]
+        """Seed i's reports, up to the epoch the stop rule ended it."""
+        return [reports[i] for reports in self.history[: self.ended[i]]]
+
+    def seed_finished(self, i: int) -> bool:
+        v = self.variants[i]
+        history = self.seed_history(i)
+        return self.epoch >= v.epochs or should_stop(history, v.patience, v.min_delta)
+
+    def finished(self) -> bool:
+        return all(self.seed_finished(i) for i in range(len(self.seeds)))
 
     def fit(  # type: ignore[override]
         self,
-        on_epoch_end: Iterable[Callable[[list[EpochReport]], Any]] = (),
+        on_epoch_end: Iterable[Callable[[list[EpochReport | None]], Any]] = (),
         checkpoints: Sequence[str | Path] | None = None,
     ) -> list[list[EpochReport]]:
-        """Train until `variant.epochs`; after every epoch save each seed's checkpoint (if paths
-        are given, one per seed), then call each callback with the seeds' reports."""
+        """Train until every seed has ended, by the stop rule or the epoch budget; after every
+        epoch save the checkpoint of each seed still training (if paths are given, one per
+        seed), then call each callback with the seeds' reports (None for a seed that ended
+        before this epoch)."""
         callbacks = list(on_epoch_end)
-        while self.epoch < self.variant.epochs:
+        while not self.finished():
+            live = [i for i, end in enumerate(self.ended) if end is None]
             reports = self.run_epoch()
-            for i, path in enumerate(checkpoints or []):
-                save_checkpoint(path, self.seed_state_dict(i))
+            for i in live:
+                if checkpoints:
+                    save_checkpoint(checkpoints[i], self.seed_state_dict(i))
+                if self.seed_finished(i):
+                    self.ended_states[i] = self.seed_state_dict(i)
+                    self.ended[i] = self.epoch
+            shown = [r if i in live else None for i, r in enumerate(reports)]
             for callback in callbacks:
-                callback(reports)
+                callback(shown)
         return self.history
 
     def seed_state_dict(self, i: int) -> dict[str, Any]:
@@ -204,6 +221,9 @@ class StackedTrainer(Trainer):
         self.epoch, self.step = states[0]["epoch"], states[0]["step"]
         histories = [[EpochReport(**r) for r in s["history"]] for s in states]
         self.history = [list(reports) for reports in zip(*histories, strict=True)]
+        for i, state in enumerate(states):  # seeds the stop rule had ended stay ended
+            if self.seed_finished(i):
+                self.ended[i], self.ended_states[i] = self.epoch, state
 
     def resume_from_seeds(self, paths: Sequence[str | Path]) -> bool:
         """Load the seeds' checkpoints; True when they were loaded, False when none exists."""
@@ -221,8 +241,8 @@ class StackedTrainer(Trainer):
         return True
 
     def seed_trainer(self, i: int) -> Trainer:
-        """A plain `Trainer` holding seed i's model, optimiser state and history (for figures,
-        or to continue that seed alone)."""
+        """A plain `Trainer` holding seed i's model, optimiser state and history (as they were
+        when the seed ended; for figures, or to continue that seed alone)."""
         single = Trainer(self.variants[i], self.splits, self.device, progress=False)
-        single.load_state_dict(self.seed_state_dict(i))
+        single.load_state_dict(self.ended_states.get(i) or self.seed_state_dict(i))
         return single

@@ -88,7 +88,8 @@ def test_one_epoch_run_on_real_mnist_with_100_labels():
     done = m2h("run", "exact", "--labels", "100", "--epochs", "1", "--no-track")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
-    assert lines[0].startswith("epoch   1/1") and "rows/s" in lines[0]
+    assert lines[0].startswith("starting fresh: no checkpoint of these settings")
+    assert lines[1].startswith("epoch   1/1") and "rows/s" in lines[1]
     accuracy = float(lines[-1].split("test accuracy ")[1].split("%")[0])
     assert accuracy >= 75.0, lines[-1]
 
@@ -121,6 +122,7 @@ def test_sigterm_mid_epoch_then_resume_ends_with_the_uninterrupted_numbers(tmp_p
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert proc.stdout.readline().startswith("starting fresh")
     assert proc.stdout.readline().startswith("epoch   1/3")
     time.sleep(0.3)  # into the second epoch
     proc.send_signal(signal.SIGTERM)

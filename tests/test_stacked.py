@@ -147,3 +147,33 @@ def test_a_nonfinite_loss_names_the_seed(mnist):
 def test_seeds_must_be_distinct(mnist):
     with pytest.raises(ValueError, match="distinct seeds"):
         _stack(mnist, seeds=[1, 1])
+
+
+def test_the_stop_rule_ends_each_stacked_seed_on_its_own(tmp_path):
+    """Each seed ends at the first epoch the rule says so for its own validation errors; it
+    is not logged (None) or checkpointed after that, while the others train on."""
+    from harness.bench import synthetic_splits
+    from harness.stopping import should_stop
+
+    hard = synthetic_splits(torch.device("cpu"), 1200, 200, validation=200, signal=0.05)
+    variant = create_variant(
+        "supervised-only",
+        {"labels": 100, "validation": 200, "patience": 1, "min_delta": 0.0, "epochs": 8},
+    )
+    stack = StackedTrainer(variant, [0, 1, 2, 3], hard, "cpu", max_steps=3, progress=False)
+    seen = []
+    paths = [tmp_path / f"s{i}.pt" for i in range(4)]
+    stack.fit([seen.append], checkpoints=paths)
+    for i in range(4):
+        full = [reports[i] for reports in stack.history]
+        ends = next(
+            (k for k in range(1, len(full) + 1) if should_stop(full[:k], 1, 0.0)), len(full)
+        )
+        assert len(stack.seed_history(i)) == ends
+        assert [r is None for r in (epoch[i] for epoch in seen)] == [
+            k > ends for k in range(1, len(seen) + 1)
+        ]
+        assert torch.load(paths[i], weights_only=False)["epoch"] == ends
+    ends = [len(stack.seed_history(i)) for i in range(4)]
+    assert len(set(ends)) > 1  # the seeds did end at different epochs
+    assert len(stack.history) == max(ends)
