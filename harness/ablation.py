@@ -17,6 +17,7 @@ again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import hashlib
@@ -197,9 +198,9 @@ class Setting:
     """Where and how an ablation's jobs run (the same for every job)."""
 
     experiment: str
-    parent: str
-    tracking_uri: str
-    store: str
+    parent: str | None  # the parent MLflow run; None (and no tracking URI): records alone
+    tracking_uri: str | None
+    store: str | None
     data_root: str | None
     download: bool
     device: str | None
@@ -214,7 +215,6 @@ def _run_job(job: Job, where: Setting) -> list[CellOutcome]:
     import torch
 
     from harness.runner import RunOptions, run_stacked, run_variant
-    from harness.tracking import Tracker
 
     torch.set_num_threads(where.threads)
     tags = {v.seed: t for v, t in zip(job.variants, job.tags, strict=True)}
@@ -224,7 +224,11 @@ def _run_job(job: Job, where: Setting) -> list[CellOutcome]:
         device=where.device,
         max_steps=where.max_steps,
         progress=False,
-        tracker=Tracker(where.tracking_uri, where.experiment, store=where.store),
+        tracker=(
+            _tracker(where.tracking_uri, where.experiment, store=where.store)
+            if where.tracking_uri
+            else None
+        ),
         parent_run_id=where.parent,
         checkpoint_dir=where.checkpoint_dir,
         resume=True,
@@ -247,6 +251,12 @@ def _run_job(job: Job, where: Setting) -> list[CellOutcome]:
         reason = f"{type(err).__name__}: {err}"
         return [CellOutcome(job.cell.name, v.seed, "failed", reason) for v in job.variants]
     return [CellOutcome(job.cell.name, r.variant.seed, "finished", _describe(r)) for r in results]
+
+
+def _tracker(uri: str, experiment: str, store: str | None) -> Any:
+    from harness.tracking import Tracker
+
+    return Tracker(uri, experiment, store=store)
 
 
 def _describe(result: Any) -> str:
@@ -332,6 +342,7 @@ def run_ablation(
     ablation: Ablation,
     *,
     tracking_uri: str | None = None,
+    track: bool = True,
     seeds: Sequence[int] | None = None,
     epochs: int | None = None,
     max_steps: int | None = None,
@@ -346,12 +357,12 @@ def run_ablation(
     echo: Any = print,
 ) -> list[CellOutcome]:
     """Run every cell and seed whose record is not yet in `results_dir`/runs, under one parent
-    MLflow run (a reused record is logged under it too); with `stack`, the seeds of a cell train
-    at once in one process (`StackedTrainer`)."""
+    MLflow run (a reused record is logged under it too), or, without `track`, with records
+    alone (where mlflow is not installed); with `stack`, the seeds of a cell train at once in
+    one process (`StackedTrainer`)."""
     from harness.data import ensure_dataset
     from harness.machine import default_threads
     from harness.runner import ensure_writable
-    from harness.tracking import Tracker
 
     epochs = epochs or ablation.epochs
     for dataset in {ablation.variant(cell, 0).dataset for cell in ablation.cells()}:
@@ -359,7 +370,6 @@ def run_ablation(
     records_dir = Path(results_dir) / RUNS_FOLDER
     ensure_writable(Path(checkpoint_dir), "checkpoint folder")
     ensure_writable(records_dir, "results folder")
-    tracker = Tracker(tracking_uri, ablation.name, description=ablation.description)
     cell_folder = Path(checkpoint_dir) / ablation.name
     todo, reused = plan(ablation, seeds, epochs, max_steps, records_dir, stack, cell_folder)
     runs = sum(len(job.variants) for job in todo)
@@ -368,25 +378,36 @@ def run_ablation(
         + (f" in {len(todo)} stacks" if stack else "")
         + f", {len(reused)} finished already (records in {records_dir})"
     )
-    outcomes = []
-    with parent_run(tracker, ablation, results_dir, epochs, max_steps, jobs) as parent_id:
-        for cell, record in reused:
-            _log_once(tracker, ablation, parent_id, cell, record, max_steps)
-            detail = f"finished already ({record.path})"
-            outcomes.append(CellOutcome(cell.name, record.variant.seed, "skipped", detail))
-        where = Setting(
-            experiment=ablation.name,
-            parent=parent_id,
-            tracking_uri=tracker.uri,
-            store=tracker.uri,
-            data_root=data_root,
-            download=download,
-            device=device,
-            max_steps=max_steps,
-            checkpoint_dir=str(cell_folder),
-            records_dir=str(records_dir),
-            threads=threads or default_threads(min(jobs, max(1, len(todo)))),
-        )
+    where = Setting(
+        experiment=ablation.name,
+        parent=None,
+        tracking_uri=None,
+        store=None,
+        data_root=data_root,
+        download=download,
+        device=device,
+        max_steps=max_steps,
+        checkpoint_dir=str(cell_folder),
+        records_dir=str(records_dir),
+        threads=threads or default_threads(min(jobs, max(1, len(todo)))),
+    )
+    outcomes = [
+        CellOutcome(cell.name, record.variant.seed, "skipped", f"finished already ({record.path})")
+        for cell, record in reused
+    ]
+    with contextlib.ExitStack() as tracked:
+        if track:
+            from harness.tracking import Tracker
+
+            tracker = Tracker(tracking_uri, ablation.name, description=ablation.description)
+            parent_id = tracked.enter_context(
+                parent_run(tracker, ablation, results_dir, epochs, max_steps, jobs)
+            )
+            for cell, record in reused:
+                _log_once(tracker, ablation, parent_id, cell, record, max_steps)
+            where = dataclasses.replace(
+                where, parent=parent_id, tracking_uri=tracker.uri, store=tracker.uri
+            )
         for outcome in run_jobs(todo, where, jobs):
             echo(f"  {outcome.cell} seed {outcome.seed}: {outcome.status} {outcome.detail}")
             outcomes.append(outcome)
@@ -533,8 +554,11 @@ def run_jobs(todo: list[Job], where: Setting, jobs: int) -> Any:
         for job in todo:
             yield from _run_job(job, where)
         return
-    with local_server(where.tracking_uri) as uri, process_pool(jobs) as pool:
-        served = dataclasses.replace(where, tracking_uri=uri)
+    with contextlib.ExitStack() as serving, process_pool(jobs) as pool:
+        served = where
+        if where.tracking_uri is not None:
+            uri = serving.enter_context(local_server(where.tracking_uri))
+            served = dataclasses.replace(where, tracking_uri=uri)
         futures = [pool.submit(_run_job, job, served) for job in todo]
         for future in as_completed(futures):
             yield from future.result()

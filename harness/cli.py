@@ -162,14 +162,10 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     ablation = load_ablation(args.name)
     if args.jobs < 1:
         raise UsageError("--jobs must be >= 1")
-    if args.no_track:
-        raise UsageError(
-            "an ablation is its MLflow runs (skip and resume read them back); "
-            "--no-track is for m2h run"
-        )
     outcomes = run_ablation(
         ablation,
         tracking_uri=args.tracking_uri,
+        track=not args.no_track,
         seeds=args.seeds,
         epochs=args.epochs,
         max_steps=args.max_steps,

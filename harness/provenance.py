@@ -12,8 +12,15 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+COMMIT_ENV = "M2H_GIT_COMMIT"  # the commit of a copy of the tree that is not a checkout
+
+
 def git_commit() -> tuple[str, bool]:
-    """(commit, dirty) of the harness's checkout, or ("unknown", False) outside git."""
+    """(commit, dirty) of the harness's checkout; $M2H_GIT_COMMIT where the tree travelled
+    without its repository (the GPU machine gets a copy of a committed, clean tree); else
+    ("unknown", False)."""
+    if os.environ.get(COMMIT_ENV):
+        return os.environ[COMMIT_ENV], False
 
     def git(*args: str) -> str:
         return subprocess.run(

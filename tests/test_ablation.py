@@ -47,9 +47,14 @@ def test_shipped_ablations_load_and_expand():
     assert {c.variant for c in temperature.cells()} >= {"gumbel-0.1", "gumbel-1", "gumbel-anneal"}
 
 
-def test_ablate_refuses_no_track_and_honours_no_download(tmp_path, capsys):
-    assert main(["ablate", "estimator", "--no-track"]) == 1
-    assert "--no-track is for m2h run" in capsys.readouterr().err
+def test_ablate_without_tracking_leaves_records_alone_and_honours_no_download(
+    tmp_path, capsys, tiny
+):
+    results = tmp_path / "results"
+    args = ["ablate", str(tiny), "--no-track", "--max-steps", "2", "--seeds", "0"]
+    assert main([*args, "--out", str(results), "--checkpoint-dir", str(tmp_path / "c")]) == 0
+    assert len(list((results / "runs").glob("*.json"))) == 2  # a record a run
+    assert not list(tmp_path.rglob("*.db"))  # and no MLflow store
     assert (
         main(
             [
