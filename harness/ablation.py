@@ -36,9 +36,9 @@ from typing import Any
 from harness.records import (
     RUNS_FOLDER,
     RunRecord,
-    all_records,
     cell_key,
     find_records,
+    missing_records,
     read_record,
     record_path,
 )
@@ -523,25 +523,6 @@ def log_records(
             for cell, record in found
         )
     return loaded, len(found) - loaded, tracker.uri
-
-
-def missing_records(ablation: Ablation, runs_dir: Path, epochs: int, max_steps: int | None) -> str:
-    """Why an ablation has no records to show: none at all, or only at other budgets (named)."""
-    names = {c.variant for c in ablation.cells()}
-    budgets = {
-        (r.variant.epochs, r.max_steps) for r in all_records(runs_dir) if r.variant.name in names
-    } - {(epochs, max_steps)}
-    hint = (
-        "; its variants have records at "
-        + ", ".join(
-            f"--epochs {e}" + (f" --max-steps {m}" if m else "")
-            for e, m in sorted(budgets, key=str)
-        )
-        if budgets
-        else f"; run `m2h ablate {ablation.name}` first"
-    )
-    budget = f"--epochs {epochs}" + (f" --max-steps {max_steps}" if max_steps else "")
-    return f"ablation {ablation.name!r} has no run records at {budget} in {runs_dir}{hint}"
 
 
 def run_jobs(todo: list[Job], where: Setting, jobs: int) -> Any:

@@ -17,7 +17,9 @@ from harness.variants import (
     create_variant,
     get_variant,
     list_variants,
+    load_user_variants,
     parse_overrides,
+    user_variants_path,
 )
 
 LIST_COLUMNS = (
@@ -160,8 +162,6 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from harness.ablation import load_ablation, run_ablation
 
     ablation = load_ablation(args.name)
-    if args.jobs < 1:
-        raise UsageError("--jobs must be >= 1")
     outcomes = run_ablation(
         ablation,
         tracking_uri=args.tracking_uri,
@@ -240,8 +240,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if args.trials is None and not args.export:
         raise UsageError("say how many trials the study should hold (--trials T)")
-    if args.jobs < 1:
-        raise UsageError("--jobs must be >= 1")
+    if args.trials is not None and args.trials < 1:
+        raise UsageError(f"--trials must be >= 1, got {args.trials}")
     if args.jobs > 1 and (args.storage or "sqlite").startswith("sqlite"):
         raise UsageError(
             "several workers need a journal file or a database server: "
@@ -569,16 +569,22 @@ def set_threads(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads or default_threads())
 
 
+def check_counts(args: argparse.Namespace) -> None:
+    """Counts that must be positive, refused before any data is touched."""
+    for flag in ("threads", "max_steps", "jobs", "epochs", "repeats"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     pin_data_root()
-    if getattr(args, "threads", None) is not None and args.threads < 1:
-        parser.error("--threads must be >= 1")
-    if getattr(args, "max_steps", None) is not None and args.max_steps < 1:
-        parser.error("--max-steps must be >= 1")
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
+        check_counts(args)
+        load_user_variants(user_variants_path())  # exported variants, explicitly
         return args.func(args)
     except BrokenPipeError:  # `m2h show x | head` closed the pipe: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

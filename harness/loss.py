@@ -45,6 +45,27 @@ def log_prob_of_sample_class(log_q: Tensor, y_sample: Tensor) -> Tensor:
     return log_q.gather(-1, y_sample.argmax(-1, keepdim=True)).squeeze(-1)
 
 
+def unlabelled_rows(
+    estimator: str,
+    logits_u: Tensor,
+    x_part_u: Tensor,
+    K: int,
+    temperature: float | Tensor,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor, int]:
+    """The y rows the unlabelled images go through the encoder and decoder with, their images'
+    encoder halves lined up with them, and the rows per image: exact pairs every image with each
+    one-hot y (K rows); Gumbel draws one relaxed y~ (straight-through: the hard one-hot forward,
+    the relaxed gradient backward)."""
+    if estimator == "exact":
+        y_u = torch.eye(K, dtype=logits_u.dtype, device=logits_u.device).repeat(len(logits_u), 1)
+        return y_u, x_part_u.repeat_interleave(K, dim=0), K
+    y_u = gumbel_softmax_log(logits_u, temperature, generator).exp()
+    if estimator == "gumbel-st":
+        y_u = F.one_hot(y_u.argmax(-1), K).to(y_u.dtype) - y_u.detach() + y_u
+    return y_u, x_part_u, 1
+
+
 def m2_loss(
     model: M2,
     x_l: Tensor,
@@ -87,17 +108,9 @@ def m2_loss(
     log_q_u = F.log_softmax(logits_u, dim=-1)
     x_part = model.encoder_x_part(x_all)
     y_onehot_l = F.one_hot(y_l, K).to(x_l.dtype)
-    if estimator == "exact":
-        per_image = K  # every unlabelled image is paired with each one-hot y
-        y_u = torch.eye(K, dtype=x_u.dtype, device=x_u.device).repeat(len(x_u), 1)
-        x_part_u = x_part[n_l:].repeat_interleave(K, dim=0)
-    else:
-        per_image = 1
-        y_u = gumbel_softmax_log(logits_u, temperature, generator).exp()
-        if estimator == "gumbel-st":  # hard one-hot forward, relaxed gradient backward
-            hard = F.one_hot(y_u.argmax(-1), K).to(y_u.dtype)
-            y_u = hard - y_u.detach() + y_u
-        x_part_u = x_part[n_l:]
+    y_u, x_part_u, per_image = unlabelled_rows(
+        estimator, logits_u, x_part[n_l:], K, temperature, generator
+    )
 
     y_rows = torch.cat([y_onehot_l, y_u])
     loc, logvar = (t.to(dtype) for t in model.encode(torch.cat([x_part[:n_l], x_part_u]), y_rows))

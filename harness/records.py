@@ -20,12 +20,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from harness.trainer import EpochReport, run_summary
 from harness.variants import Variant
+
+if TYPE_CHECKING:
+    from harness.ablation import Ablation
 
 FORMAT = 1
 RUNS_FOLDER = "runs"  # under a results folder
@@ -145,3 +148,22 @@ def find_records(runs_dir: str | Path, variant: Variant, max_steps: int | None) 
 
 def all_records(runs_dir: str | Path) -> list[RunRecord]:
     return [read_record(p) for p in sorted(Path(runs_dir).glob("*.json"))]
+
+
+def missing_records(ablation: Ablation, runs_dir: Path, epochs: int, max_steps: int | None) -> str:
+    """Why an ablation has no records to show: none at all, or only at other budgets (named)."""
+    names = {c.variant for c in ablation.cells()}
+    budgets = {
+        (r.variant.epochs, r.max_steps) for r in all_records(runs_dir) if r.variant.name in names
+    } - {(epochs, max_steps)}
+    hint = (
+        "; its variants have records at "
+        + ", ".join(
+            f"--epochs {e}" + (f" --max-steps {m}" if m else "")
+            for e, m in sorted(budgets, key=str)
+        )
+        if budgets
+        else f"; run `m2h ablate {ablation.name}` first"
+    )
+    budget = f"--epochs {epochs}" + (f" --max-steps {max_steps}" if max_steps else "")
+    return f"ablation {ablation.name!r} has no run records at {budget} in {runs_dir}{hint}"

@@ -22,7 +22,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
-from harness.records import RUNS_FOLDER, RunRecord, find_records
+from harness.records import RUNS_FOLDER, RunRecord, find_records, missing_records
 
 if TYPE_CHECKING:
     from harness.ablation import Ablation, Cell
@@ -64,8 +64,6 @@ def load_runs(
                 for r in record.history
             ]
     if not rows:
-        from harness.ablation import missing_records
-
         budget = epochs or ablation.epochs
         raise ResultsError(missing_records(ablation, runs_dir, budget, max_steps))
     frame = pd.DataFrame(rows).sort_values(["order", "seed"]).drop(columns="order")

@@ -22,7 +22,14 @@ from harness.machine import default_threads
 from harness.runner import RunOptions, run_variant
 from harness.space import Space, describe, narrow, suggest
 from harness.tracking import RunStopped, Tracker, local_server
-from harness.variants import create_variant, round_float, save_user_variant, search_space
+from harness.variants import (
+    create_variant,
+    load_user_variants,
+    round_float,
+    save_user_variant,
+    search_space,
+    user_variants_path,
+)
 from harness.workers import process_pool
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -194,7 +201,9 @@ def objective(spec: SearchSpec, tracker: Tracker | None) -> Callable[[optuna.Tri
 
 
 def work(spec: SearchSpec) -> None:
-    """Run trials until the study holds `spec.trials` (or the timeout passes); trials run here."""
+    """Run trials until the study holds `spec.trials` (or the timeout passes); trials run here.
+    A worker process loads the user variants as the command did (a search may tune one)."""
+    load_user_variants(user_variants_path())
     if spec.threads:
         import torch
 

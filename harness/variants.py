@@ -290,30 +290,18 @@ def save_user_variant(
     return path
 
 
-def _ensure_zoo() -> None:
-    from harness import zoo  # noqa: F401  (registers the built-in variants on import)
-
-    global _USER_LOADED
-    if not _USER_LOADED:
-        _USER_LOADED = True
-        load_user_variants(user_variants_path())
-
-
-_USER_LOADED = False
-
-
 def search_space(name: str) -> dict[str, Any]:
     get_variant(name)
     return dict(_SPACES.get(name, {}))
 
 
 def list_variants() -> list[Variant]:
-    _ensure_zoo()
+    """The registered variants: the built-in ones (harness.zoo, registered when the package is
+    imported) and any user variants loaded (`load_user_variants`)."""
     return list(_REGISTRY.values())
 
 
 def get_variant(name: str) -> Variant:
-    _ensure_zoo()
     if name not in _REGISTRY:
         hint = difflib.get_close_matches(name, _REGISTRY, n=1)
         raise VariantError(

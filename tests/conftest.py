@@ -35,6 +35,20 @@ def _isolated(monkeypatch, tmp_path_factory):
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
+@pytest.fixture(autouse=True)
+def _registry_as_found():
+    """Every test leaves the variant registry as it found it (a test may register variants,
+    or load exported ones)."""
+    from harness import variants
+
+    registry, spaces = dict(variants._REGISTRY), dict(variants._SPACES)
+    yield
+    variants._REGISTRY.clear()
+    variants._REGISTRY.update(registry)
+    variants._SPACES.clear()
+    variants._SPACES.update(spaces)
+
+
 def _tree_state() -> set[str]:
     """The repository's changed, untracked and ignored paths, build caches left out."""
     try:

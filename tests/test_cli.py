@@ -56,6 +56,8 @@ def test_show_prints_every_setting(capsys):
         (["run", "exact", "--set", "bogus=1"], "unknown setting 'bogus'"),
         (["run", "exact", "--labels", "55"], "positive multiple of the 10 classes"),
         (["run", "exact", "--labels", "60000"], "but the training split holds 5923"),
+        (["search", "exact", "--trials", "-1"], "--trials must be >= 1, got -1"),
+        (["run", "exact", "--threads", "0"], "--threads must be >= 1, got 0"),
         (
             ["run", "exact", "--data-root", "/nonexistent/m2", "--no-download"],
             "not under /nonexistent/m2/MNIST/raw",
@@ -299,11 +301,9 @@ def test_listing_variants_imports_neither_torch_nor_mlflow():
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_list_rounds_its_floats(capsys, monkeypatch, tmp_path):
-    from harness import variants
+def test_list_rounds_its_floats(capsys):
     from harness.variants import Variant, register_variant
 
-    monkeypatch.setattr(variants, "_REGISTRY", dict(variants._REGISTRY))
     register_variant("tuned", Variant(lr=0.000123456789, alpha=0.87654321))
     assert main(["list"]) == 0
     (row,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("tuned")]

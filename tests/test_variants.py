@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from harness.variants import (
@@ -123,3 +125,16 @@ def test_overrides_given_as_values_are_typed_like_text():
         create_variant("exact", {"hidden": 256.5})
     with pytest.raises(VariantError, match="unknown setting 'hiden'"):
         create_variant("exact", {"hiden": 256})
+
+
+@pytest.mark.parametrize("name", [v.name for v in list_variants()])
+def test_every_registered_variant_trains_on_generated_data(name, generated):
+    """A smoke test that follows the registry (as timm's tests follow list_models()): a variant
+    is tested the day it is registered. Two steps on generated data, finite losses, and every
+    report figure in range."""
+    from harness.trainer import Trainer
+
+    variant = create_variant(name, {"epochs": 1, "labels": 100})
+    report = Trainer(variant, generated, "cpu", max_steps=2, progress=False).run_epoch()
+    assert all(math.isfinite(v) for v in report.losses.values()), report.losses
+    assert 0.0 <= report.test_accuracy <= 1.0 and report.samples_per_sec > 0
