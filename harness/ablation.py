@@ -528,7 +528,7 @@ def log_records(
 def run_jobs(todo: list[Job], where: Setting, jobs: int) -> Any:
     """Yield the outcomes of `todo`, in this process or, with `jobs` > 1, in `jobs` worker
     processes logging through a local MLflow server (a SQLite store takes one writer)."""
-    from harness.tracking import local_server
+    from harness.mlflow_server import local_server
     from harness.workers import process_pool
 
     if jobs <= 1 or len(todo) <= 1:

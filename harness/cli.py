@@ -347,7 +347,8 @@ def experiment_links(uri: str, address: str) -> list[tuple[str, str]]:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from harness.tracking import resolve_tracking_uri, server_command, start_server, stop_server
+    from harness.mlflow_server import server_command, start_server, stop_server
+    from harness.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
     address = f"http://{args.host}:{args.port}"

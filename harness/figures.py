@@ -15,11 +15,15 @@ import torch.nn.functional as F
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from harness.trainer import Trainer
+    from harness.model import M2
 
 
-def close(figure: Figure) -> None:
-    plt.close(figure)
+def run_figures(model: M2, test_x: torch.Tensor, test_y: torch.Tensor, name: str) -> dict:
+    """The figures a finished run logs, by file name."""
+    return {
+        "confusion_matrix.png": confusion_matrix(model, test_x, test_y, name),
+        "analogies.png": analogies(model, test_x, name),
+    }
 
 
 def confusion_counts(true: torch.Tensor, predicted: torch.Tensor, classes: int) -> torch.Tensor:
@@ -29,27 +33,27 @@ def confusion_counts(true: torch.Tensor, predicted: torch.Tensor, classes: int) 
     )
 
 
-def confusion_matrix(trainer: Trainer) -> Figure:
-    splits, model = trainer.splits, trainer.model
+def confusion_matrix(model: M2, x: torch.Tensor, y: torch.Tensor, name: str) -> Figure:
+    """The confusion matrix of `model`'s classifier on the images `x` of classes `y`."""
     model.eval()
-    counts = confusion_counts(splits.test_y, model.predict(splits.test_x), model.num_classes)
+    counts = confusion_counts(y, model.predict(x), model.num_classes)
     figure, ax = plt.subplots(figsize=(6.5, 5.5))
     sns.heatmap(counts.cpu().numpy(), annot=True, fmt="d", cmap="Blues", cbar=False, ax=ax)
     accuracy = counts.diag().sum().item() / counts.sum().item()
     ax.set(
         xlabel="predicted class",
         ylabel="true class",
-        title=f"{trainer.variant.name}: test accuracy {100 * accuracy:.2f}%",
+        title=f"{name}: test accuracy {100 * accuracy:.2f}%",
     )
     figure.tight_layout()
     return figure
 
 
 @torch.no_grad()
-def analogies(trainer: Trainer, rows: int = 8) -> Figure:
+def analogies(model: M2, images: torch.Tensor, name: str, rows: int = 8) -> Figure:
     """Each row: a test image, then its style z (the mean of q(z|x,y) at the predicted y)
     decoded with every class y, as in Kingma et al. 2014, Figure 1."""
-    model, x = trainer.model, trainer.splits.test_x[:rows]
+    x = images[:rows]
     model.eval()
     K = model.num_classes
     y_pred = F.one_hot(model.classify(x).argmax(-1), K).to(x.dtype)
@@ -62,6 +66,6 @@ def analogies(trainer: Trainer, rows: int = 8) -> Figure:
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
     ax.set_xticks([14 + 28 * i for i in range(K + 1)], ["x", *map(str, range(K))])
     ax.set_yticks([])
-    ax.set_title(f"{trainer.variant.name}: test image, then its style with each y", fontsize=8)
+    ax.set_title(f"{name}: test image, then its style with each y", fontsize=8)
     figure.tight_layout()
     return figure

@@ -113,8 +113,15 @@ def run_variant(
     with _tracked_run(tracker, options, trainer, checkpoint, resumed, run_name, tags) as run_id:
         reports = trainer.fit([lambda r: tracker.log_epoch(run_id, r), *callbacks], checkpoint)
         _write_record(options, variant, reports, trainer.device)
-        tracker.log_end(run_id, trainer, checkpoint)
+        tracker.log_end(run_id, variant, reports, _figures(trainer), checkpoint)
     return RunResult(variant, reports, trainer, run_id)
+
+
+def _figures(trainer: Trainer) -> dict:
+    from harness.figures import run_figures
+
+    splits = trainer.splits
+    return run_figures(trainer.model, splits.test_x, splits.test_y, trainer.variant.name)
 
 
 def _write_record(
@@ -197,7 +204,8 @@ def run_stacked(
             _write_record(options, v, trainer.seed_history(i), trainer.device)
         singles = [trainer.seed_trainer(i) for i in range(len(trainer.seeds))]
         for run_id, single, path in zip(run_ids, singles, paths, strict=True):
-            tracker.log_end(run_id, single, path if checkpoints else None)
+            checkpoint = path if checkpoints else None
+            tracker.log_end(run_id, single.variant, single.history, _figures(single), checkpoint)
     return [
         RunResult(single.variant, single.history, single, run_id)
         for single, run_id in zip(singles, run_ids, strict=True)

@@ -19,9 +19,10 @@ from typing import Any
 import optuna
 
 from harness.machine import default_threads
+from harness.mlflow_server import local_server
 from harness.runner import RunOptions, run_variant
 from harness.space import Space, describe, narrow, suggest
-from harness.tracking import RunStopped, Tracker, local_server
+from harness.tracking import RunStopped, Tracker
 from harness.variants import (
     create_variant,
     load_user_variants,
@@ -119,7 +120,9 @@ def load_study(spec: SearchSpec) -> optuna.Study:
         load_if_exists=True,
     )
     if study.metric_names != [OBJECTIVE]:
-        study.set_metric_names([OBJECTIVE])
+        with warnings.catch_warnings():  # experimental in Optuna, stable in use
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([OBJECTIVE])
     return study
 
 

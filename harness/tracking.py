@@ -12,12 +12,7 @@ import fcntl
 import json
 import logging
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -27,8 +22,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from harness.records import RunRecord
-    from harness.trainer import EpochReport, Trainer
+    from harness.trainer import EpochReport
     from harness.variants import Variant
 
 
@@ -63,7 +60,7 @@ def resolve_tracking_uri(flag: str | None = None) -> str:
     return uri
 
 
-def _sqlite_path(uri: str) -> Path | None:
+def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
@@ -105,7 +102,7 @@ class Tracker:
         self.uri = resolve_tracking_uri(uri)
         self.store = store or self.uri
         self.experiment_name = experiment
-        path = _sqlite_path(self.uri)
+        path = sqlite_path(self.uri)
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -246,28 +243,34 @@ class Tracker:
             if report.epoch not in logged:
                 self.log_epoch(run_id, report)
 
-    def log_end(self, run_id: str, trainer: Trainer, checkpoint: Path | None) -> None:
+    def log_end(
+        self,
+        run_id: str,
+        variant: Variant,
+        reports: list[EpochReport],
+        figures: dict[str, Figure],
+        checkpoint: Path | None,
+    ) -> None:
+        """A finished run's outcome (metrics, and the tag `stopped_by`), its figures (closed
+        once logged) and where its checkpoint is (named, not copied: it is tens of MB)."""
+        import matplotlib.pyplot as plt
         from mlflow.entities import Metric
 
-        from harness import figures
         from harness.trainer import run_summary
 
-        now, epoch = int(time.time() * 1000), trainer.history[-1].epoch
-        summary = run_summary(trainer.variant, trainer.history)
+        now, epoch = int(time.time() * 1000), reports[-1].epoch
+        summary = run_summary(variant, reports)
         metrics = [
             Metric(k, float(v), now, epoch)
             for k, v in summary.items()
-            if isinstance(v, int | float) and v is not None
+            if isinstance(v, int | float)
         ]
         self.client.set_tag(run_id, "stopped_by", summary["stopped_by"])
         self.client.log_batch(run_id, metrics=metrics)
-        for name, figure in [
-            ("confusion_matrix.png", figures.confusion_matrix(trainer)),
-            ("analogies.png", figures.analogies(trainer)),
-        ]:
+        for name, figure in figures.items():
             self.client.log_figure(run_id, figure, name)
-            figures.close(figure)
-        if checkpoint is not None:  # named, not copied: a checkpoint is tens of MB
+            plt.close(figure)
+        if checkpoint is not None:
             self.client.set_tag(run_id, "checkpoint", str(checkpoint.resolve()))
 
     def log_record(
@@ -313,87 +316,6 @@ class Tracker:
             self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
         self.client.set_terminated(run_id, status="FINISHED", end_time=end)
         return run_id
-
-
-def server_command(
-    uri: str, host: str = "127.0.0.1", port: int = 5000, ui_only: bool = False
-) -> list[str]:
-    """`mlflow server` (or `mlflow ui`) over the store at `uri`, artifacts beside a SQLite file."""
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui" if ui_only else "server",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-    path = _sqlite_path(uri)
-    if path is not None:
-        command += ["--artifacts-destination", str(path.parent / "mlartifacts")]
-    return command
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(command: list[str], **popen: Any) -> subprocess.Popen:
-    """Start an MLflow server in a process group of its own (it spawns a job runner and queue
-    consumers), so that `stop_server` ends all of it."""
-    return subprocess.Popen(command, start_new_session=True, **{"stderr": subprocess.PIPE, **popen})
-
-
-def stop_server(server: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(server.pid, sig)
-            server.wait(timeout=wait)
-            return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def wait_for_server(address: str, process: subprocess.Popen, timeout: float = 120.0) -> None:
-    """Poll `address`/health until an MLflow server answers; a clear error if it died or hung."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(f"{address}/health", timeout=2)
-            return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                detail = process.stderr.read().decode()[-500:] if process.poll() else ""
-                raise TrackingError(
-                    f"the MLflow server at {address} did not start. {detail}"
-                ) from None
-            time.sleep(0.3)
-
-
-@contextmanager
-def local_server(uri: str, timeout: float = 120.0) -> Iterator[str]:
-    """An MLflow server on localhost over a SQLite store, so that several processes log at once
-    (SQLite refuses concurrent writers); an HTTP store is used as it is."""
-    if uri.startswith(("http://", "https://")):
-        yield uri
-        return
-    port = free_port()
-    server = start_server(
-        [*server_command(uri, port=port), "--workers", "2"], stdout=subprocess.DEVNULL
-    )
-    address = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_server(address, server, timeout)
-        yield address
-    finally:
-        stop_server(server)
 
 
 def write_run_pointer(checkpoint: Path, tracker: Tracker, run_id: str) -> None:

@@ -186,7 +186,7 @@ def test_debug_shows_the_traceback(capsys):
 def test_ui_serves_the_store_on_localhost_and_prints_its_address(tmp_path):
     import urllib.request
 
-    from harness.tracking import free_port, wait_for_server
+    from harness.mlflow_server import free_port, wait_for_server
 
     port = free_port()
     proc = subprocess.Popen(

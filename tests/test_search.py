@@ -96,7 +96,11 @@ def test_a_small_study_end_to_end_in_optuna_and_mlflow(tmp_path, monkeypatch, ca
     best = max((t for t in again if t.value is not None), key=lambda t: t.value)
     assert f"Best trial {best.number} of Optuna study 's'" in shown.stdout
     lr_line = next(line for line in shown.stdout.splitlines() if line.split()[:1] == ["lr"])
-    assert float(lr_line.split()[1]) == pytest.approx(best.params["lr"])
+    # exported to 4 significant digits, not 17
+    assert float(lr_line.split()[1]) == pytest.approx(best.params["lr"], rel=1e-3)
+    exported = (tmp_path / "variants.toml").read_text()
+    rounded = float("{:.4g}".format(best.params["lr"]))
+    assert f"lr = {rounded}" in exported
 
 
 def _lr_search(tmp_path, study, **settings) -> SearchSpec:

@@ -9,7 +9,8 @@ import pytest
 
 from harness import runner
 from harness.cli import main
-from harness.tracking import Tracker, TrackingError, local_server
+from harness.mlflow_server import local_server
+from harness.tracking import Tracker, TrackingError
 from harness.variants import create_variant
 
 mlflow = pytest.importorskip("mlflow")
