@@ -16,6 +16,7 @@ import pytest
 
 from harness.cli import main
 from harness.mlflow_server import free_port, start_server, stop_server, wait_for_server
+from tests.test_ablation import TINY
 
 BINARIES = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 pytestmark = pytest.mark.skipif(
@@ -81,18 +82,6 @@ def test_a_search_with_two_workers_on_postgresql_loses_no_trial(postgres, capfd)
     assert all(t.state.is_finished() and t.state.name != "FAIL" for t in trials)
     lines = capfd.readouterr().out.splitlines()  # printed by the worker processes
     assert len([line for line in lines if line.startswith("trial ")]) == 6
-
-
-TINY = """
-description = "an estimator and the control, two seeds"
-variants = ["exact"]
-controls = ["supervised-only"]
-seeds = [0, 1]
-epochs = 1
-
-[set]
-labels = 100
-"""
 
 
 @pytest.mark.e2e
