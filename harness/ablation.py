@@ -31,7 +31,7 @@ from concurrent.futures import as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.records import (
     RUNS_FOLDER,
@@ -43,6 +43,9 @@ from harness.records import (
     record_path,
 )
 from harness.runner import checkpoint_path
+
+if TYPE_CHECKING:
+    from harness.launchers import SlurmOptions
 from harness.variants import Variant, create_variant, get_variant, parse_value
 
 ABLATIONS_DIR = Path(__file__).resolve().parents[1] / "ablations"
@@ -210,7 +213,7 @@ class Setting:
     threads: int  # CPU threads for each job
 
 
-def _run_job(job: Job, where: Setting) -> list[CellOutcome]:
+def run_job(job: Job, where: Setting) -> list[CellOutcome]:
     """Run one job; in a worker process when --jobs > 1."""
     import torch
 
@@ -354,12 +357,15 @@ def run_ablation(
     checkpoint_dir: str | Path = "checkpoints",
     results_dir: str | Path = "results",
     threads: int | None = None,
+    slurm: SlurmOptions | None = None,
+    wait: bool = True,
     echo: Any = print,
 ) -> list[CellOutcome]:
     """Run every cell and seed whose record is not yet in `results_dir`/runs, under one parent
     MLflow run (a reused record is logged under it too), or, without `track`, with records
     alone (where mlflow is not installed); with `stack`, the seeds of a cell train at once in
-    one process (`StackedTrainer`)."""
+    one process (`StackedTrainer`). With `slurm`, the jobs go to Slurm (launchers.py) instead of
+    local processes, and, unless `wait`, the command returns once they are queued."""
     from harness.data import ensure_dataset
     from harness.machine import default_threads
     from harness.runner import ensure_writable
@@ -367,6 +373,10 @@ def run_ablation(
     epochs = epochs or ablation.epochs
     for dataset in {ablation.variant(cell, 0).dataset for cell in ablation.cells()}:
         ensure_dataset(dataset, data_root, download)  # bad data fails here, before any write
+    if slurm is not None:
+        check_remote_tracking(track, tracking_uri)
+        results_dir, checkpoint_dir = Path(results_dir).resolve(), Path(checkpoint_dir).resolve()
+        data_root = str(Path(data_root).resolve()) if data_root else None
     records_dir = Path(results_dir) / RUNS_FOLDER
     ensure_writable(Path(checkpoint_dir), "checkpoint folder")
     ensure_writable(records_dir, "results folder")
@@ -408,10 +418,92 @@ def run_ablation(
             where = dataclasses.replace(
                 where, parent=parent_id, tracking_uri=tracker.uri, store=tracker.uri
             )
-        for outcome in run_jobs(todo, where, jobs):
+        launched = (
+            run_jobs(todo, where, jobs)
+            if slurm is None
+            else slurm_jobs(todo, where, slurm, ablation.name, wait)
+        )
+        for outcome in launched:
             echo(f"  {outcome.cell} seed {outcome.seed}: {outcome.status} {outcome.detail}")
             outcomes.append(outcome)
     return outcomes
+
+
+def run_states(
+    ablation: Ablation,
+    seeds: Sequence[int] | None,
+    epochs: int | None,
+    max_steps: int | None,
+    results_dir: str | Path,
+    slurm: SlurmOptions | None = None,
+) -> list[CellOutcome]:
+    """Each run of the ablation: done (its record is there), running or queued (its Slurm job
+    is in the queue), failed (its Slurm job left the queue without a record), or to run."""
+    from harness.launchers import in_queue, read_ledger
+
+    records_dir = Path(results_dir) / RUNS_FOLDER
+    ledger = read_ledger(slurm, ablation.name) if slurm else {}
+    queued = in_queue(slurm, ablation.name) if slurm else {}
+    states = []
+    for cell in ablation.cells():
+        for seed in ablation.seeds_of(cell, seeds):
+            variant = ablation.variant(cell, seed, epochs)
+            key = f"{cell_key(variant, max_steps)}-s{seed}"
+            entry = ledger.get(key, {})
+            if record_path(records_dir, variant, max_steps).exists():
+                state, detail = "done", ""
+            elif key in queued:
+                state = "running" if queued[key] == "RUNNING" else "queued"
+                detail = f"Slurm job {entry['array_job']} ({queued[key]})"
+            elif entry:
+                state = "failed"
+                detail = f"Slurm job {entry['array_job']} ended without a record; its log: "
+                detail += str(slurm.folder / entry["array_job"])
+            else:
+                state, detail = "to run", ""
+            states.append(CellOutcome(cell.name, seed, state, detail))
+    return states
+
+
+def check_remote_tracking(track: bool, tracking_uri: str | None) -> None:
+    """Jobs on other nodes log to a tracking server, or to nothing: refuse a SQLite or local
+    file store, which only the submitting machine can write."""
+    from harness.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if track and not uri.startswith(("http://", "https://")):
+        raise AblationError(
+            f"jobs on other nodes cannot write the local store {uri}: start a tracking server "
+            "on a host they reach (`mlflow server --backend-store-uri postgresql+psycopg://...`) "
+            "and pass --tracking-uri http://HOST:PORT, or --no-track to keep run records alone"
+        )
+
+
+def slurm_jobs(
+    todo: list[Job], where: Setting, options: SlurmOptions, ablation: str, wait: bool
+) -> Iterator[CellOutcome]:
+    """Send `todo` to Slurm (runs queued or running already are not sent again); yield each
+    run as queued, or, with `wait`, as its job ends."""
+    from harness.launchers import job_key, submit
+
+    sent = submit(ablation, todo, where, options)
+    ids = {job_key(job): slurm_job for job, slurm_job in sent}
+    for job in todo:
+        slurm_job = ids.get(job_key(job))
+        status = "queued" if slurm_job else "queued already"
+        for variant in job.variants:
+            if slurm_job is None or not wait:
+                detail = f"(Slurm job {slurm_job.job_id})" if slurm_job else "(see m2h status)"
+                yield CellOutcome(job.cell.name, variant.seed, status, detail)
+    if not wait:
+        return
+    for job, slurm_job in sent:
+        try:
+            yield from slurm_job.result()
+        except Exception as err:  # the job failed on its node: its log says why
+            reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            for variant in job.variants:
+                yield CellOutcome(job.cell.name, variant.seed, "failed", reason)
 
 
 @contextmanager
@@ -533,13 +625,13 @@ def run_jobs(todo: list[Job], where: Setting, jobs: int) -> Any:
 
     if jobs <= 1 or len(todo) <= 1:
         for job in todo:
-            yield from _run_job(job, where)
+            yield from run_job(job, where)
         return
     with contextlib.ExitStack() as serving, process_pool(jobs) as pool:
         served = where
         if where.tracking_uri is not None:
             uri = serving.enter_context(local_server(where.tracking_uri))
             served = dataclasses.replace(where, tracking_uri=uri)
-        futures = [pool.submit(_run_job, job, served) for job in todo]
+        futures = [pool.submit(run_job, job, served) for job in todo]
         for future in as_completed(futures):
             yield from future.result()

@@ -158,6 +158,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def slurm_options(args: argparse.Namespace) -> Any:
+    """The Slurm settings of `--launcher slurm` (None for the local launcher)."""
+    if args.launcher != "slurm":
+        return None
+    from harness.launchers import SlurmOptions
+
+    return SlurmOptions(
+        folder=Path(args.slurm_folder).resolve(),
+        partition=args.partition,
+        time_limit_min=args.time_limit,
+        gpus_per_job=args.gpus_per_job,
+        cpus_per_job=args.cpus_per_job,
+        array_parallelism=args.array_parallelism,
+    )
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from harness.ablation import load_ablation, run_states
+
+    ablation = load_ablation(args.name)
+    states = run_states(
+        ablation, args.seeds, args.epochs, args.max_steps, args.out, slurm_options(args)
+    )
+    for state in states:
+        print(f"  {state.cell} seed {state.seed}: {state.status} {state.detail}".rstrip())
+    counts: dict[str, int] = {}
+    for state in states:
+        counts[state.status] = counts.get(state.status, 0) + 1
+    print(f"{ablation.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return 0
+
+
 def cmd_ablate(args: argparse.Namespace) -> int:
     from harness.ablation import load_ablation, run_ablation
 
@@ -177,13 +209,16 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         checkpoint_dir=args.checkpoint_dir,
         results_dir=args.out,
         threads=args.threads,
+        slurm=slurm_options(args),
+        wait=args.launcher == "local" or args.wait,
     )
-    failed = [o for o in outcomes if o.status == "failed"]
-    print(
-        f"ablation {ablation.name}: {len(outcomes) - len(failed)} of {len(outcomes)} runs "
-        f"finished" + (f", {len(failed)} failed" if failed else "")
-    )
-    return 1 if failed else 0
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    print(f"ablation {ablation.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    if args.launcher == "slurm" and not args.wait:
+        print(f"follow it with `m2h status {ablation.name} --launcher slurm`")
+    return 1 if counts.get("failed") else 0
 
 
 def _results_inputs(args: argparse.Namespace):
@@ -393,6 +428,27 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_launcher_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--launcher",
+        choices=["local", "slurm"],
+        default="local",
+        help="local: processes here (--jobs); slurm: one Slurm job per run, through submitit",
+    )
+    p.add_argument(
+        "--slurm-folder",
+        default="submitit",
+        help="slurm: submitit's logs, jobs and ledger, on a filesystem every node shares",
+    )
+    p.add_argument("--partition", help="slurm: the partition")
+    p.add_argument("--time-limit", type=int, default=240, help="slurm: minutes per job (240)")
+    p.add_argument("--gpus-per-job", type=int, default=0, help="slurm: GPUs per job (0)")
+    p.add_argument("--cpus-per-job", type=int, default=2, help="slurm: CPUs per job (2)")
+    p.add_argument(
+        "--array-parallelism", type=int, default=64, help="slurm: jobs of the array at once (64)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="m2h", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -476,6 +532,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="results",
         help="results folder: each finished run leaves its record in OUT/runs (default: results)",
     )
+    _add_launcher_options(ablate)
+    ablate.add_argument(
+        "--wait", action="store_true", help="slurm: wait for the jobs (default: return queued)"
+    )
+    status = sub.add_parser(
+        "status", help="which runs of an ablation are done, running, queued, failed or to run"
+    )
+    status.add_argument("name")
+    status.add_argument("--seeds", type=int, nargs="+")
+    status.add_argument("--epochs", type=int)
+    status.add_argument("--max-steps", type=int)
+    status.add_argument("--out", default="results")
+    _add_launcher_options(status)
+    status.set_defaults(func=cmd_status)
     for name, func, what in [
         ("table", cmd_table, "results/NAME.md and .csv from the run records"),
         ("plot", cmd_plot, "results/NAME_*.png from the run records"),
@@ -572,7 +642,16 @@ def set_threads(args: argparse.Namespace) -> None:
 
 def check_counts(args: argparse.Namespace) -> None:
     """Counts that must be positive, refused before any data is touched."""
-    for flag in ("threads", "max_steps", "jobs", "epochs", "repeats"):
+    for flag in (
+        "threads",
+        "max_steps",
+        "jobs",
+        "epochs",
+        "repeats",
+        "time_limit",
+        "cpus_per_job",
+        "array_parallelism",
+    ):
         value = getattr(args, flag, None)
         if value is not None and value < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")

@@ -138,7 +138,7 @@ def test_an_interrupted_ablation_resumes_without_repeating_finished_cells(
 ):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ablation = load_ablation(str(tiny))
-    real = ablation_module._run_job
+    real = ablation_module.run_job
     calls = []
 
     def interrupt_third(job, where):
@@ -147,7 +147,7 @@ def test_an_interrupted_ablation_resumes_without_repeating_finished_cells(
             raise KeyboardInterrupt
         return real(job, where)
 
-    monkeypatch.setattr(ablation_module, "_run_job", interrupt_third)
+    monkeypatch.setattr(ablation_module, "run_job", interrupt_third)
     kw = dict(
         tracking_uri=store,
         max_steps=2,
@@ -157,7 +157,7 @@ def test_an_interrupted_ablation_resumes_without_repeating_finished_cells(
     )
     with pytest.raises(KeyboardInterrupt):
         run_ablation(ablation, **kw)
-    monkeypatch.setattr(ablation_module, "_run_job", real)
+    monkeypatch.setattr(ablation_module, "run_job", real)
     outcomes = run_ablation(ablation, **kw)
     assert sorted(o.status for o in outcomes) == ["finished", "finished", "skipped", "skipped"]
     client = mlflow.MlflowClient(store)
@@ -305,7 +305,7 @@ def test_a_cell_with_a_nan_loss_fails_alone_and_the_ablation_goes_on(
         == 1
     )
     out = capsys.readouterr().out
-    assert "2 of 4 runs finished, 2 failed" in out
+    assert "ablation tiny: 2 finished, 2 failed" in out
     assert "supervised-only seed 0: failed NonFiniteLossError" in out
     client = mlflow.MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
