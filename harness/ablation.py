@@ -621,13 +621,17 @@ def run_jobs(todo: list[Job], where: Setting, jobs: int) -> Any:
     """Yield the outcomes of `todo`, in this process or, with `jobs` > 1, in `jobs` worker
     processes logging through a local MLflow server (a SQLite store takes one writer)."""
     from harness.mlflow_server import local_server
-    from harness.workers import process_pool
+    from harness.workers import process_pool, visible_gpus
 
     if jobs <= 1 or len(todo) <= 1:
         for job in todo:
             yield from run_job(job, where)
         return
-    with contextlib.ExitStack() as serving, process_pool(jobs) as pool:
+    gpus = visible_gpus(where.device)[:jobs]  # each job a GPU of its own, where there are
+    with (
+        contextlib.ExitStack() as serving,
+        process_pool(jobs, gpus if len(gpus) == jobs else ()) as pool,
+    ):
         served = where
         if where.tracking_uri is not None:
             uri = serving.enter_context(local_server(where.tracking_uri))

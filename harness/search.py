@@ -31,7 +31,7 @@ from harness.variants import (
     search_space,
     user_variants_path,
 )
-from harness.workers import process_pool
+from harness.workers import process_pool, visible_gpus
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 DEFAULT_VALIDATION = 10_000
@@ -300,7 +300,8 @@ def _run_workers(spec: SearchSpec, jobs: int) -> None:
     if jobs <= 1:
         work(spec)
         return
-    with process_pool(jobs) as pool:
+    gpus = visible_gpus(spec.device)[:jobs]  # each worker a GPU of its own, where there are
+    with process_pool(jobs, gpus if len(gpus) == jobs else ()) as pool:
         for future in [pool.submit(work, spec) for _ in range(jobs)]:
             future.result()
 
