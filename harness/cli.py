@@ -251,8 +251,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     ablation, runs, curves = _results_inputs(args)
     axis = next(iter(ablation.axes)) if len(ablation.axes) == 1 else None
-    for path in plot(ablation.name, runs, curves, Path(args.out), axis):
+    paths = plot(ablation.name, runs, curves, Path(args.out), axis)
+    for path in paths:
         print(f"wrote {path}")
+    if len(paths) == 1:
+        print("no curves: the runs have one epoch each, and a curve needs two")
     return 0
 
 

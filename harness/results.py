@@ -232,11 +232,21 @@ PROBLEM_AXES = ("labels", "dataset")  # errors are not comparable across their v
 def plot(
     name: str, runs: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, axis: str | None = None
 ) -> list[Path]:
-    """Test error by epoch per cell (mean and band over seeds; when the swept `axis` changes the
-    problem, labels or dataset, one panel per value of it and a line per variant), and final
-    error per cell (or by the swept `axis`, one line per variant)."""
+    """The test-error curves (`plot_curves`; not drawn from runs of one epoch: a curve needs
+    two) and the reported error per cell (`plot_final`); the paths written."""
     sns.set_theme(style="whitegrid", context="notebook")
-    paths = [out_dir / f"{name}_curves.png", out_dir / f"{name}_final.png"]
+    paths = []
+    if curves["epoch"].nunique() > 1:
+        paths.append(plot_curves(name, runs, curves, out_dir / f"{name}_curves.png", axis))
+    paths.append(plot_final(name, runs, out_dir / f"{name}_final.png", axis))
+    return paths
+
+
+def plot_curves(
+    name: str, runs: pd.DataFrame, curves: pd.DataFrame, path: Path, axis: str | None
+) -> Path:
+    """Test error by epoch per cell, mean and band over seeds; when the swept `axis` changes the
+    problem (labels or dataset), one panel per value of it and a line per variant."""
     title = f"{name}: test error by epoch (mean ± sd over seeds)"
     if axis in PROBLEM_AXES and axis in runs:
         grid = sns.relplot(
@@ -257,20 +267,22 @@ def plot(
         for ax in grid.axes.flat:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         grid.figure.subplots_adjust(top=0.82)
-        grid.savefig(paths[0], dpi=120)
+        grid.savefig(path, dpi=120)
         plt.close(grid.figure)
-    else:
-        fig, ax = plt.subplots(figsize=(8, 5))
-        sns.lineplot(
-            curves, x="epoch", y="test_error", hue="cell", errorbar="sd", marker="o", ax=ax
-        )
-        ax.set(ylabel="test error (%)", title=title)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(paths[0], dpi=120)
-        plt.close(fig)
+        return path
+    fig, ax = plt.subplots(figsize=(8, 5))
+    sns.lineplot(curves, x="epoch", y="test_error", hue="cell", errorbar="sd", marker="o", ax=ax)
+    ax.set(ylabel="test error (%)", title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
+
+def plot_final(name: str, runs: pd.DataFrame, path: Path, axis: str | None) -> Path:
+    """The reported test error per cell (or along the swept `axis`, a line per variant)."""
     fig, ax = plt.subplots(figsize=(8, 5))
     if axis is not None and axis in runs:
         sns.pointplot(
@@ -289,6 +301,6 @@ def plot(
         plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
     ax.set(ylabel="test error (%)", title=f"{name}: reported test error (mean ± sd)")
     fig.tight_layout()
-    fig.savefig(paths[1], dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return paths
+    return path

@@ -122,6 +122,11 @@ def test_m2h_load_puts_records_into_mlflow_once(ablation_file, tmp_path, capsys)
     runs = client.search_runs([client.get_experiment_by_name("two").experiment_id])
     children = [r for r in runs if r.data.tags.get("m2h.role") != "ablation"]
     assert len(children) == 3 and {r.info.status for r in children} == {"FINISHED"}
+    (parent,) = [r for r in runs if r.data.tags.get("m2h.role") == "ablation"]
+    # the collapsed row of the ablation in the UI says each cell's mean and sd already
+    assert parent.data.metrics["exact/test_error_mean"] == pytest.approx(19.5)
+    assert parent.data.metrics["exact/seeds"] == 2
+    assert "cells.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     exact0 = next(
         r for r in children if r.data.tags["cell"] == "exact" and r.data.tags["seed"] == "0"
     )

@@ -44,3 +44,24 @@ def test_curves_over_label_counts_get_a_panel_each(tmp_path):
     with Image.open(curves_png) as panels, Image.open(final_png) as single:
         assert panels.width > 2 * panels.height  # two panels side by side, then the legend
         assert single.width < 2 * single.height
+
+
+def test_no_curve_is_drawn_from_one_epoch(tmp_path, capsys):
+    from harness.cli import main
+
+    path = tmp_path / "counts.toml"
+    path.write_text(LABELS.replace("epochs = 3", "epochs = 1"))
+    ablation = load_ablation(str(path))
+    for cell in ablation.cells():
+        variant = ablation.variant(cell, 0)
+        write_record(tmp_path / "runs", make_record(variant, history([30.0]), MACHINE))
+    assert main(["plot", str(path), "--out", str(tmp_path)]) == 0
+    assert "no curves: the runs have one epoch each" in capsys.readouterr().out
+    assert not (tmp_path / "counts_curves.png").exists()
+    assert (tmp_path / "counts_final.png").exists()
+
+
+def test_the_quickstart_trains_long_enough_to_show_a_difference():
+    quickstart = load_ablation("quickstart")
+    assert quickstart.epochs >= 3  # curves, not a column of dots
+    assert {c.variant for c in quickstart.cells()} == {"exact", "gumbel-st", "supervised-only"}
