@@ -24,6 +24,7 @@ import hashlib
 import itertools
 import json
 import re
+import shutil
 import time
 import tomllib
 from collections.abc import Iterator, Sequence
@@ -374,6 +375,10 @@ def run_ablation(
     for dataset in {ablation.variant(cell, 0).dataset for cell in ablation.cells()}:
         ensure_dataset(dataset, data_root, download)  # bad data fails here, before any write
     if slurm is not None:
+        if shutil.which("sbatch") is None:
+            raise AblationError(
+                "--launcher slurm needs Slurm's sbatch here: run it on a login node of the cluster"
+            )
         check_remote_tracking(track, tracking_uri)
         results_dir, checkpoint_dir = Path(results_dir).resolve(), Path(checkpoint_dir).resolve()
         data_root = str(Path(data_root).resolve()) if data_root else None

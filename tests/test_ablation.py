@@ -340,3 +340,10 @@ def test_two_ablations_sharing_a_cell_each_log_it_under_their_own_parent(tmp_pat
             f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
         )
         assert len(children) == 4
+
+
+def test_slurm_without_sbatch_is_a_clear_error(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch on it
+    assert main(["ablate", str(tiny), "--launcher", "slurm", "--no-track"]) == 1
+    assert "needs Slurm's sbatch here" in capsys.readouterr().err
+    assert not (tmp_path / "submitit").exists()

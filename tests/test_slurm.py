@@ -65,7 +65,7 @@ def _until(condition, timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
-def test_slurm_refuses_a_store_other_nodes_cannot_write(tmp_path, capsys):
+def test_slurm_refuses_a_store_other_nodes_cannot_write(tmp_path, capsys, slurm_cluster):
     path = tmp_path / "two.toml"
     path.write_text(TWO_RUNS)
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
