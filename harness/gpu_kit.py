@@ -81,11 +81,16 @@ def pack(carry: Path, data_root: Path, level: int = 6) -> Path:
     folder the device call carries; gitignored)."""
     carry.mkdir(parents=True, exist_ok=True)
     archive = carry / "data.tar.xz"
+    files = [
+        (path, f"{name}/raw/{path.name}")
+        for name in DATASETS
+        for path in sorted((data_root / name / "raw").glob("*-ubyte"))
+    ]
+    if not files:
+        raise FileNotFoundError(f"no raw dataset files under {data_root.resolve()}/*/raw")
     with tarfile.open(archive, "w:xz", preset=level) as tar:
-        for name in DATASETS:
-            raw = data_root / name / "raw"
-            for path in sorted(raw.glob("*-ubyte")):
-                tar.add(path, arcname=f"{name}/raw/{path.name}")
+        for path, name in files:
+            tar.add(path, arcname=name)
     return archive
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("M2_DATA_ROOT") or REPO.parent / "shared" / "data")
+# resolved now, from the folder pytest starts in: tests run in temporary folders of their own
+DATA_ROOT = Path(os.environ.get("M2_DATA_ROOT") or REPO.parent / "shared" / "data").resolve()
 
 
 @pytest.fixture(scope="session")

@@ -51,3 +51,8 @@ def test_the_gpu_kit_runs_its_whole_checklist_on_the_cpu(tmp_path, data_root):
         assert len(names) == 12  # labels: 12 cells, seed 0
         record = json.load(tar.extractfile(names[0]))
     assert record["made"]["git_commit"] == "f" * 40 and record["max_steps"] == 2
+
+
+def test_packing_no_data_is_an_error_not_an_empty_archive(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no raw dataset files"):
+        pack(tmp_path / "carry", tmp_path / "empty")
