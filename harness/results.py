@@ -143,7 +143,10 @@ def provenance(ablation: Ablation, runs: pd.DataFrame, epochs: int, max_steps: i
         counts = runs[column].value_counts().sort_index()
         return "; ".join(f"{value} ({n} runs)" for value, n in counts.items())
 
+    planned = sum(len(ablation.seeds_of(cell)) for cell in ablation.cells())
     return {
+        "progress": f"{len(runs)} of the {planned} runs the ablation file plans have finished"
+        + ("" if len(runs) >= planned else "; cells without a row have none yet"),
         "command": command + budget,
         "rebuild": f"m2h table {ablation.name}{budget}",
         "commit": counted("git_commit"),
@@ -194,6 +197,7 @@ def write_table(
         f"- commit: {meta['commit']}",
         f"- machine: {meta['machine']}",
         f"- time: {meta['wall_time']}",
+        f"- progress: {meta['progress']}",
         "",
         "Test error (%) on the 10,000 test images, mean ± standard deviation over seeds, at the "
         "epoch each run's validation error was best (held-out training images; the last epoch "
@@ -285,8 +289,9 @@ def plot_final(name: str, runs: pd.DataFrame, path: Path, axis: str | None) -> P
     """The reported test error per cell (or along the swept `axis`, a line per variant)."""
     fig, ax = plt.subplots(figsize=(8, 5))
     if axis is not None and axis in runs:
+        dodge = 0.3 if runs["variant"].nunique() > 1 else False  # seaborn: one hue, no dodge
         sns.pointplot(
-            runs, x=axis, y="selected_test_error", hue="variant", errorbar="sd", dodge=0.3, ax=ax
+            runs, x=axis, y="selected_test_error", hue="variant", errorbar="sd", dodge=dodge, ax=ax
         )
     else:
         sns.pointplot(

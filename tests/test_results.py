@@ -65,3 +65,20 @@ def test_the_quickstart_trains_long_enough_to_show_a_difference():
     quickstart = load_ablation("quickstart")
     assert quickstart.epochs >= 3  # curves, not a column of dots
     assert {c.variant for c in quickstart.cells()} == {"exact", "gumbel-st", "supervised-only"}
+
+
+def test_a_plot_along_an_axis_with_one_variant_so_far(tmp_path):
+    """A campaign's first records may hold a single variant: the plots still come out."""
+    path = tmp_path / "counts.toml"
+    path.write_text(LABELS)
+    ablation = load_ablation(str(path))
+    cell = ablation.cells()[0]
+    write_record(
+        tmp_path / "runs", make_record(ablation.variant(cell, 0), history([30.0, 20.0]), MACHINE)
+    )
+    runs, curves = load_runs(ablation, tmp_path)
+    assert len(runs) == 1
+    assert [p.name for p in plot(ablation.name, runs, curves, tmp_path, "labels")] == [
+        "counts_curves.png",
+        "counts_final.png",
+    ]
