@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.jobs import CellOutcome, Job, Setting, run_job
 from harness.records import (
     RUNS_FOLDER,
     RunRecord,
@@ -180,99 +181,6 @@ def ablation_key(ablation: Ablation, epochs: int, max_steps: int | None) -> str:
     return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
 
-@dataclass
-class CellOutcome:
-    cell: str
-    seed: int
-    status: str  # finished, skipped, failed
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class Job:
-    """One cell's run for one seed, or for several seeds stacked in one process."""
-
-    cell: Cell
-    variants: tuple[Variant, ...]
-    tags: tuple[dict[str, str], ...]
-
-
-@dataclass(frozen=True)
-class Setting:
-    """Where and how an ablation's jobs run (the same for every job)."""
-
-    experiment: str
-    parent: str | None  # the parent MLflow run; None (and no tracking URI): records alone
-    tracking_uri: str | None
-    store: str | None
-    data_root: str | None
-    download: bool
-    device: str | None
-    max_steps: int | None
-    checkpoint_dir: str
-    records_dir: str
-    threads: int  # CPU threads for each job
-
-
-def run_job(job: Job, where: Setting) -> list[CellOutcome]:
-    """Run one job; in a worker process when --jobs > 1."""
-    import torch
-
-    from harness.runner import RunOptions, run_stacked, run_variant
-
-    torch.set_num_threads(where.threads)
-    tags = {v.seed: t for v, t in zip(job.variants, job.tags, strict=True)}
-    options = RunOptions(
-        data_root=where.data_root,
-        download=where.download,
-        device=where.device,
-        max_steps=where.max_steps,
-        progress=False,
-        tracker=(
-            _tracker(where.tracking_uri, where.experiment, store=where.store)
-            if where.tracking_uri
-            else None
-        ),
-        parent_run_id=where.parent,
-        checkpoint_dir=where.checkpoint_dir,
-        resume=True,
-        records_dir=where.records_dir,
-    )
-    try:
-        if len(job.variants) == 1:
-            (v,) = job.variants
-            name = f"{job.cell.name} seed {v.seed}"
-            results = [run_variant(v, options, run_name=name, tags=tags[v.seed])]
-        else:
-            results = run_stacked(
-                job.variants[0],
-                [v.seed for v in job.variants],
-                options,
-                run_name=lambda v: f"{job.cell.name} seed {v.seed}",
-                tags=lambda v: tags[v.seed],
-            )
-    except Exception as err:  # a failed cell is logged FAILED; the ablation goes on
-        reason = f"{type(err).__name__}: {err}"
-        return [CellOutcome(job.cell.name, v.seed, "failed", reason) for v in job.variants]
-    return [CellOutcome(job.cell.name, r.variant.seed, "finished", _describe(r)) for r in results]
-
-
-def _tracker(uri: str, experiment: str, store: str | None) -> Any:
-    from harness.tracking import Tracker
-
-    return Tracker(uri, experiment, store=store)
-
-
-def _describe(result: Any) -> str:
-    from harness.trainer import run_summary
-
-    s = run_summary(result.variant, result.reports)
-    return (
-        f"test error {s['selected_test_error']:.2f}% (epoch {s['selected_epoch']} of "
-        f"{s['epochs_run']}), {s['final_samples_per_sec']:,.0f} rows/s"
-    )
-
-
 def _stacks(variants: list[Variant], checkpoint_dir: Path, max_steps: int | None) -> list[list]:
     """The seeds of one cell grouped into stacks that can train together: those at the same
     checkpointed epoch (0: no checkpoint yet)."""
@@ -375,11 +283,7 @@ def run_ablation(
     for dataset in {ablation.variant(cell, 0).dataset for cell in ablation.cells()}:
         ensure_dataset(dataset, data_root, download)  # bad data fails here, before any write
     if slurm is not None:
-        if shutil.which("sbatch") is None:
-            raise AblationError(
-                "--launcher slurm needs Slurm's sbatch here: run it on a login node of the cluster"
-            )
-        check_remote_tracking(track, tracking_uri)
+        check_slurm(track, tracking_uri)
         results_dir, checkpoint_dir = Path(results_dir).resolve(), Path(checkpoint_dir).resolve()
         data_root = str(Path(data_root).resolve()) if data_root else None
     records_dir = Path(results_dir) / RUNS_FOLDER
@@ -387,12 +291,7 @@ def run_ablation(
     ensure_writable(records_dir, "results folder")
     cell_folder = Path(checkpoint_dir) / ablation.name
     todo, reused = plan(ablation, seeds, epochs, max_steps, records_dir, stack, cell_folder)
-    runs = sum(len(job.variants) for job in todo)
-    echo(
-        f"ablation {ablation.name}: {len(ablation.cells())} cells, {runs} runs to train"
-        + (f" in {len(todo)} stacks" if stack else "")
-        + f", {len(reused)} finished already (records in {records_dir})"
-    )
+    outcomes = _announce(ablation, todo, reused, records_dir, stack, echo)
     where = Setting(
         experiment=ablation.name,
         parent=None,
@@ -406,10 +305,6 @@ def run_ablation(
         records_dir=str(records_dir),
         threads=threads or default_threads(min(jobs, max(1, len(todo)))),
     )
-    outcomes = [
-        CellOutcome(cell.name, record.variant.seed, "skipped", f"finished already ({record.path})")
-        for cell, record in reused
-    ]
     with contextlib.ExitStack() as tracked:
         if track:
             from harness.tracking import Tracker
@@ -432,6 +327,27 @@ def run_ablation(
             echo(f"  {outcome.cell} seed {outcome.seed}: {outcome.status} {outcome.detail}")
             outcomes.append(outcome)
     return outcomes
+
+
+def _announce(
+    ablation: Ablation,
+    todo: list[Job],
+    reused: list[tuple[Cell, RunRecord]],
+    records_dir: Path,
+    stack: bool,
+    echo: Any,
+) -> list[CellOutcome]:
+    """Say what an ablation will train; the runs it reuses, as outcomes."""
+    runs = sum(len(job.variants) for job in todo)
+    echo(
+        f"ablation {ablation.name}: {len(ablation.cells())} cells, {runs} runs to train"
+        + (f" in {len(todo)} stacks" if stack else "")
+        + f", {len(reused)} finished already (records in {records_dir})"
+    )
+    return [
+        CellOutcome(cell.name, record.variant.seed, "skipped", f"finished already ({record.path})")
+        for cell, record in reused
+    ]
 
 
 def run_states(
@@ -470,11 +386,16 @@ def run_states(
     return states
 
 
-def check_remote_tracking(track: bool, tracking_uri: str | None) -> None:
-    """Jobs on other nodes log to a tracking server, or to nothing: refuse a SQLite or local
-    file store, which only the submitting machine can write."""
+def check_slurm(track: bool, tracking_uri: str | None) -> None:
+    """Slurm jobs are sent with sbatch, and log to a tracking server or to nothing: refuse a
+    machine without sbatch, and a SQLite or local file store, which only the submitting machine
+    can write."""
     from harness.tracking import resolve_tracking_uri
 
+    if shutil.which("sbatch") is None:
+        raise AblationError(
+            "--launcher slurm needs Slurm's sbatch here: run it on a login node of the cluster"
+        )
     uri = resolve_tracking_uri(tracking_uri)
     if track and not uri.startswith(("http://", "https://")):
         raise AblationError(

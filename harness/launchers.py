@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import submitit
 
 if TYPE_CHECKING:
-    from harness.ablation import CellOutcome, Job, Setting
+    from harness.jobs import CellOutcome, Job, Setting
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class AblationJob(submitit.helpers.Checkpointable):
         self.job, self.where = job, where
 
     def __call__(self) -> list[CellOutcome]:
-        from harness.ablation import run_job
+        from harness.jobs import run_job
 
         return run_job(self.job, self.where)
 
