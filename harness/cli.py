@@ -19,6 +19,7 @@ from harness.variants import (
     list_variants,
     load_user_variants,
     parse_overrides,
+    round_float,
     user_variants_path,
 )
 
@@ -53,7 +54,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def _shown(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    return str(round_float(value))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
