@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 ACCURACY_TARGETS = (0.90, 0.95)
+TIE = 1e-9  # points of error below which two differences are the same (float rounding)
 
 
 class Epoch(Protocol):
@@ -28,10 +29,12 @@ class Epoch(Protocol):
 
 
 def val_error(report: Epoch) -> float:
-    """Validation error in percent."""
+    """Validation error in percent, from the accuracy at the six significant digits a run
+    record keeps (so the rule decides the same during a run and when its record is read back,
+    also where an improvement is exactly `min_delta`)."""
     if report.val_accuracy is None:
         raise ValueError("the stop rule needs validation images; this run holds none out")
-    return 100.0 * (1.0 - report.val_accuracy)
+    return round(100.0 * (1.0 - float(f"{report.val_accuracy:.6g}")), 6)
 
 
 def best_index(history: Sequence[Epoch], min_delta: float) -> int:
@@ -39,8 +42,8 @@ def best_index(history: Sequence[Epoch], min_delta: float) -> int:
     validation error is below the best so far by more than `min_delta` points (the first epoch
     is the first best)."""
     best = 0
-    for i in range(1, len(history)):
-        if val_error(history[i]) < val_error(history[best]) - min_delta:
+    for i in range(1, len(history)):  # a change of exactly min_delta is no improvement
+        if val_error(history[i]) < val_error(history[best]) - min_delta - TIE:
             best = i
     return best
 

@@ -90,3 +90,14 @@ def test_a_run_ends_at_the_stop_rule_and_a_resumed_run_ends_at_the_same_epoch(ge
     resumed.fit()
     assert resumed.epoch == whole.epoch
     assert [r.val_accuracy for r in resumed.history] == [r.val_accuracy for r in whole.history]
+
+
+def test_an_improvement_of_exactly_min_delta_is_none_whatever_the_float_rounding():
+    """4.66 -> 4.56 is 0.1 on paper and 0.09999999999999964 or 0.1000000000000005 in floats,
+    depending on how the accuracies were rounded: the rule must decide the same both ways (a
+    run's decision and its record's, read back, agree)."""
+    h = history([4.66, 4.56])
+    assert best_index(h, min_delta=0.1) == 0
+    noisy = history([4.66, 4.56])
+    noisy[0].val_accuracy, noisy[1].val_accuracy = 0.9533999919891357, 0.9544000029563904
+    assert best_index(noisy, min_delta=0.1) == 0
