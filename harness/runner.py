@@ -14,7 +14,13 @@ import torch
 
 from harness.checkpoint import load_checkpoint
 from harness.data import Splits, load_splits
-from harness.trainer import EpochReport, Trainer, resolve_device, run_summary
+from harness.trainer import (
+    EpochReport,
+    Trainer,
+    resolve_device,
+    run_summary,
+    settings_differing,
+)
 from harness.variants import Variant, resumable_settings
 
 if TYPE_CHECKING:
@@ -243,11 +249,9 @@ def resume_note(variant: Variant, checkpoint: Path, resume: bool, resumed: bool,
     note = f"starting fresh: no checkpoint of these settings in {checkpoint.parent}"
     if not resume:
         return note
-    ours = resumable_settings(variant.params())
     others = []
     for path in sorted(checkpoint.parent.glob(f"{variant.name}-*.pt")):
-        theirs = resumable_settings(load_checkpoint(path)["variant"])
-        changed = sorted(k for k in ours if ours[k] != theirs.get(k)) or ["--max-steps"]
+        changed = settings_differing(variant, load_checkpoint(path)) or ["--max-steps"]
         others.append(f"{path.name} (differs in {', '.join(changed)})")
     if others:
         note += f"; not resumed, being of other settings: {'; '.join(others)}"

@@ -123,11 +123,17 @@ def synchronize(device: torch.device) -> None:
 PRECISIONS = ("fp32", "bf16")
 
 
+def settings_differing(variant: Variant, state: dict[str, Any]) -> list[str]:
+    """The settings a checkpoint `state` would need to share with `variant` to be continued
+    (all but the epoch budget and the stop rule) and does not, by name."""
+    ours, theirs = resumable_settings(variant.params()), resumable_settings(state["variant"])
+    return sorted(k for k in ours if ours[k] != theirs.get(k))
+
+
 def check_resumable(variant: Variant, state: dict[str, Any]) -> None:
     """Raise ValueError unless checkpoint `state` is of `variant` (any epoch budget)."""
-    ours, theirs = resumable_settings(variant.params()), resumable_settings(state["variant"])
-    if ours != theirs:
-        changed = sorted(k for k in ours if ours[k] != theirs.get(k))
+    changed = settings_differing(variant, state)
+    if changed:
         raise ValueError(f"checkpoint is of another variant (differs in {', '.join(changed)})")
 
 
