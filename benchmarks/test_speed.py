@@ -11,7 +11,6 @@ from harness.bench import count_flops, harness_step, matmul_peak, synthetic_spli
 from harness.loss import m2_loss
 from harness.model import M2
 from harness.reference import reference_exact_loss
-from harness.stacked import StackedTrainer
 from harness.trainer import Trainer, synchronize
 from harness.variants import create_variant
 
@@ -85,7 +84,7 @@ def test_training_step_with_a_speed_option(benchmark, option, estimator, device,
 def test_stacked_training_step(benchmark, estimator, seeds, device, splits, peak):
     """Several seeds in one step (harness.stacked): rows/s in all and per seed."""
     variant = create_variant(ESTIMATOR_VARIANTS[estimator])
-    trainer = StackedTrainer(variant, range(seeds), splits, device, progress=False)
+    trainer = Trainer(variant, splits, device, progress=False, seeds=range(seeds))
     rows = seeds * (trainer.batch_size + trainer.labelled_batch)
     _record(benchmark, harness_step(trainer), device, rows, peak, seeds)
 

@@ -273,8 +273,8 @@ def run_ablation(
     """Run every cell and seed whose record is not yet in `results_dir`/runs, under one parent
     MLflow run (a reused record is logged under it too), or, without `track`, with records
     alone (where mlflow is not installed); with `stack`, the seeds of a cell train at once in
-    one process (`StackedTrainer`). With `slurm`, the jobs go to Slurm (launchers.py) instead of
-    local processes, and, unless `wait`, the command returns once they are queued."""
+    one process (`stacked.StackedSeeds`). With `slurm`, the jobs go to Slurm (launchers.py)
+    instead of local processes, and, unless `wait`, the command returns once they are queued."""
     from harness.data import ensure_dataset
     from harness.machine import default_threads
     from harness.runner import ensure_writable

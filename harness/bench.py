@@ -21,7 +21,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from harness.data import Splits
 from harness.model import M2
 from harness.reference import reference_exact_loss
-from harness.trainer import Trainer, make_optimizer, synchronize
+from harness.step import make_optimizer
+from harness.trainer import Trainer, synchronize
 from harness.variants import Variant
 
 
@@ -168,12 +169,10 @@ def stacked_side_by_side(
 ) -> tuple[float, Timing, Timing]:
     """The matmul peak, then one seed's step alone and `seeds` seeds' stacked step, in one
     process; the stacked Timing counts the rows of every seed."""
-    from harness.stacked import StackedTrainer
-
     peak = matmul_peak(device)
     trainer = Trainer(variant, splits, device, progress=False)
     rows = trainer.batch_size + trainer.labelled_batch
     alone = measure("one seed alone", harness_step(trainer), rows, device, repeats)
-    stack = StackedTrainer(variant, range(seeds), splits, device, progress=False)
+    stack = Trainer(variant, splits, device, progress=False, seeds=range(seeds))
     stacked = measure(f"{seeds} seeds stacked", harness_step(stack), seeds * rows, device, repeats)
     return peak, alone, stacked

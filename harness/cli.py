@@ -111,13 +111,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         RunOptions,
         format_report,
         format_summary,
-        run_stacked,
-        run_variant,
+        run_seeds,
     )
 
     if args.seeds is not None and args.seed is not None:
         raise UsageError("give --seed or --seeds, not both")
-    if args.seeds is not None and (args.compile or args.cuda_graphs):
+    if args.seeds is not None and len(args.seeds) > 1 and (args.compile or args.cuda_graphs):
         raise UsageError("--compile and --cuda-graphs are for one seed; stacked seeds run eagerly")
     variant = variant_from_args(args)
     verify_data(args, variant.dataset)
@@ -136,22 +135,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         cuda_graphs=args.cuda_graphs,
         announce=print,
     )
-    if args.seeds is None:
-        results = [
-            run_variant(
-                variant,
-                options,
-                on_epoch_end=[lambda r: print(format_report(r, variant.epochs), flush=True)],
-            )
-        ]
-    else:
+    seeds = [variant.seed] if args.seeds is None else args.seeds
 
-        def print_reports(reports: list) -> None:
-            for seed, report in zip(args.seeds, reports, strict=True):
-                if report is not None:  # None: the stop rule ended this seed earlier
-                    print(f"seed {seed}  {format_report(report, variant.epochs)}", flush=True)
+    def print_reports(reports: list) -> None:
+        for seed, report in zip(seeds, reports, strict=True):
+            if report is not None:  # None: the stop rule ended this seed earlier
+                where = f"seed {seed}  " if args.seeds is not None else ""
+                print(f"{where}{format_report(report, variant.epochs)}", flush=True)
 
-        results = run_stacked(variant, args.seeds, options, on_epoch_end=[print_reports])
+    results = run_seeds(variant, seeds, options, on_epoch_end=[print_reports])
     for result in results:
         print(format_summary(result.variant, result.reports))
         if result.run_id:

@@ -154,7 +154,6 @@ def bench(out: Path, log: Log, device: Any, budget: dict, peak: float) -> list[d
     import torch
 
     from harness.bench import count_flops, harness_step, synthetic_splits
-    from harness.stacked import StackedTrainer
     from harness.trainer import Trainer
     from harness.variants import create_variant
 
@@ -196,7 +195,7 @@ def bench(out: Path, log: Log, device: Any, budget: dict, peak: float) -> list[d
     variant = create_variant("exact")
     for seeds in budget["stacks"]:
         torch.manual_seed(0)
-        stack = StackedTrainer(variant, range(seeds), splits, device, progress=False)
+        stack = Trainer(variant, splits, device, progress=False, seeds=range(seeds))
         rows_per_step = seeds * (stack.batch_size + stack.labelled_batch)
         flops = count_flops(harness_step(stack))
         seconds = _timing(stack, budget["repeats"], device)
@@ -229,16 +228,17 @@ def accuracy(
         variant = create_variant("exact", {"labels": 100, "epochs": budget["to_90"]})
         trainer = Trainer(variant, splits, device, max_steps=max_steps, progress=False, **options)
         while trainer.epoch < variant.epochs and time.monotonic() < deadline:
-            report = trainer.run_epoch()
+            (report,) = trainer.run_epoch()
             if report.test_accuracy >= 0.90:
                 break
-        reached = time_to_accuracy(trainer.history, 0.90)
+        history = trainer.seed_history(0)
+        reached = time_to_accuracy(history, 0.90)
         entry = {
             "mode": "cuda_graphs" if options else "eager",
             "epochs": reached[0] if reached else None,
             "train_seconds": reached[1] if reached else None,
             "epochs_run": trainer.epoch,
-            "test_accuracy": [r.test_accuracy for r in trainer.history],
+            "test_accuracy": [r.test_accuracy for r in history],
         }
         result["to_90"].append(entry)
         reached_in = f"{entry['epochs']} epochs, {entry['train_seconds']} s"
@@ -254,8 +254,7 @@ def accuracy(
             trainer = Trainer(
                 variant, splits, device, max_steps=max_steps, progress=False, precision=precision
             )
-            trainer.fit()
-            error = trainer.history[-1].test_error
+            error = trainer.fit()[0][-1].test_error
             result["bf16_vs_fp32"].append(
                 {"seed": seed, "precision": precision, "test_error": error, "epochs": trainer.epoch}
             )

@@ -5,7 +5,7 @@ Captured as one graph (forward, backward and the fused Adam update, its state ke
 with `capturable=True`), a step is one launch. The batch indices, alpha and the temperature live
 in static device buffers that each step fills before the replay; the noise generator is
 registered with the graph, so every replay draws new noise. The eager step stays the reference
-(`Trainer(cuda_graphs=False)`); the CUDA tests compare the two.
+(`OneSeed(cuda_graphs=False)`); the CUDA tests compare the two.
 
 Capture needs warm-up steps on a side stream (they allocate the optimiser's state and let the
 caching allocator settle); they would change the model, so the model, the optimiser's state and
@@ -23,83 +23,75 @@ from torch import Tensor
 from harness.loss import TERMS
 
 if TYPE_CHECKING:
-    from harness.trainer import Trainer
+    from harness.step import Batch, OneSeed
 
 
 class GraphedStep:
-    """`trainer`'s training step as a CUDA graph: call it with a batch's indices, alpha and the
-    temperature; it updates the model and returns the loss terms stacked in TERMS order."""
+    """`step`'s update as a CUDA graph for batches of `batch` unlabelled and `labelled_batch`
+    labelled rows: call it with a `Batch` (indices, alpha and the temperature); it updates the
+    model and returns the loss terms stacked in TERMS order."""
 
-    def __init__(self, trainer: Trainer, warmup: int = 3) -> None:
-        if trainer.device.type != "cuda":
-            raise ValueError(f"CUDA graphs need a CUDA device; this run is on {trainer.device}")
-        self.trainer = trainer
-        device = trainer.device
-        self.idx_u = torch.zeros(trainer.batch_size, dtype=torch.long, device=device)
-        self.idx_l = torch.zeros(trainer.labelled_batch, dtype=torch.long, device=device)
+    def __init__(self, step: OneSeed, batch: int, labelled_batch: int, warmup: int = 3) -> None:
+        device = step.device
+        if device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device; this run is on {device}")
+        self.step = step
+        self.idx_u = torch.zeros(batch, dtype=torch.long, device=device)
+        self.idx_l = torch.zeros(labelled_batch, dtype=torch.long, device=device)
         self.alpha = torch.zeros((), device=device)
         self.temperature = torch.ones((), device=device)
 
-        before = _snapshot(trainer)
+        before = _snapshot(step)
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             for _ in range(warmup):
                 self._step()
         torch.cuda.current_stream(device).wait_stream(side)
-        _restore(trainer, before)
+        _restore(step, before)
 
         self.graph = torch.cuda.CUDAGraph()
-        self.graph.register_generator_state(trainer.generator)
+        self.graph.register_generator_state(step.generator)
         with torch.cuda.graph(self.graph):
             self.terms = self._step()
 
     def _step(self) -> Tensor:
-        t = self.trainer
-        with torch.autocast(
-            "cuda", dtype=torch.bfloat16, enabled=t.precision == "bf16", cache_enabled=False
-        ):
-            terms = t.loss_fn(
-                t.model,
-                t.x_l[self.idx_l],
-                t.y_l[self.idx_l],
-                t.x_u[self.idx_u],
-                **t.loss_options(self.alpha, self.temperature),
-            )
-        t.optimizer.zero_grad(set_to_none=True)
+        step = self.step
+        terms = step.loss_terms(self.idx_u, self.idx_l, self.alpha, self.temperature, cache=False)
+        step.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
-        t.optimizer.step()
+        step.optimizer.step()
         return torch.stack([terms[name].detach() for name in TERMS])
 
-    def __call__(self, idx_u: Tensor, idx_l: Tensor, alpha: float, temperature: float) -> Tensor:
-        self.idx_u.copy_(idx_u)
-        self.idx_l.copy_(idx_l)
-        self.alpha.fill_(alpha)
-        self.temperature.fill_(temperature)
+    def __call__(self, batch: Batch) -> Tensor:
+        self.idx_u.copy_(batch.idx_u)
+        self.idx_l.copy_(batch.idx_l)
+        self.alpha.fill_(batch.alpha)
+        self.temperature.fill_(batch.temperature)
         self.graph.replay()
         return self.terms.clone()
 
 
-def _snapshot(trainer: Trainer) -> dict:
+def _snapshot(step: OneSeed) -> dict:
     return {
-        "model": copy.deepcopy(trainer.model.state_dict()),
-        "optimizer": copy.deepcopy(trainer.optimizer.state_dict()["state"]),
-        "generator": trainer.generator.get_state(),
+        "model": copy.deepcopy(step.model.state_dict()),
+        "optimizer": copy.deepcopy(step.optimizer.state_dict()["state"]),
+        "generator": step.generator.get_state(),
     }
 
 
-def _restore(trainer: Trainer, before: dict) -> None:
+def _restore(step: OneSeed, before: dict) -> None:
     """Put the model, the optimiser's state and the generator back in place (the same tensors:
     the graph will read and write these addresses)."""
     with torch.no_grad():
-        for name, value in trainer.model.state_dict().items():
+        for name, value in step.model.state_dict().items():
             value.copy_(before["model"][name])
-        params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
+        params = [p for group in step.optimizer.param_groups for p in group["params"]]
         for index, param in enumerate(params):
             saved = before["optimizer"].get(index, {})
-            for key, value in trainer.optimizer.state[param].items():
+            for key, value in step.optimizer.state[param].items():
                 if key in saved:
                     value.copy_(saved[key])
                 else:  # state the warm-up created: as a fresh optimiser has it
                     value.zero_()
-    trainer.generator.set_state(before["generator"])
+    step.generator.set_state(before["generator"])

@@ -50,7 +50,7 @@ def run_job(job: Job, where: Setting) -> list[CellOutcome]:
     """Run one job; in a worker process when --jobs > 1."""
     import torch
 
-    from harness.runner import RunOptions, run_stacked, run_variant
+    from harness.runner import RunOptions, run_seeds
 
     torch.set_num_threads(where.threads)
     tags = {v.seed: t for v, t in zip(job.variants, job.tags, strict=True)}
@@ -71,18 +71,13 @@ def run_job(job: Job, where: Setting) -> list[CellOutcome]:
         records_dir=where.records_dir,
     )
     try:
-        if len(job.variants) == 1:
-            (v,) = job.variants
-            name = f"{job.cell.name} seed {v.seed}"
-            results = [run_variant(v, options, run_name=name, tags=tags[v.seed])]
-        else:
-            results = run_stacked(
-                job.variants[0],
-                [v.seed for v in job.variants],
-                options,
-                run_name=lambda v: f"{job.cell.name} seed {v.seed}",
-                tags=lambda v: tags[v.seed],
-            )
+        results = run_seeds(
+            job.variants[0],
+            [v.seed for v in job.variants],
+            options,
+            run_name=lambda v: f"{job.cell.name} seed {v.seed}",
+            tags=lambda v: tags[v.seed],
+        )
     except Exception as err:  # a failed cell is logged FAILED; the ablation goes on
         reason = f"{type(err).__name__}: {err}"
         return [CellOutcome(job.cell.name, v.seed, "failed", reason) for v in job.variants]

@@ -33,7 +33,6 @@ DEFAULT_CHECKPOINT_DIR = Path("checkpoints")
 class RunResult:
     variant: Variant
     reports: list[EpochReport]
-    trainer: Trainer
     run_id: str | None
 
     @property
@@ -92,42 +91,86 @@ def run_variant(
     tags: dict[str, str] | None = None,
     on_epoch_end: Iterable[Callable[[EpochReport], Any]] = (),
 ) -> RunResult:
-    """Train `variant`, checkpointing every epoch; with `options.resume`, continue from the
-    checkpoint (and, when tracked, into the same MLflow run) if one exists."""
+    """`run_seeds` for the variant's own seed alone; each callback gets the epoch's report."""
+    callbacks = [
+        lambda reports, callback=callback: callback(reports[0]) for callback in on_epoch_end
+    ]
+    (result,) = run_seeds(
+        variant,
+        [variant.seed],
+        options,
+        run_name=None if run_name is None else lambda v: run_name,
+        tags=None if tags is None else lambda v: tags,
+        on_epoch_end=callbacks,
+    )
+    return result
+
+
+def run_seeds(
+    variant: Variant,
+    seeds: Sequence[int],
+    options: RunOptions = RunOptions(),
+    *,
+    run_name: Callable[[Variant], str] | None = None,
+    tags: Callable[[Variant], dict[str, str]] | None = None,
+    on_epoch_end: Iterable[Callable[[list[EpochReport | None]], Any]] = (),
+) -> list[RunResult]:
+    """Train the `seeds` of `variant`, one seed alone or several stacked in one step, each its own
+    run: its own checkpoint (the one it would have alone), saved every epoch, and, when tracked,
+    its own MLflow run (tagged with the stack's seeds when stacked). With `options.resume`,
+    continue from the checkpoints (and into the same MLflow runs) if they exist. `run_name` and
+    `tags` give a seed's run name and tags from its variant; the callbacks get every epoch's
+    reports, one per seed (None for a seed the stop rule ended earlier)."""
     torch_device, splits = _prepare(variant, options)
     trainer = Trainer(
         variant,
         splits,
         torch_device,
-        max_steps=options.max_steps,
-        progress=options.progress,
+        options.max_steps,
+        options.progress,
+        seeds=seeds,
         precision=options.precision,
         compile=options.compile,
         cuda_graphs=options.cuda_graphs,
     )
-    checkpoint = _checkpoint_path(options, variant)
-    resumed = options.resume and checkpoint is not None and trainer.resume_from(checkpoint)
-    if options.announce and checkpoint is not None:
-        options.announce(resume_note(variant, checkpoint, options.resume, resumed, trainer.epoch))
+    paths = [_checkpoint_path(options, v) for v in trainer.variants]
+    checkpoints = None if options.checkpoint_dir is None else paths
+    resumed = options.resume and checkpoints is not None and trainer.resume_from(checkpoints)
+    if options.announce and checkpoints is not None:
+        for v, path in zip(trainer.variants, checkpoints, strict=True):
+            options.announce(resume_note(v, path, options.resume, resumed, trainer.epoch))
     callbacks = list(on_epoch_end)
     tracker = options.tracker
-    if tracker is None:
-        reports = trainer.fit(callbacks, checkpoint)
-        _write_record(options, variant, reports, trainer.device)
-        return RunResult(variant, reports, trainer, None)
+    with ExitStack() as runs:  # one failure or interrupt ends every seed's run alike
+        run_ids = [
+            None
+            if tracker is None
+            else runs.enter_context(
+                _tracked_run(tracker, options, trainer, i, paths[i], resumed, run_name, tags)
+            )
+            for i in range(len(trainer.seeds))
+        ]
+        if tracker is not None:
 
-    with _tracked_run(tracker, options, trainer, checkpoint, resumed, run_name, tags) as run_id:
-        reports = trainer.fit([lambda r: tracker.log_epoch(run_id, r), *callbacks], checkpoint)
-        _write_record(options, variant, reports, trainer.device)
-        tracker.log_end(run_id, variant, reports, _figures(trainer), checkpoint)
-    return RunResult(variant, reports, trainer, run_id)
+            def log_epoch(reports: list[EpochReport | None]) -> None:
+                for run_id, report in zip(run_ids, reports, strict=True):
+                    if report is not None:  # None: the seed ended before this epoch
+                        tracker.log_epoch(run_id, report)
 
+            callbacks.insert(0, log_epoch)
+        histories = trainer.fit(callbacks, checkpoints)
+        for v, history in zip(trainer.variants, histories, strict=True):
+            _write_record(options, v, history, trainer.device)
+        if tracker is not None:
+            from harness.figures import run_figures
 
-def _figures(trainer: Trainer) -> dict:
-    from harness.figures import run_figures
-
-    splits = trainer.splits
-    return run_figures(trainer.model, splits.test_x, splits.test_y, trainer.variant.name)
+            for i, (v, history) in enumerate(zip(trainer.variants, histories, strict=True)):
+                figures = run_figures(trainer.seed_model(i), splits.test_x, splits.test_y, v.name)
+                tracker.log_end(run_ids[i], v, history, figures, paths[i])
+    return [
+        RunResult(v, history, run_id)
+        for v, history, run_id in zip(trainer.variants, histories, run_ids, strict=True)
+    ]
 
 
 def _write_record(
@@ -141,81 +184,6 @@ def _write_record(
 
     record = make_record(variant, reports, environment_params(device), options.max_steps)
     write_record(options.records_dir, record)
-
-
-def run_stacked(
-    variant: Variant,
-    seeds: Sequence[int],
-    options: RunOptions = RunOptions(),
-    *,
-    run_name: Callable[[Variant], str] | None = None,
-    tags: Callable[[Variant], dict[str, str]] | None = None,
-    on_epoch_end: Iterable[Callable[[list[EpochReport | None]], Any]] = (),
-) -> list[RunResult]:
-    """Train the `seeds` of `variant` at once (`StackedTrainer`); each seed is its own run: its
-    own checkpoint (the one it would have alone, so the stack resumes from them) and, when
-    tracked, its own MLflow run, tagged with the stack's seeds. `run_name` and `tags` give a
-    seed's run name and tags from its variant."""
-    from harness.stacked import StackedTrainer
-
-    torch_device, splits = _prepare(variant, options)
-    trainer = StackedTrainer(
-        variant,
-        seeds,
-        splits,
-        torch_device,
-        options.max_steps,
-        options.progress,
-        precision=options.precision,
-    )
-    paths = [_checkpoint_path(options, v) for v in trainer.variants]
-    checkpoints = None if options.checkpoint_dir is None else paths
-    resumed = options.resume and checkpoints is not None and trainer.resume_from_seeds(checkpoints)
-    callbacks = list(on_epoch_end)
-    tracker = options.tracker
-    if tracker is None:
-        trainer.fit(callbacks, checkpoints)
-        for i, v in enumerate(trainer.variants):
-            _write_record(options, v, trainer.seed_history(i), trainer.device)
-        return [
-            RunResult(v, trainer.seed_history(i), trainer.seed_trainer(i), None)
-            for i, v in enumerate(trainer.variants)
-        ]
-
-    stacked = {"stacked_seeds": ",".join(map(str, trainer.seeds))}
-    with ExitStack() as runs:  # one failure or interrupt ends every seed's run alike
-        run_ids = [
-            runs.enter_context(
-                _tracked_run(
-                    tracker,
-                    options,
-                    trainer,
-                    paths[i] if checkpoints else None,
-                    resumed,
-                    run_name(v) if run_name else f"{v.name} seed {v.seed}",
-                    {**(tags(v) if tags else {}), **stacked},
-                    seed_index=i,
-                )
-            )
-            for i, v in enumerate(trainer.variants)
-        ]
-
-        def log_epoch(reports: list[EpochReport | None]) -> None:
-            for run_id, report in zip(run_ids, reports, strict=True):
-                if report is not None:  # None: the seed ended before this epoch
-                    tracker.log_epoch(run_id, report)
-
-        trainer.fit([log_epoch, *callbacks], checkpoints)
-        for i, v in enumerate(trainer.variants):
-            _write_record(options, v, trainer.seed_history(i), trainer.device)
-        singles = [trainer.seed_trainer(i) for i in range(len(trainer.seeds))]
-        for run_id, single, path in zip(run_ids, singles, paths, strict=True):
-            checkpoint = path if checkpoints else None
-            tracker.log_end(run_id, single.variant, single.history, _figures(single), checkpoint)
-    return [
-        RunResult(single.variant, single.history, single, run_id)
-        for single, run_id in zip(singles, run_ids, strict=True)
-    ]
 
 
 def _prepare(variant: Variant, options: RunOptions) -> tuple[torch.device, Splits]:
@@ -269,28 +237,37 @@ def _tracked_run(
     tracker: Tracker,
     options: RunOptions,
     trainer: Trainer,
+    i: int,
     checkpoint: Path | None,
     resumed: bool,
-    run_name: str | None,
-    tags: dict[str, str] | None,
-    seed_index: int | None = None,
+    run_name: Callable[[Variant], str] | None,
+    tags: Callable[[Variant], dict[str, str]] | None,
 ) -> Iterator[str]:
-    """Open (or, resuming, reopen) the MLflow run of one trained seed and log its start; the
-    epochs a resumed checkpoint holds but the run lacks are logged first."""
+    """Open (or, resuming, reopen) the MLflow run of the trainer's seed i and log its start; the
+    epochs a resumed checkpoint holds but the run lacks are logged first. A seed of a stack is
+    named for its seed by default and tagged with the stack's seeds."""
     from harness.tracking import read_run_pointer, write_run_pointer
 
     parent_run_id = options.parent_run_id
-    if seed_index is None:
-        variant, history = trainer.variant, trainer.history
-    else:  # one seed of a StackedTrainer
-        variant, history = trainer.variants[seed_index], trainer.seed_history(seed_index)
+    variant, stacked = trainer.variants[i], len(trainer.seeds) > 1
     previous = (
         read_run_pointer(checkpoint, tracker, parent_run_id)
         if options.resume and checkpoint
         else None
     )
-    tags = {**(tags or {}), **({"resumed": "true"} if previous else {})}
-    with tracker.run(run_name or variant.name, tags, parent_run_id, previous) as run_id:
+    name = (
+        run_name(variant)
+        if run_name
+        else f"{variant.name} seed {variant.seed}"
+        if stacked
+        else variant.name
+    )
+    tags = {
+        **(tags(variant) if tags else {}),
+        **({"stacked_seeds": ",".join(map(str, trainer.seeds))} if stacked else {}),
+        **({"resumed": "true"} if previous else {}),
+    }
+    with tracker.run(name, tags, parent_run_id, previous) as run_id:
         if checkpoint is not None:
             write_run_pointer(checkpoint, tracker, run_id)
         speed = {
@@ -301,7 +278,7 @@ def _tracked_run(
         max_steps = options.max_steps or "none"
         tracker.log_start(run_id, variant, trainer.device, {"max_steps": max_steps, **speed})
         if resumed:
-            tracker.log_missing_epochs(run_id, history)
+            tracker.log_missing_epochs(run_id, trainer.seed_history(i))
         yield run_id
 
 

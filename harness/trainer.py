@@ -1,17 +1,21 @@
-"""The one trainer every M2 variant shares.
+"""The one trainer every M2 variant shares: one loop, for one seed or several stacked.
 
 An epoch is one pass over the unlabelled images in a seeded random order, with the labelled images
-cycled beside them; all data stay on the training device and batches are drawn by index. Losses
-are summed on the device (no host sync per step on CUDA) and reported once per epoch, with test
-accuracy and throughput (labelled plus unlabelled rows per second, timed with the device
-synchronised). This module needs neither mlflow nor optuna.
+cycled beside them; all data stay on the training device and batches are drawn by index. What is
+trained is a step object (step.py: `OneSeed`, or `stacked.StackedSeeds` for several seeds at
+once); the loop sets alpha and the temperature, watches for NaN, keeps every seed's history and
+applies the stop rule to each seed on its own. Losses are summed on the device (no host sync per
+step on CUDA) and reported once per epoch and seed, with test accuracy and throughput (labelled
+plus unlabelled rows per second, timed with the device synchronised). This module needs neither
+mlflow nor optuna.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +24,13 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.checkpoint import load_checkpoint, save_checkpoint
-from harness.data import Splits, balanced_label_subset
-from harness.loss import TERMS, m2_loss
+from harness.data import Splits
+from harness.loss import TERMS
 from harness.model import M2
 from harness.schedules import alpha_ramp, alpha_scale, temperature_at
+from harness.step import Batch, OneSeed, TrainingStep, check_precision
 from harness.stopping import outcome, should_stop
-from harness.variants import NUM_CLASSES, Variant, resumable_settings
+from harness.variants import Variant, resumable_settings
 
 
 class NonFiniteLossError(RuntimeError):
@@ -91,19 +96,6 @@ def resolve_device(name: str | None = None) -> torch.device:
     return device
 
 
-def make_optimizer(
-    variant: Variant,
-    params: Iterable[torch.nn.Parameter],
-    fused: bool = True,
-    capturable: bool = False,
-) -> torch.optim.Optimizer:
-    """Adam or AdamW; `fused` runs the whole update in one kernel per step (CPU and CUDA)
-    instead of a handful of element-wise ops per parameter; `capturable` keeps its step count on
-    the device, so the update can be captured in a CUDA graph."""
-    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[variant.optimizer]
-    return cls(params, lr=variant.lr, fused=fused, capturable=capturable)
-
-
 def batch_sizes(variant: Variant, n_unlabelled: int, n_labelled: int) -> tuple[int, int]:
     """(unlabelled, labelled) rows per step. fixed: the variant's sizes (labelled at most the
     label count); paper: Kingma et al.'s code, 100 minibatches an epoch at 100 labels, else 200,
@@ -120,9 +112,6 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-PRECISIONS = ("fp32", "bf16")
-
-
 def settings_differing(variant: Variant, state: dict[str, Any]) -> list[str]:
     """The settings a checkpoint `state` would need to share with `variant` to be continued
     (all but the epoch budget and the stop rule) and does not, by name."""
@@ -135,18 +124,6 @@ def check_resumable(variant: Variant, state: dict[str, Any]) -> None:
     changed = settings_differing(variant, state)
     if changed:
         raise ValueError(f"checkpoint is of another variant (differs in {', '.join(changed)})")
-
-
-def labelled_split(
-    splits: Splits, labels: int, seed: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x_l, y_l, x_u): `labels` training images balanced over the classes and drawn with `seed`,
-    their classes, and the other training images (unlabelled)."""
-    labelled = balanced_label_subset(splits.train_y, labels, NUM_CLASSES, seed)
-    is_labelled = torch.zeros(len(splits.train_y), dtype=torch.bool)
-    is_labelled[labelled] = True
-    labelled, unlabelled = labelled.to(device), (~is_labelled).nonzero().flatten().to(device)
-    return splits.train_x[labelled], splits.train_y[labelled], splits.train_x[unlabelled]
 
 
 class NonFiniteWatch:
@@ -180,7 +157,14 @@ class NonFiniteWatch:
             )
 
 
+EpochCallback = Callable[[list[EpochReport | None]], Any]
+
+
 class Trainer:
+    """Trains the seeds `seeds` of `variant` (default: its own seed alone) in one loop: one seed
+    with `OneSeed` (eager, compiled or as a CUDA graph), several at once with `StackedSeeds`
+    (eager). Each epoch gives one report per seed; the stop rule ends each seed on its own."""
+
     def __init__(
         self,
         variant: Variant,
@@ -189,26 +173,26 @@ class Trainer:
         max_steps: int | None = None,
         progress: bool = True,
         *,
+        seeds: Sequence[int] | None = None,
         precision: str = "fp32",
         compile: bool = False,
         cuda_graphs: bool = False,
     ) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-        self.precision, self.compiled = precision, compile
-        self.loss_fn = torch.compile(m2_loss) if compile else m2_loss
-        self.variant = variant
+        self.seeds = (variant.seed,) if seeds is None else tuple(seeds)
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"a stack needs distinct seeds, got {list(self.seeds)}")
+        if len(self.seeds) > 1 and (compile or cuda_graphs):
+            raise ValueError("compile and CUDA graphs are for one seed; stacked seeds run eagerly")
+        check_precision(precision)
+        self.variants = [variant.replace(seed=seed) for seed in self.seeds]
+        self.variant = self.variants[0]
         self.device = resolve_device(device) if not isinstance(device, torch.device) else device
-        if cuda_graphs and self.device.type != "cuda":
-            raise ValueError(f"CUDA graphs need a CUDA device; this run is on {self.device}")
-        self.cuda_graphs = cuda_graphs
-        self.graphed: Any = None  # the captured step (graphs.py), made at the first step
+        self.precision, self.compiled, self.cuda_graphs = precision, compile, cuda_graphs
         self.progress = progress
         self.splits = splits
-        self.model, self.optimizer, self.generator = self._build_model()
-        self.x_l, self.y_l, self.x_u = self._split_data()
+        self.stepper = self._make_step()
 
-        n_labelled, n_unlabelled = self.x_l.shape[-2], self.x_u.shape[-2]
+        n_labelled, n_unlabelled = self.stepper.n_labelled, self.stepper.n_unlabelled
         self.batch_size, self.labelled_batch = batch_sizes(variant, n_unlabelled, n_labelled)
         self.full_steps_per_epoch = max(1, n_unlabelled // self.batch_size)
         self.steps_per_epoch = min(
@@ -226,71 +210,44 @@ class Trainer:
         self.check_every = 1 if self.device.type == "cpu" else self.steps_per_epoch
         self.epoch = 0
         self.step = 0
-        self.history: list[EpochReport] = []
+        self.history: list[list[EpochReport]] = []  # per epoch, one report per seed
+        # the stop rule ends seeds one by one: a seed that ended keeps its epoch and its state
+        # then (in a stack its parameters go on being updated, unread)
+        self.ended: list[int | None] = [None] * len(self.seeds)
+        self.ended_states: dict[int, dict[str, Any]] = {}
 
-    def _build_model(self) -> tuple[M2, torch.optim.Optimizer, torch.Generator]:
-        torch.manual_seed(self.variant.seed)
-        model = M2.from_variant(self.variant).to(self.device)
-        generator = torch.Generator(self.device).manual_seed(self.variant.seed)
-        optimizer = make_optimizer(self.variant, model.parameters(), capturable=self.cuda_graphs)
-        return model, optimizer, generator
+    def _make_step(self) -> TrainingStep:
+        if len(self.seeds) == 1:
+            return OneSeed(
+                self.variant,
+                self.splits,
+                self.device,
+                precision=self.precision,
+                compile=self.compiled,
+                cuda_graphs=self.cuda_graphs,
+            )
+        from harness.stacked import StackedSeeds
 
-    def _split_data(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return labelled_split(self.splits, self.variant.labels, self.variant.seed, self.device)
+        return StackedSeeds(
+            self.variant, self.seeds, self.splits, self.device, precision=self.precision
+        )
 
     def alpha_at(self, step: int) -> float:
         return self.alpha_full * alpha_ramp(self.variant, step, self.full_steps_per_epoch)
 
     def epoch_order(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unlabelled indices in a fresh random order; labelled ones cycled to cover the epoch."""
-        g, dev = self.generator, self.device
-        n_l = self.x_l.shape[-2]
-        order_u = torch.randperm(self.x_u.shape[-2], generator=g, device=dev)
-        cycles = math.ceil(self.steps_per_epoch * self.labelled_batch / n_l)
-        order_l = torch.cat([torch.randperm(n_l, generator=g, device=dev) for _ in range(cycles)])
-        return order_u, order_l
+        """Each seed's batch order for an epoch (step.py's `epoch_order`)."""
+        return self.stepper.epoch_order(self.steps_per_epoch, self.labelled_batch)
 
-    def autocast(self) -> torch.autocast:
-        """bf16 matrix products in the forward and backward passes (the loss itself in float32),
-        or nothing."""
-        return torch.autocast(
-            self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
-        )
-
-    def loss_options(self, alpha: Any, temperature: Any) -> dict[str, Any]:
-        """m2_loss's settings, with alpha and the temperature as given (floats, or 0-d tensors
-        when compiled or graphed, so that a changing value is an input, not a recompilation or
-        a constant baked into the graph)."""
-        v = self.variant
-        return {
-            "estimator": v.estimator,
-            "alpha": alpha,
-            "temperature": temperature,
-            "y_term": v.y_term,
-            "generator": self.generator,
-            "per_row": v.term_weighting == "per-row",
-        }
-
-    def options_now(self) -> dict[str, Any]:
-        """loss_options at this step."""
-        scalar = torch.tensor if self.compiled else float
-        alpha, temperature = self.alpha_at(self.step), temperature_at(self.variant, self.step)
-        return self.loss_options(scalar(alpha), scalar(temperature))
+    def batch(self, idx_u: torch.Tensor, idx_l: torch.Tensor) -> Batch:
+        """The step's input: a batch drawn by index, at this step's alpha and temperature."""
+        temperature = temperature_at(self.variant, self.step)
+        return Batch(idx_u, idx_l, self.alpha_at(self.step), temperature)
 
     def forward_backward(self, idx_u: torch.Tensor, idx_l: torch.Tensor) -> torch.Tensor:
-        """The loss terms on one batch drawn by index, at this step's alpha and temperature,
-        and their gradients; returns the terms stacked in TERMS order (no host sync)."""
-        with self.autocast():
-            terms = self.loss_fn(
-                self.model,
-                self.x_l[idx_l],
-                self.y_l[idx_l],
-                self.x_u[idx_u],
-                **self.options_now(),
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        return torch.stack([terms[t].detach() for t in TERMS])
+        """The loss terms on one batch drawn by index, [seeds, len(TERMS)], and their
+        gradients; no update."""
+        return self.stepper.forward_backward(self.batch(idx_u, idx_l))
 
     def train_step(
         self,
@@ -298,34 +255,18 @@ class Trainer:
         idx_l: torch.Tensor,
         before_update: Callable[[torch.Tensor], Any] | None = None,
     ) -> torch.Tensor:
-        """One optimisation step on a batch drawn by index; returns the loss terms stacked in
-        TERMS order (no host sync). `before_update` sees the terms before the eager step's
-        update (the NaN watch: a bad step is never applied). With CUDA graphs, forward,
-        backward and the update are one replay of the captured step (captured at the first
-        call, after any resume), and the watch sees the terms after it."""
-        if self.cuda_graphs:
-            if self.graphed is None:
-                from harness.graphs import GraphedStep
-
-                self.graphed = GraphedStep(self)
-            alpha, temperature = self.alpha_at(self.step), temperature_at(self.variant, self.step)
-            values = self.graphed(idx_u, idx_l, alpha, temperature)
-        else:
-            values = self.forward_backward(idx_u, idx_l)
-        if before_update is not None:
-            before_update(values)
-        if not self.cuda_graphs:
-            self.optimizer.step()
-        return values
+        """One optimisation step on a batch drawn by index; returns the loss terms,
+        [seeds, len(TERMS)] (no host sync)."""
+        return self.stepper.train(self.batch(idx_u, idx_l), before_update)
 
     def _seed_at(self, where: tuple[int, ...]) -> int | None:
-        """The seed an index into the stacked loss terms belongs to (None: a single seed)."""
-        return None
+        """The seed an index into the loss terms belongs to (None: one seed alone)."""
+        return self.seeds[where[0]] if len(self.seeds) > 1 else None
 
     def _train_epoch(self) -> tuple[torch.Tensor, float]:
-        """One pass over the unlabelled images: the mean of each loss term, and the seconds."""
+        """One pass over the unlabelled images: the mean of each seed's loss terms, and the
+        seconds."""
         B, B_l = self.batch_size, self.labelled_batch
-        self.model.train()
         order_u, order_l = self.epoch_order()
         watch = NonFiniteWatch(self._seed_at)
         sums = None
@@ -372,66 +313,112 @@ class Trainer:
             alpha=self.alpha_at(self.step - 1),
         )
 
-    def run_epoch(self) -> EpochReport:
+    def run_epoch(self) -> list[EpochReport]:
+        """One epoch of every seed, a report each in the order of `seeds`; samples_per_sec in
+        each is that seed's rows/s (a stack's total is len(seeds) times it)."""
         means, seconds = self._train_epoch()
         start = time.perf_counter()
-        test_accuracy = self.accuracy(self.splits.test_x, self.splits.test_y)
-        val_accuracy = (
-            self.accuracy(self.splits.val_x, self.splits.val_y) if len(self.splits.val_x) else None
+        test = self.accuracies(self.splits.test_x, self.splits.test_y)
+        val = (
+            self.accuracies(self.splits.val_x, self.splits.val_y)
+            if len(self.splits.val_x)
+            else [None] * len(self.seeds)
         )
-        report = self._report(means.tolist(), test_accuracy, val_accuracy, seconds)
-        report.eval_seconds = time.perf_counter() - start
-        self.history.append(report)
-        return report
+        reports = [
+            self._report(m, t, v, seconds)
+            for m, t, v in zip(means.tolist(), test, val, strict=True)
+        ]
+        for report in reports:
+            report.eval_seconds = time.perf_counter() - start
+        self.history.append(reports)
+        return reports
 
-    def accuracy(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        self.model.eval()
-        return (self.model.predict(x) == y).float().mean().item()
+    def accuracies(self, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+        """Each seed's accuracy of q(y|x) on (x, y)."""
+        return self.stepper.accuracies(x, y)
+
+    def seed_history(self, i: int) -> list[EpochReport]:
+        """Seed i's reports, up to the epoch the stop rule ended it."""
+        return [reports[i] for reports in self.history[: self.ended[i]]]
+
+    def seed_finished(self, i: int) -> bool:
+        """Seed i's epoch budget is spent, or the stop rule says stop."""
+        v = self.variants[i]
+        return self.epoch >= v.epochs or should_stop(self.seed_history(i), v.patience, v.min_delta)
+
+    def finished(self) -> bool:
+        return all(self.seed_finished(i) for i in range(len(self.seeds)))
 
     def fit(
         self,
-        on_epoch_end: Iterable[Callable[[EpochReport], Any]] = (),
-        checkpoint: str | Path | None = None,
-    ) -> list[EpochReport]:
-        """Train until the stop rule ends the run or `variant.epochs` is reached; after every
-        epoch save the checkpoint (if a path is given), then call each callback. Returns the
-        reports of all epochs so far."""
+        on_epoch_end: Iterable[EpochCallback] = (),
+        checkpoints: Sequence[str | Path] | None = None,
+    ) -> list[list[EpochReport]]:
+        """Train until every seed has ended, by the stop rule or the epoch budget; after every
+        epoch save the checkpoint of each seed still training (if paths are given, one per
+        seed), then call each callback with the seeds' reports (None for a seed that ended
+        before this epoch). Returns each seed's reports."""
         callbacks = list(on_epoch_end)
         while not self.finished():
-            report = self.run_epoch()
-            if checkpoint is not None:
-                save_checkpoint(checkpoint, self.state_dict())
+            live = [i for i, end in enumerate(self.ended) if end is None]
+            reports = self.run_epoch()
+            for i in live:
+                if checkpoints:
+                    save_checkpoint(checkpoints[i], self.seed_state_dict(i))
+                if self.seed_finished(i):
+                    self.ended_states[i] = copy.deepcopy(self.seed_state_dict(i))
+                    self.ended[i] = self.epoch
+            shown = [r if i in live else None for i, r in enumerate(reports)]
             for callback in callbacks:
-                callback(report)
-        return self.history
+                callback(shown)
+        return [self.seed_history(i) for i in range(len(self.seeds))]
 
-    def finished(self) -> bool:
-        """The epoch budget is spent, or the stop rule says stop."""
-        v = self.variant
-        return self.epoch >= v.epochs or should_stop(self.history, v.patience, v.min_delta)
-
-    def state_dict(self) -> dict[str, Any]:
+    def seed_state_dict(self, i: int) -> dict[str, Any]:
+        """Seed i's checkpoint (the same whether it trained alone or in a stack)."""
         return {
-            "variant": self.variant.params(),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
+            "variant": self.variants[i].params(),
+            **self.stepper.seed_state(i),
             "epoch": self.epoch,
             "step": self.step,
-            "history": [asdict(r) for r in self.history],
+            "history": [asdict(r) for r in self.seed_history(i)],
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        check_resumable(self.variant, state)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        self.epoch, self.step = state["epoch"], state["step"]
-        self.history = [EpochReport(**r) for r in state["history"]]
+    def load_seed_states(self, states: Sequence[dict[str, Any]]) -> None:
+        """Continue from one checkpoint per seed, all at the same epoch."""
+        for variant, state in zip(self.variants, states, strict=True):
+            check_resumable(variant, state)
+        if len({(s["epoch"], s["step"]) for s in states}) != 1:
+            epochs = ", ".join(
+                f"seed {v.seed}: {s['epoch']}" for v, s in zip(self.variants, states, strict=True)
+            )
+            raise ValueError(f"the seeds' checkpoints are at different epochs ({epochs})")
+        self.stepper.load_seed_states(states)
+        self.epoch, self.step = states[0]["epoch"], states[0]["step"]
+        histories = [[EpochReport(**r) for r in s["history"]] for s in states]
+        self.history = [list(reports) for reports in zip(*histories, strict=True)]
+        for i, state in enumerate(states):  # seeds the stop rule had ended stay ended
+            if self.seed_finished(i):
+                self.ended[i], self.ended_states[i] = self.epoch, state
 
-    def resume_from(self, path: str | Path) -> bool:
-        """Load `path` if it exists; True when a checkpoint was loaded."""
-        if not Path(path).exists():
+    def resume_from(self, paths: Sequence[str | Path]) -> bool:
+        """Load the seeds' checkpoints (one path per seed); True when they were loaded, False
+        when none exists."""
+        present = [Path(p).exists() for p in paths]
+        if not any(present):
             return False
-        self.load_state_dict(load_checkpoint(path))
+        if not all(present):
+            have = ", ".join(str(s) for s, p in zip(self.seeds, present, strict=True) if p)
+            lack = ", ".join(str(s) for s, p in zip(self.seeds, present, strict=True) if not p)
+            raise ValueError(
+                f"seeds {have} have checkpoints and seeds {lack} do not: a stack resumes only "
+                f"as a whole; resume seeds {have} apart (or in their own stack)"
+            )
+        self.load_seed_states([load_checkpoint(p) for p in paths])
         return True
+
+    def seed_model(self, i: int) -> M2:
+        """A copy of seed i's model as it was when the seed ended (or now, if it has not)."""
+        state = self.ended_states.get(i) or self.seed_state_dict(i)
+        model = M2.from_variant(self.variants[i]).to(self.device)
+        model.load_state_dict(state["model"])
+        return model.eval()

@@ -275,9 +275,9 @@ def test_a_cell_with_a_nan_loss_fails_alone_and_the_ablation_goes_on(
 ):
     import torch
 
-    from harness import trainer as trainer_module
+    from harness import step as step_module
 
-    real_loss = trainer_module.m2_loss
+    real_loss = step_module.m2_loss
 
     def nan_for_the_control(model, *args, estimator, **kwargs):
         terms = real_loss(model, *args, estimator=estimator, **kwargs)
@@ -285,7 +285,7 @@ def test_a_cell_with_a_nan_loss_fails_alone_and_the_ablation_goes_on(
             terms["classification"] = terms["classification"] * torch.tensor(float("nan"))
         return terms
 
-    monkeypatch.setattr(trainer_module, "m2_loss", nan_for_the_control)
+    monkeypatch.setattr(step_module, "m2_loss", nan_for_the_control)
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert (
         main(

@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from harness.bench import synthetic_splits
-from harness.stacked import StackedTrainer
 from harness.trainer import NonFiniteWatch, Trainer
 from harness.variants import create_variant
 
@@ -40,8 +39,8 @@ def _batches(trainer, n=3):
     g = torch.Generator().manual_seed(1)
     return [
         (
-            torch.randperm(trainer.x_u.shape[-2], generator=g)[: trainer.batch_size],
-            torch.randperm(trainer.x_l.shape[-2], generator=g)[: trainer.labelled_batch],
+            torch.randperm(trainer.stepper.n_unlabelled, generator=g)[: trainer.batch_size],
+            torch.randperm(trainer.stepper.n_labelled, generator=g)[: trainer.labelled_batch],
         )
         for _ in range(n)
     ]
@@ -58,7 +57,8 @@ def test_the_cuda_step_equals_the_cpu_step():
     torch.testing.assert_close(
         _steps(cuda, batches).cpu(), _steps(cpu, batches), rtol=1e-4, atol=1e-4
     )
-    for (name, a), b in zip(cpu.model.named_parameters(), cuda.model.parameters(), strict=True):
+    pairs = zip(cpu.stepper.model.named_parameters(), cuda.stepper.model.parameters(), strict=True)
+    for (name, a), b in pairs:
         torch.testing.assert_close(b.cpu(), a, rtol=1e-4, atol=1e-5, msg=name)
 
 
@@ -71,7 +71,7 @@ def test_every_estimator_trains_on_cuda_like_on_the_cpu(name):
     torch.testing.assert_close(
         _steps(cuda, batches).cpu(), _steps(cpu, batches), rtol=0.05, atol=0.05
     )
-    assert abs(cuda.run_epoch().test_accuracy - cpu.run_epoch().test_accuracy) < 0.1
+    assert abs(cuda.run_epoch()[0].test_accuracy - cpu.run_epoch()[0].test_accuracy) < 0.1
 
 
 @pytest.mark.parametrize("name", ESTIMATORS)
@@ -79,19 +79,20 @@ def test_cuda_graphs_replay_the_eager_step(name):
     eager, graphed = _trainer("cuda", name), _trainer("cuda", name, cuda_graphs=True)
     batches = _batches(eager, 4)
     for trainer in (eager, graphed):
-        trainer.generator.manual_seed(5)
+        trainer.stepper.generator.manual_seed(5)
     exact = name == "supervised-only"
     tolerance = {"rtol": 1e-4, "atol": 1e-4} if exact else {"rtol": 0.05, "atol": 0.05}
     torch.testing.assert_close(_steps(graphed, batches), _steps(eager, batches), **tolerance)
     if name == "supervised-only":  # no noise: the same updates
-        for a, b in zip(eager.model.parameters(), graphed.model.parameters(), strict=True):
+        before, after = eager.stepper.model, graphed.stepper.model
+        for a, b in zip(before.parameters(), after.parameters(), strict=True):
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
 
 
 def test_cuda_graphs_train_an_epoch_to_the_eager_accuracy():
     eager = _trainer("cuda", steps=20)
     graphed = _trainer("cuda", steps=20, cuda_graphs=True)
-    assert abs(eager.run_epoch().test_accuracy - graphed.run_epoch().test_accuracy) < 0.05
+    assert abs(eager.run_epoch()[0].test_accuracy - graphed.run_epoch()[0].test_accuracy) < 0.05
 
 
 @pytest.mark.parametrize("name", ["exact", "gumbel-st"])
@@ -99,7 +100,7 @@ def test_bf16_follows_fp32_within_tolerance(name):
     fp32, bf16 = _trainer("cuda", name), _trainer("cuda", name, precision="bf16")
     batches = _batches(fp32, 3)
     for trainer in (fp32, bf16):
-        trainer.generator.manual_seed(5)
+        trainer.stepper.generator.manual_seed(5)
     torch.testing.assert_close(_steps(bf16, batches), _steps(fp32, batches), rtol=0.03, atol=0.5)
 
 
@@ -110,7 +111,7 @@ def test_compile_follows_eager():
     eager, compiled = _trainer("cuda"), _trainer("cuda", compile=True)
     batches = _batches(eager, 3)
     for trainer in (eager, compiled):
-        trainer.generator.manual_seed(5)
+        trainer.stepper.generator.manual_seed(5)
     torch.testing.assert_close(
         _steps(compiled, batches), _steps(eager, batches), rtol=1e-3, atol=1e-2
     )
@@ -121,21 +122,21 @@ def test_a_stacked_cuda_step_is_each_seeds_cuda_step(name):
     seeds = [0, 1, 2, 3]
     variant = create_variant(name, {"epochs": 1, "labels": 100})
     splits = _splits("cuda")
-    stack = StackedTrainer(variant, seeds, splits, "cuda", 4, False)
-    stack.randomness = "same"
+    stack = Trainer(variant, splits, "cuda", 4, False, seeds=seeds)
+    stack.stepper.randomness = "same"
     alone = [
         Trainer(variant.replace(seed=s), splits, "cuda", max_steps=4, progress=False) for s in seeds
     ]
-    idx_u = torch.stack([torch.randperm(stack.x_u.shape[1])[: stack.batch_size] for _ in seeds])
-    idx_l = torch.stack([torch.randperm(stack.x_l.shape[1])[: stack.labelled_batch] for _ in seeds])
+    n_u, n_l = stack.stepper.n_unlabelled, stack.stepper.n_labelled
+    idx_u = torch.stack([torch.randperm(n_u)[: stack.batch_size] for _ in seeds])
+    idx_l = torch.stack([torch.randperm(n_l)[: stack.labelled_batch] for _ in seeds])
     idx_u, idx_l = idx_u.cuda(), idx_l.cuda()
-    stack.generator.manual_seed(7)
+    stack.stepper.generator.manual_seed(7)
     terms = stack.forward_backward(idx_u, idx_l)
     for i, trainer in enumerate(alone):
-        trainer.generator.manual_seed(7)
-        torch.testing.assert_close(
-            terms[i], trainer.forward_backward(idx_u[i], idx_l[i]), rtol=1e-4, atol=1e-3
-        )
+        trainer.stepper.generator.manual_seed(7)
+        (expected,) = trainer.forward_backward(idx_u[i], idx_l[i])  # [1, terms]: one seed
+        torch.testing.assert_close(terms[i], expected, rtol=1e-4, atol=1e-3)
 
 
 def _syncs(fn) -> int:
@@ -174,11 +175,11 @@ def test_no_host_sync_inside_an_epoch(cuda_graphs):
 
 
 def test_resume_on_cuda_reproduces_an_uninterrupted_run(tmp_path):
-    straight = _trainer("cuda", "gumbel-st").fit()
-    _trainer("cuda", "gumbel-st", epochs=1).fit(checkpoint=tmp_path / "c.pt")
+    (straight,) = _trainer("cuda", "gumbel-st").fit()
+    _trainer("cuda", "gumbel-st", epochs=1).fit(checkpoints=[tmp_path / "c.pt"])
     resumed = _trainer("cuda", "gumbel-st")
-    assert resumed.resume_from(tmp_path / "c.pt")
-    again = resumed.fit()
+    assert resumed.resume_from([tmp_path / "c.pt"])
+    (again,) = resumed.fit()
     assert len(again) == len(straight) == 2
     for a, b in zip(again, straight, strict=True):
         assert a.losses == pytest.approx(b.losses, rel=1e-5)

@@ -1,5 +1,6 @@
 """The package's shape: no import cycle between its modules (lazy imports included, type-only
-ones left out), and no function but the argument parser over 80 lines."""
+ones left out), no function but the argument parser over 80 lines, and no subclass of the
+trainer (its parts are swapped by composition)."""
 
 from __future__ import annotations
 
@@ -46,13 +47,30 @@ def test_no_module_of_the_package_imports_itself_back():
     assert cycles == []
 
 
-def test_no_function_but_the_argument_parser_is_over_80_lines():
-    long = [
-        f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+def _definitions(kind: type) -> list[tuple[str, ast.AST]]:
+    """(file name, node) for every `kind` node (a function, a class) in the package."""
+    return [
+        (path.name, node)
         for path in PACKAGE.glob("*.py")
         for node in ast.walk(ast.parse(path.read_text()))
-        if isinstance(node, ast.FunctionDef)
-        and node.end_lineno - node.lineno + 1 > 80
-        and node.name != "build_parser"
+        if isinstance(node, kind)
+    ]
+
+
+def test_no_function_but_the_argument_parser_is_over_80_lines():
+    long = [
+        f"{name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for name, node in _definitions(ast.FunctionDef)
+        if node.end_lineno - node.lineno + 1 > 80 and node.name != "build_parser"
     ]
     assert long == []
+
+
+def test_no_class_subclasses_the_trainer():
+    """One seed or a stack is a step object the one loop runs, not a Trainer subclass."""
+    subclasses = [
+        f"{name}:{node.name}"
+        for name, node in _definitions(ast.ClassDef)
+        if any(getattr(base, "id", getattr(base, "attr", None)) == "Trainer" for base in node.bases)
+    ]
+    assert subclasses == []

@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-from harness.stacked import StackedTrainer
 from harness.trainer import NonFiniteLossError, Trainer
 from harness.variants import create_variant
 
@@ -16,8 +15,8 @@ def _variant(name: str, **overrides):
     return create_variant(name, {"epochs": 1, **overrides})
 
 
-def _stack(mnist, name="exact", seeds=SEEDS, max_steps=3, **overrides) -> StackedTrainer:
-    return StackedTrainer(_variant(name, **overrides), seeds, mnist, "cpu", max_steps, False)
+def _stack(mnist, name="exact", seeds=SEEDS, max_steps=3, **overrides) -> Trainer:
+    return Trainer(_variant(name, **overrides), mnist, "cpu", max_steps, False, seeds=seeds)
 
 
 def _alone(mnist, name, seed, max_steps=3, **overrides) -> Trainer:
@@ -26,9 +25,9 @@ def _alone(mnist, name, seed, max_steps=3, **overrides) -> Trainer:
 
 
 def test_each_seed_starts_as_it_would_alone(mnist):
-    stack = _stack(mnist)
+    stack = _stack(mnist).stepper
     for i, seed in enumerate(SEEDS):
-        alone = _alone(mnist, "exact", seed)
+        alone = _alone(mnist, "exact", seed).stepper
         assert torch.equal(stack.x_l[i], alone.x_l) and torch.equal(stack.y_l[i], alone.y_l)
         assert torch.equal(stack.x_u[i], alone.x_u)
         for name, value in alone.model.named_parameters():
@@ -52,29 +51,34 @@ def test_a_stacked_step_is_each_seeds_step_alone(mnist, name, overrides):
     terms and gradients equal those of each seed trained alone; given the same gradients, the
     one Adam over the stack updates every seed as its own Adam does."""
     stack = _stack(mnist, name, **overrides)
-    stack.randomness = "same"
+    stacked = stack.stepper
+    stacked.randomness = "same"
     alone = [_alone(mnist, name, seed, **overrides) for seed in SEEDS]
-    idx_u = torch.stack([torch.randperm(stack.x_u.shape[1])[: stack.batch_size] for _ in SEEDS])
-    idx_l = torch.stack([torch.randperm(stack.x_l.shape[1])[: stack.labelled_batch] for _ in SEEDS])
+    idx_u = torch.stack(
+        [torch.randperm(stack.stepper.n_unlabelled)[: stack.batch_size] for _ in SEEDS]
+    )
+    idx_l = torch.stack(
+        [torch.randperm(stack.stepper.n_labelled)[: stack.labelled_batch] for _ in SEEDS]
+    )
 
-    stack.generator.manual_seed(7)
+    stacked.generator.manual_seed(7)
     terms = stack.forward_backward(idx_u, idx_l)
     for i, trainer in enumerate(alone):
-        trainer.generator.manual_seed(7)
-        expected = trainer.forward_backward(idx_u[i], idx_l[i])
+        trainer.stepper.generator.manual_seed(7)
+        (expected,) = trainer.forward_backward(idx_u[i], idx_l[i])  # [1, terms]: one seed
         torch.testing.assert_close(terms[i], expected, rtol=1e-5, atol=1e-4)
-        for pname, value in trainer.model.named_parameters():
-            stacked_grad = stack.params[f"model.{pname}"].grad
+        for pname, value in trainer.stepper.model.named_parameters():
+            stacked_grad = stacked.params[f"model.{pname}"].grad
             if value.grad is None:  # a network the estimator does not use (supervised-only)
                 assert stacked_grad is None
                 continue
             torch.testing.assert_close(stacked_grad[i], value.grad, rtol=1e-4, atol=1e-5)
             stacked_grad[i] = value.grad  # Adam's first step is sign(g): same input, same step
-        trainer.optimizer.step()
-    stack.optimizer.step()
+        trainer.stepper.optimizer.step()
+    stacked.optimizer.step()
     for i, trainer in enumerate(alone):
-        for pname, value in trainer.model.named_parameters():
-            torch.testing.assert_close(stack.params[f"model.{pname}"][i], value)
+        for pname, value in trainer.stepper.model.named_parameters():
+            torch.testing.assert_close(stacked.params[f"model.{pname}"][i], value)
 
 
 def test_seeds_get_their_own_noise_and_batches(mnist):
@@ -87,11 +91,14 @@ def test_seeds_get_their_own_noise_and_batches(mnist):
 def test_accuracies_are_each_seeds_own(mnist):
     stack = _stack(mnist, "supervised-only", max_steps=5)
     reports = stack.run_epoch()
-    for i in range(len(SEEDS)):
-        single = stack.seed_trainer(i)
-        accuracy = single.accuracy(mnist.test_x, mnist.test_y)
+    for i, seed in enumerate(SEEDS):
+        model = stack.seed_model(i)
+        accuracy = (model.predict(mnist.test_x) == mnist.test_y).float().mean().item()
         assert reports[i].test_accuracy == pytest.approx(accuracy)
-        assert single.history == stack.seed_history(i)
+        single = _alone(mnist, "supervised-only", seed, max_steps=5)
+        single.load_seed_states([stack.seed_state_dict(i)])
+        assert single.accuracies(mnist.test_x, mnist.test_y) == pytest.approx([accuracy])
+        assert single.seed_history(0) == stack.seed_history(i)
 
 
 def test_a_stack_resumes_from_its_seeds_checkpoints_identically(mnist, tmp_path):
@@ -102,12 +109,12 @@ def test_a_stack_resumes_from_its_seeds_checkpoints_identically(mnist, tmp_path)
     first = _stack(mnist, "tutorial-gumbel", epochs=1)
     first.fit(checkpoints=paths)
     resumed = _stack(mnist, "tutorial-gumbel", epochs=2)
-    assert resumed.resume_from_seeds(paths) and resumed.epoch == 1
+    assert resumed.resume_from(paths) and resumed.epoch == 1
     resumed.fit()
 
     assert [r.losses for r in resumed.history[-1]] == [r.losses for r in whole.history[-1]]
-    for name, value in whole.params.items():
-        assert torch.equal(resumed.params[name], value)
+    for name, value in whole.stepper.params.items():
+        assert torch.equal(resumed.stepper.params[name], value)
 
 
 def test_a_seeds_checkpoint_continues_that_seed_alone(mnist, tmp_path):
@@ -115,10 +122,10 @@ def test_a_seeds_checkpoint_continues_that_seed_alone(mnist, tmp_path):
     stack = _stack(mnist)
     stack.fit(checkpoints=paths)
     alone = _alone(mnist, "exact", SEEDS[1], epochs=2)
-    assert alone.resume_from(paths[1])
-    for name, value in alone.model.named_parameters():
-        assert torch.equal(value, stack.params[f"model.{name}"][1])
-    report = alone.run_epoch()
+    assert alone.resume_from([paths[1]])
+    for name, value in alone.stepper.model.named_parameters():
+        assert torch.equal(value, stack.stepper.params[f"model.{name}"][1])
+    (report,) = alone.run_epoch()
     assert report.epoch == 2 and math.isfinite(report.losses["loss"])
 
 
@@ -127,18 +134,18 @@ def test_checkpoints_at_different_epochs_are_refused(mnist, tmp_path):
     stack = _stack(mnist, seeds=[0, 1], epochs=1)
     stack.fit(checkpoints=paths)
     later = _alone(mnist, "exact", 1, epochs=2)
-    later.resume_from(paths[1])
-    later.fit(checkpoint=paths[1])
+    later.resume_from([paths[1]])
+    later.fit(checkpoints=[paths[1]])
     with pytest.raises(ValueError, match="different epochs"):
-        _stack(mnist, seeds=[0, 1], epochs=3).resume_from_seeds(paths)
+        _stack(mnist, seeds=[0, 1], epochs=3).resume_from(paths)
     with pytest.raises(ValueError, match="another variant"):
-        _stack(mnist, seeds=[1, 0], epochs=3).resume_from_seeds(paths)
+        _stack(mnist, seeds=[1, 0], epochs=3).resume_from(paths)
 
 
 def test_a_nonfinite_loss_names_the_seed(mnist):
     stack = _stack(mnist)
     with torch.no_grad():
-        stack.params["model.dec_out.bias"][2].fill_(float("nan"))
+        stack.stepper.params["model.dec_out.bias"][2].fill_(float("nan"))
     with pytest.raises(NonFiniteLossError, match=r"seed 2") as caught:
         stack.run_epoch()
     assert caught.value.seed == 2 and caught.value.step == 0
@@ -160,7 +167,7 @@ def test_the_stop_rule_ends_each_stacked_seed_on_its_own(tmp_path):
         "supervised-only",
         {"labels": 100, "validation": 200, "patience": 1, "min_delta": 0.0, "epochs": 8},
     )
-    stack = StackedTrainer(variant, [0, 1, 2, 3], hard, "cpu", max_steps=3, progress=False)
+    stack = Trainer(variant, hard, "cpu", max_steps=3, progress=False, seeds=[0, 1, 2, 3])
     seen = []
     paths = [tmp_path / f"s{i}.pt" for i in range(4)]
     stack.fit([seen.append], checkpoints=paths)

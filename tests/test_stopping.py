@@ -84,12 +84,14 @@ def test_a_run_ends_at_the_stop_rule_and_a_resumed_run_ends_at_the_same_epoch(ge
     assert whole.epoch == 3 < variant.epochs  # the first epoch is the best; two more stop it
 
     first = Trainer(variant.replace(epochs=2), generated, "cpu", max_steps=2, progress=False)
-    first.fit(checkpoint=tmp_path / "c.pt")
+    first.fit(checkpoints=[tmp_path / "c.pt"])
     resumed = Trainer(variant, generated, "cpu", max_steps=2, progress=False)
-    assert resumed.resume_from(tmp_path / "c.pt")
+    assert resumed.resume_from([tmp_path / "c.pt"])
     resumed.fit()
     assert resumed.epoch == whole.epoch
-    assert [r.val_accuracy for r in resumed.history] == [r.val_accuracy for r in whole.history]
+    assert [r.val_accuracy for r in resumed.seed_history(0)] == [
+        r.val_accuracy for r in whole.seed_history(0)
+    ]
 
 
 def test_an_improvement_of_exactly_min_delta_is_none_whatever_the_float_rounding():

@@ -160,18 +160,19 @@ def test_a_stack_that_only_partly_has_checkpoints_is_refused(store, tmp_path, mo
 def test_a_non_finite_loss_marks_the_run_failed_with_the_reason(store, tmp_path, monkeypatch):
     import torch
 
-    from harness import trainer as trainer_module
+    from harness import step as step_module
+    from harness.trainer import NonFiniteLossError
 
-    real_loss = trainer_module.m2_loss
+    real_loss = step_module.m2_loss
 
     def nan_loss(*args, **kwargs):
         terms = real_loss(*args, **kwargs)
         terms["unlabelled"] = terms["unlabelled"] * torch.tensor(float("nan"))
         return terms
 
-    monkeypatch.setattr(trainer_module, "m2_loss", nan_loss)
+    monkeypatch.setattr(step_module, "m2_loss", nan_loss)
     tracker = Tracker(store, "nan")
-    with pytest.raises(trainer_module.NonFiniteLossError):
+    with pytest.raises(NonFiniteLossError):
         runner.run_variant(
             create_variant("exact", {"epochs": 1}),
             runner.RunOptions(

@@ -22,14 +22,14 @@ def _trainer(mnist, name="exact", max_steps=5, precision="fp32", compile=False, 
 
 def test_labelled_and_unlabelled_sets_split_the_training_images(mnist):
     t = _trainer(mnist, labels=100)
-    assert len(t.x_l) == 100 and len(t.x_u) == 59_900
+    assert len(t.stepper.x_l) == 100 and len(t.stepper.x_u) == 59_900
     assert t.labelled_batch == 100
     assert t.full_steps_per_epoch == 59_900 // 128 and t.steps_per_epoch == 5
     assert t.alpha_full == (467 + 1) / 1  # the tutorial's rate, from the uncapped epoch
 
 
 def test_epoch_report_has_every_figure(mnist):
-    report = _trainer(mnist).run_epoch()
+    (report,) = _trainer(mnist).run_epoch()  # one report per seed
     assert report.epoch == 1 and report.steps == 5
     assert set(report.losses) == {"loss", "labelled", "unlabelled", "classification"}
     assert report.losses["loss"] == pytest.approx(
@@ -58,45 +58,46 @@ def test_epoch_report_has_every_figure(mnist):
     "name", ["exact", "tutorial-gumbel", "gumbel-st", "gumbel-anneal", "supervised-only"]
 )
 def test_training_is_deterministic_on_the_cpu(mnist, name):
-    a = _trainer(mnist, name, max_steps=3).fit()
-    b = _trainer(mnist, name, max_steps=3).fit()
+    (a,) = _trainer(mnist, name, max_steps=3).fit()  # one history per seed
+    (b,) = _trainer(mnist, name, max_steps=3).fit()
     assert a[-1].losses == b[-1].losses and a[-1].test_accuracy == b[-1].test_accuracy
 
 
 def test_training_lowers_the_loss(mnist):
     t = _trainer(mnist, max_steps=20, epochs=3)
-    reports = t.fit()
+    (reports,) = t.fit()
     assert reports[-1].losses["loss"] < reports[0].losses["loss"]
     assert reports[-1].test_accuracy > 0.5
 
 
 def test_resumed_run_ends_with_the_same_numbers(mnist, tmp_path):
-    straight = _trainer(mnist, max_steps=4, epochs=3).fit()
+    (straight,) = _trainer(mnist, max_steps=4, epochs=3).fit()
     ckpt = tmp_path / "run.pt"
     first = _trainer(mnist, max_steps=4, epochs=1)
-    first.fit(checkpoint=ckpt)
+    first.fit(checkpoints=[ckpt])
     resumed = _trainer(mnist, max_steps=4, epochs=3)
-    assert resumed.resume_from(ckpt) and resumed.epoch == 1
-    again = resumed.fit(checkpoint=ckpt)
+    assert resumed.resume_from([ckpt]) and resumed.epoch == 1
+    (again,) = resumed.fit(checkpoints=[ckpt])
     assert [r.losses for r in again] == [r.losses for r in straight]
     assert again[-1].test_accuracy == straight[-1].test_accuracy
 
 
 def test_checkpoint_of_another_variant_is_refused(mnist, tmp_path):
     ckpt = tmp_path / "run.pt"
-    _trainer(mnist, max_steps=2).fit(checkpoint=ckpt)
+    _trainer(mnist, max_steps=2).fit(checkpoints=[ckpt])
     with pytest.raises(ValueError, match="differs in temperature"):
-        _trainer(mnist, temperature=0.7).resume_from(ckpt)
+        _trainer(mnist, temperature=0.7).resume_from([ckpt])
 
 
 def test_non_finite_loss_stops_with_step_and_term(mnist):
     t = _trainer(mnist)
+    model = t.stepper.model
     with torch.no_grad():
-        t.model.dec_out.bias.fill_(float("nan"))
-    before = t.model.enc_x.weight.clone()
-    with pytest.raises(NonFiniteLossError, match=r"'loss' is nan at step 0"):
+        model.dec_out.bias.fill_(float("nan"))
+    before = model.enc_x.weight.clone()
+    with pytest.raises(NonFiniteLossError, match=r"'loss' is nan at step 0;"):
         t.run_epoch()
-    assert torch.equal(t.model.enc_x.weight, before)  # the bad step was not applied
+    assert torch.equal(model.enc_x.weight, before)  # the bad step was not applied
 
 
 def test_cuda_request_without_cuda_is_a_clear_error():
@@ -116,8 +117,8 @@ def test_cuda_training_matches_the_cpu_figures_closely(data_root):
     t = Trainer(
         create_variant("exact", {"epochs": 1}), splits, "cuda", max_steps=20, progress=False
     )
-    report = t.run_epoch()
-    assert t.x_u.is_cuda and report.test_accuracy > 0.3
+    (report,) = t.run_epoch()
+    assert t.stepper.x_u.is_cuda and report.test_accuracy > 0.3
 
 
 @pytest.mark.parametrize(
@@ -139,7 +140,7 @@ def test_paper_exact_trains_on_50000_images_with_the_paper_batches(mnist):
 
 
 def _one_step_terms(trainer: Trainer) -> torch.Tensor:
-    trainer.generator.manual_seed(3)
+    trainer.stepper.generator.manual_seed(3)
     idx_u, idx_l = torch.arange(trainer.batch_size), torch.arange(trainer.labelled_batch)
     return trainer.forward_backward(idx_u, idx_l)
 
@@ -152,7 +153,7 @@ def test_bf16_autocast_keeps_the_loss_close_and_in_float32(mnist, name):
     assert terms_bf16.dtype == torch.float32
     assert not torch.equal(terms_fp32, terms_bf16)  # the products did run in bfloat16
     torch.testing.assert_close(terms_bf16, terms_fp32, rtol=2e-2, atol=1e-2)
-    grad = bf16.model.dec_out.weight.grad
+    grad = bf16.stepper.model.dec_out.weight.grad
     assert grad.dtype == torch.float32 and torch.isfinite(grad).all()
 
 
@@ -168,7 +169,8 @@ def test_a_compiled_loss_equals_the_eager_one(mnist):
     eager = _trainer(mnist, "gumbel-anneal")
     compiled = _trainer(mnist, "gumbel-anneal", compile=True)
     torch.testing.assert_close(_one_step_terms(compiled), _one_step_terms(eager))
-    for a, b in zip(compiled.model.parameters(), eager.model.parameters(), strict=True):
+    pairs = zip(compiled.stepper.model.parameters(), eager.stepper.model.parameters(), strict=True)
+    for a, b in pairs:
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
     compiled.step = eager.step = 5000  # another temperature
     torch._dynamo.utils.counters.clear()

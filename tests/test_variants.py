@@ -135,6 +135,6 @@ def test_every_registered_variant_trains_on_generated_data(name, generated):
     from harness.trainer import Trainer
 
     variant = create_variant(name, {"epochs": 1, "labels": 100})
-    report = Trainer(variant, generated, "cpu", max_steps=2, progress=False).run_epoch()
+    (report,) = Trainer(variant, generated, "cpu", max_steps=2, progress=False).run_epoch()
     assert all(math.isfinite(v) for v in report.losses.values()), report.losses
     assert 0.0 <= report.test_accuracy <= 1.0 and report.samples_per_sec > 0
