@@ -27,16 +27,18 @@ if TYPE_CHECKING:
 
 
 class GraphedStep:
-    """`step`'s update as a CUDA graph for batches of `batch` unlabelled and `labelled_batch`
-    labelled rows: call it with a `Batch` (indices, alpha and the temperature); it updates the
-    model and returns the loss terms stacked in TERMS order."""
+    """`step`'s update as a CUDA graph for batches of `batch_size` unlabelled and
+    `labelled_batch` labelled rows: call it with a `Batch` (indices, alpha and the
+    temperature); it updates the model and returns the loss terms stacked in TERMS order."""
 
-    def __init__(self, step: OneSeed, batch: int, labelled_batch: int, warmup: int = 3) -> None:
+    def __init__(
+        self, step: OneSeed, batch_size: int, labelled_batch: int, warmup: int = 3
+    ) -> None:
         device = step.device
         if device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device; this run is on {device}")
         self.step = step
-        self.idx_u = torch.zeros(batch, dtype=torch.long, device=device)
+        self.idx_u = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.idx_l = torch.zeros(labelled_batch, dtype=torch.long, device=device)
         self.alpha = torch.zeros((), device=device)
         self.temperature = torch.ones((), device=device)
@@ -46,16 +48,16 @@ class GraphedStep:
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             for _ in range(warmup):
-                self._step()
+                self._update()
         torch.cuda.current_stream(device).wait_stream(side)
         _restore(step, before)
 
         self.graph = torch.cuda.CUDAGraph()
         self.graph.register_generator_state(step.generator)
         with torch.cuda.graph(self.graph):
-            self.terms = self._step()
+            self.terms = self._update()
 
-    def _step(self) -> Tensor:
+    def _update(self) -> Tensor:
         step = self.step
         terms = step.loss_terms(self.idx_u, self.idx_l, self.alpha, self.temperature, cache=False)
         step.optimizer.zero_grad(set_to_none=True)
