@@ -129,10 +129,13 @@ def summarize(runs: pd.DataFrame, paper_column: bool = False) -> pd.DataFrame:
 
 
 def provenance(ablation: Ablation, runs: pd.DataFrame, epochs: int, max_steps: int | None) -> dict:
-    """The command that makes these runs, and which commits and machines made how many of them,
-    with their summed time (they may have run in several sessions, on several machines)."""
+    """The command that makes these runs (the file's seeds when every run is of a seed the file
+    plans for its cell, else the seeds found), and which commits and machines made how many of
+    them, with their summed time (they may have run in several sessions, on several machines)."""
+    plan = {cell.name: ablation.seeds_of(cell) for cell in ablation.cells()}
+    in_plan = all(s in plan.get(c, ()) for c, s in zip(runs["cell"], runs["seed"], strict=True))
     seeds = " ".join(map(str, sorted(runs["seed"].unique())))
-    command = f"m2h ablate {ablation.name} --seeds {seeds}"
+    command = f"m2h ablate {ablation.name}" + ("" if in_plan else f" --seeds {seeds}")
     budget = ""
     if epochs != ablation.epochs:
         budget += f" --epochs {epochs}"

@@ -91,13 +91,24 @@ def test_a_table_is_rebuilt_from_records_alone_and_merges_machines(ablation_file
     md = (results / "two.md").read_text()
     assert f"{'a' * 40} (2 runs); {'b' * 40} (2 runs)" in md  # the control has seeds 0 and 1
     assert "NVIDIA H100 (2 runs)" in md and "cpu (test, 2 cores) (2 runs)" in md
-    assert "m2h ablate two --seeds 0 1" in md
+    assert "m2h ablate two --seeds 0 1" in md  # the file plans seed 0 alone for the control
     before = md
     assert main(["table", str(ablation_file), "--out", str(results)]) == 0
     assert (results / "two.md").read_text() == before  # the same records, the same file
 
     assert main(["plot", str(ablation_file), "--out", str(results)]) == 0
     assert (results / "two_curves.png").stat().st_size > 10_000
+
+
+def test_a_table_of_the_planned_seeds_names_the_command_that_plans_them(ablation_file, tmp_path):
+    """Records of seeds the file plans (exact 0 and 1, the control 0 alone): the command is the
+    ablation's own, whose seeds come from the file, not a --seeds that would change the plan."""
+    results = tmp_path / "results"
+    write_runs(ablation_file, results)  # the file's seeds
+    assert main(["table", str(ablation_file), "--out", str(results)]) == 0
+    md = (results / "two.md").read_text()
+    assert "- command: `m2h ablate two` (then `m2h table two`)" in md
+    assert "3 of the 3 runs the ablation file plans have finished" in md
 
 
 def test_a_table_at_a_budget_with_no_records_names_the_budgets_there(
