@@ -255,13 +255,8 @@ def _tracked_run(
         if options.resume and checkpoint
         else None
     )
-    name = (
-        run_name(variant)
-        if run_name
-        else f"{variant.name} seed {variant.seed}"
-        if stacked
-        else variant.name
-    )
+    default_name = f"{variant.name} seed {variant.seed}" if stacked else variant.name
+    name = run_name(variant) if run_name else default_name
     tags = {
         **(tags(variant) if tags else {}),
         **({"stacked_seeds": ",".join(map(str, trainer.seeds))} if stacked else {}),

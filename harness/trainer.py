@@ -28,7 +28,7 @@ from harness.data import Splits
 from harness.loss import TERMS
 from harness.model import M2
 from harness.schedules import alpha_ramp, alpha_scale, temperature_at
-from harness.step import Batch, OneSeed, TrainingStep, check_precision
+from harness.step import Batch, OneSeed, TrainingStep
 from harness.stopping import outcome, should_stop
 from harness.variants import Variant, resumable_settings
 
@@ -183,7 +183,6 @@ class Trainer:
             raise ValueError(f"a stack needs distinct seeds, got {list(self.seeds)}")
         if len(self.seeds) > 1 and (compile or cuda_graphs):
             raise ValueError("compile and CUDA graphs are for one seed; stacked seeds run eagerly")
-        check_precision(precision)
         self.variants = [variant.replace(seed=seed) for seed in self.seeds]
         self.variant = self.variants[0]
         self.device = resolve_device(device) if not isinstance(device, torch.device) else device
@@ -296,7 +295,12 @@ class Trainer:
         return sums / self.steps_per_epoch, seconds
 
     def _report(
-        self, means: list[float], test_accuracy: float, val_accuracy: float | None, seconds: float
+        self,
+        means: list[float],
+        test_accuracy: float,
+        val_accuracy: float | None,
+        seconds: float,
+        eval_seconds: float,
     ) -> EpochReport:
         return EpochReport(
             epoch=self.epoch,
@@ -311,6 +315,7 @@ class Trainer:
             epoch_seconds=seconds,
             temperature=temperature_at(self.variant, self.step - 1),
             alpha=self.alpha_at(self.step - 1),
+            eval_seconds=eval_seconds,
         )
 
     def run_epoch(self) -> list[EpochReport]:
@@ -324,12 +329,11 @@ class Trainer:
             if len(self.splits.val_x)
             else [None] * len(self.seeds)
         )
+        eval_seconds = time.perf_counter() - start
         reports = [
-            self._report(m, t, v, seconds)
+            self._report(m, t, v, seconds, eval_seconds)
             for m, t, v in zip(means.tolist(), test, val, strict=True)
         ]
-        for report in reports:
-            report.eval_seconds = time.perf_counter() - start
         self.history.append(reports)
         return reports
 
@@ -363,11 +367,11 @@ class Trainer:
             live = [i for i, end in enumerate(self.ended) if end is None]
             reports = self.run_epoch()
             for i in live:
+                state = self.seed_state_dict(i)
                 if checkpoints:
-                    save_checkpoint(checkpoints[i], self.seed_state_dict(i))
+                    save_checkpoint(checkpoints[i], state)
                 if self.seed_finished(i):
-                    self.ended_states[i] = copy.deepcopy(self.seed_state_dict(i))
-                    self.ended[i] = self.epoch
+                    self.ended[i], self.ended_states[i] = self.epoch, copy.deepcopy(state)
             shown = [r if i in live else None for i, r in enumerate(reports)]
             for callback in callbacks:
                 callback(shown)
