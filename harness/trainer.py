@@ -367,10 +367,13 @@ class Trainer:
             live = [i for i, end in enumerate(self.ended) if end is None]
             reports = self.run_epoch()
             for i in live:
+                finished = self.seed_finished(i)
+                if not (checkpoints or finished):
+                    continue  # nothing to save or keep: no state to build
                 state = self.seed_state_dict(i)
                 if checkpoints:
                     save_checkpoint(checkpoints[i], state)
-                if self.seed_finished(i):
+                if finished:
                     self.ended[i], self.ended_states[i] = self.epoch, copy.deepcopy(state)
             shown = [r if i in live else None for i, r in enumerate(reports)]
             for callback in callbacks:
