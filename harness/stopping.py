@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 ACCURACY_TARGETS = (0.90, 0.95)
+# how outcomes and tables name them: epochs_to_90, seconds_to_95, "time to 95%"
+TARGET_PERCENTS = tuple(round(100 * target) for target in ACCURACY_TARGETS)
 TIE = 1e-9  # points of error below which two differences are the same (float rounding)
 
 
@@ -86,9 +88,8 @@ def outcome(
         "train_seconds": sum(r.epoch_seconds for r in history),
         "wall_seconds": sum(r.epoch_seconds + r.eval_seconds for r in history),
     }
-    for target in ACCURACY_TARGETS:
+    for target, pct in zip(ACCURACY_TARGETS, TARGET_PERCENTS, strict=True):
         reached = time_to_accuracy(history, target)
-        pct = round(100 * target)
         result[f"epochs_to_{pct}"] = reached[0] if reached else None
         result[f"seconds_to_{pct}"] = reached[1] if reached else None
     return result

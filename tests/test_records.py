@@ -100,6 +100,30 @@ def test_a_table_is_rebuilt_from_records_alone_and_merges_machines(ablation_file
     assert (results / "two_curves.png").stat().st_size > 10_000
 
 
+def test_the_table_gives_the_time_to_each_accuracy_over_the_runs_that_reached_it(
+    ablation_file, tmp_path
+):
+    """10 s epochs: seed 0 reaches 90% at epoch 2 and 95% at epoch 3, seed 1 90% at epoch 3 and
+    never 95%, the control neither."""
+    ablation = load_ablation(str(ablation_file))
+    test_errors = {0: [30.0, 9.0, 4.0, 4.5], 1: [30.0, 12.0, 8.0, 7.0]}
+    for cell in ablation.cells():
+        for seed in ablation.seeds_of(cell):
+            errors = [30.0, 29.0, 31.0] if cell.control else test_errors[seed]
+            variant = ablation.variant(cell, seed)
+            write_record(tmp_path / "runs", make_record(variant, history(errors), MACHINE))
+    assert main(["table", str(ablation_file), "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "two.csv").set_index("cell")
+    assert table.loc["exact", "seconds_to_90"] == pytest.approx(25.0)
+    assert table.loc["exact", "reached_90"] == 2 and table.loc["exact", "reached_95"] == 1
+    md = (tmp_path / "two.md").read_text()
+    assert "time to 90% (s)" in md and "time to 95% (s)" in md
+    exact_line = next(line for line in md.splitlines() if line.startswith("| exact "))
+    assert "| 25 (2/2) " in exact_line and "| 30 (1/2) " in exact_line
+    control_line = next(line for line in md.splitlines() if line.startswith("| supervised-only"))
+    assert control_line.count("never (0/1)") == 2
+
+
 def test_a_table_of_the_planned_seeds_names_the_command_that_plans_them(ablation_file, tmp_path):
     """Records of seeds the file plans (exact 0 and 1, the control 0 alone): the command is the
     ablation's own, whose seeds come from the file, not a --seeds that would change the plan."""
