@@ -4,6 +4,7 @@ across machines, reused across ablations, loaded into MLflow."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -64,6 +65,18 @@ def test_a_record_reads_back_as_written(tmp_path):
     stored = json.loads(path.read_text())
     assert stored["outcome"]["selected_epoch"] == again.outcome["selected_epoch"] == 2
     assert len(path.read_text().splitlines()) < 80  # one line per epoch: a diff reads by epoch
+
+
+COMMITTED_RUNS = Path(__file__).resolve().parents[1] / "results" / "runs"
+
+
+@pytest.mark.parametrize("path", sorted(COMMITTED_RUNS.glob("*.json")), ids=lambda p: p.stem)
+def test_a_committed_record_states_the_outcome_its_epochs_give(path, tmp_path):
+    """Tables recompute each run's outcome from its epochs under the current stop rule; the
+    outcome a committed record states must be that one, or a reader of the file is misled."""
+    rewritten = write_record(tmp_path, read_record(path))
+    stored, recomputed = (json.loads(p.read_text())["outcome"] for p in (path, rewritten))
+    assert stored == recomputed
 
 
 def test_the_cell_key_holds_every_setting_but_the_seed():
