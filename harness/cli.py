@@ -226,12 +226,10 @@ def _results_inputs(args: argparse.Namespace):
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from harness.results import provenance, summarize, write_table
+    from harness.results import compares_with_paper, provenance, summarize, write_table
 
     ablation, runs, _ = _results_inputs(args)
-    table = summarize(
-        runs, paper_column="labels" in ablation.axes and set(runs["dataset"]) == {"mnist"}
-    )
+    table = summarize(runs, paper_column=compares_with_paper(ablation.axes, runs))
     meta = provenance(ablation, runs, args.epochs or ablation.epochs, args.max_steps)
     md, csv = write_table(ablation.name, table, meta, Path(args.out), ablation.description)
     print(md.read_text())
@@ -240,11 +238,12 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from harness.results import plot
+    from harness.results import compares_with_paper, plot
 
     ablation, runs, curves = _results_inputs(args)
     axis = next(iter(ablation.axes)) if len(ablation.axes) == 1 else None
-    paths = plot(ablation.name, runs, curves, Path(args.out), axis)
+    paper = compares_with_paper(ablation.axes, runs)
+    paths = plot(ablation.name, runs, curves, Path(args.out), axis, paper)
     for path in paths:
         print(f"wrote {path}")
     if len(paths) == 1:

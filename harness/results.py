@@ -26,10 +26,17 @@ from harness.records import RUNS_FOLDER, RunRecord, find_records, missing_record
 from harness.stopping import TARGET_PERCENTS
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from harness.ablation import Ablation, Cell
 
 # Kingma et al. 2014, Table 1: M2 test error (%) on MNIST, mean and +- over runs
 PAPER_M2_ERROR = {100: (11.97, 1.71), 600: (4.94, 0.13), 1000: (3.60, 0.56), 3000: (3.92, 0.63)}
+
+
+def compares_with_paper(axes: Sequence[str], runs: pd.DataFrame) -> bool:
+    """Whether the paper's M2 errors belong beside these runs: MNIST alone, swept over labels."""
+    return "labels" in axes and set(runs["dataset"]) == {"mnist"}
 
 
 class ResultsError(RuntimeError):
@@ -243,15 +250,25 @@ PROBLEM_AXES = ("labels", "dataset")  # errors are not comparable across their v
 
 
 def plot(
-    name: str, runs: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, axis: str | None = None
+    name: str,
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    out_dir: Path,
+    axis: str | None = None,
+    paper: bool = False,
 ) -> list[Path]:
     """The test-error curves (`plot_curves`; not drawn from runs of one epoch: a curve needs
-    two) and the reported error per cell (`plot_final`); the paths written."""
+    two) and the reported error per cell (`plot_final`, with the paper's M2 errors where `paper`);
+    the paths written."""
     sns.set_theme(style="whitegrid", context="notebook")
     paths = []
     if curves["epoch"].nunique() > 1:
         paths.append(plot_curves(name, runs, curves, out_dir / f"{name}_curves.png", axis))
-    paths.append(plot_final(name, runs, out_dir / f"{name}_final.png", axis))
+    figure = final_figure(name, runs, axis, paper)
+    final = out_dir / f"{name}_final.png"
+    figure.savefig(final, dpi=120)
+    plt.close(figure)
+    paths.append(final)
     return paths
 
 
@@ -294,14 +311,30 @@ def plot_curves(
     return path
 
 
-def plot_final(name: str, runs: pd.DataFrame, path: Path, axis: str | None) -> Path:
-    """The reported test error per cell (or along the swept `axis`, a line per variant)."""
+def final_figure(name: str, runs: pd.DataFrame, axis: str | None, paper: bool) -> Figure:
+    """The reported test error per cell (or along the swept `axis`, a line per variant); along
+    `labels` with `paper`, the paper's M2 mean ± std at each label count it reports, in black."""
     fig, ax = plt.subplots(figsize=(8, 5))
     if axis is not None and axis in runs:
         dodge = 0.3 if runs["variant"].nunique() > 1 else False  # seaborn: one hue, no dodge
         sns.pointplot(
             runs, x=axis, y="selected_test_error", hue="variant", errorbar="sd", dodge=dodge, ax=ax
         )
+        # the categorical axis places each label count at its tick
+        ticks = zip(ax.get_xticks(), ax.get_xticklabels(), strict=True)
+        at = {int(label.get_text()): x for x, label in ticks} if axis == "labels" else {}
+        reported = [n for n in at if n in PAPER_M2_ERROR]
+        if paper and reported:
+            ax.errorbar(
+                [at[n] - 0.3 for n in reported],  # left of the variants' dodged points
+                [PAPER_M2_ERROR[n][0] for n in reported],
+                yerr=[PAPER_M2_ERROR[n][1] for n in reported],
+                fmt="D",
+                color="black",
+                capsize=4,
+                label="paper's M2 (Kingma et al. 2014)",
+            )
+            ax.legend(title="variant")
     else:
         sns.pointplot(
             runs,
@@ -315,6 +348,4 @@ def plot_final(name: str, runs: pd.DataFrame, path: Path, axis: str | None) -> P
         plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
     ax.set(ylabel="test error (%)", title=f"{name}: reported test error (mean ± sd)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import pytest
+
 from harness.ablation import load_ablation
 from harness.records import make_record, write_record
-from harness.results import load_runs, plot
+from harness.results import PAPER_M2_ERROR, compares_with_paper, final_figure, load_runs, plot
 from tests.test_records import MACHINE
 from tests.test_stopping import history
 
@@ -82,3 +84,34 @@ def test_a_plot_along_an_axis_with_one_variant_so_far(tmp_path):
         "counts_curves.png",
         "counts_final.png",
     ]
+
+
+def test_the_final_plot_along_labels_shows_the_papers_errors_where_it_reports_them(tmp_path):
+    """Label counts 100 and 20: the paper's M2 has a mean ± std at 100 alone, drawn beside the
+    runs when the plot compares with the paper, and not otherwise."""
+    import matplotlib.pyplot as plt
+    from matplotlib.container import ErrorbarContainer
+
+    path = tmp_path / "counts.toml"
+    path.write_text(LABELS.replace("[10, 20]", "[100, 20]"))
+    ablation = load_ablation(str(path))
+    for cell in ablation.cells():
+        variant = ablation.variant(cell, 0)
+        write_record(tmp_path / "runs", make_record(variant, history([30.0, 20.0]), MACHINE))
+    runs, _ = load_runs(ablation, tmp_path)
+    assert compares_with_paper(ablation.axes, runs)
+    assert not compares_with_paper(ablation.axes, runs.assign(dataset="fashion"))
+
+    with_paper = final_figure(ablation.name, runs, "labels", paper=True)
+    (bars,) = [c for c in with_paper.axes[0].containers if isinstance(c, ErrorbarContainer)]
+    line, _, (lines,) = bars.lines
+    labels = [t.get_text() for t in with_paper.axes[0].get_xticklabels()]
+    assert line.get_ydata().tolist() == [PAPER_M2_ERROR[100][0]]
+    assert line.get_xdata()[0] < labels.index("100")  # beside the runs at 100 labels
+    assert lines.get_segments()[0][:, 1].tolist() == pytest.approx([10.26, 13.68])
+    legend = [t.get_text() for t in with_paper.axes[0].get_legend().get_texts()]
+    assert "paper's M2 (Kingma et al. 2014)" in legend
+
+    without = final_figure(ablation.name, runs, "labels", paper=False)
+    assert not any(isinstance(c, ErrorbarContainer) for c in without.axes[0].containers)
+    plt.close("all")
