@@ -258,7 +258,7 @@ def plot(
     paper: bool = False,
 ) -> list[Path]:
     """The test-error curves (`plot_curves`; not drawn from runs of one epoch: a curve needs
-    two) and the reported error per cell (`plot_final`, with the paper's M2 errors where `paper`);
+    two) and the reported error per cell (`final_figure`, with the paper's M2 errors where `paper`);
     the paths written."""
     sns.set_theme(style="whitegrid", context="notebook")
     paths = []
