@@ -243,7 +243,8 @@ def test_a_run_says_whether_it_resumes_and_from_what(capsys, mnist):
     quick = ["run", "exact", "--no-track", "--max-steps", "2"]
     assert main([*quick, "--epochs", "1"]) == 0
     assert "starting fresh: no checkpoint of these settings" in capsys.readouterr().out
-    assert main(["run", "exact", "--no-track", "--epochs", "2", "--resume"]) == 0
+    other_budget = ["run", "exact", "--no-track", "--max-steps", "3", "--epochs", "2"]
+    assert main([*other_budget, "--resume"]) == 0
     out = capsys.readouterr().out
     assert "starting fresh: no checkpoint of these settings" in out
     assert "not resumed, being of other settings" in out and "differs in --max-steps" in out
