@@ -26,6 +26,7 @@ from harness.records import RUNS_FOLDER, RunRecord, find_records, missing_record
 from harness.stopping import TARGET_PERCENTS
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from harness.ablation import Ablation, Cell
@@ -320,21 +321,8 @@ def final_figure(name: str, runs: pd.DataFrame, axis: str | None, paper: bool) -
         sns.pointplot(
             runs, x=axis, y="selected_test_error", hue="variant", errorbar="sd", dodge=dodge, ax=ax
         )
-        # the categorical axis places each label count at its tick
-        ticks = zip(ax.get_xticks(), ax.get_xticklabels(), strict=True)
-        at = {int(label.get_text()): x for x, label in ticks} if axis == "labels" else {}
-        reported = [n for n in at if n in PAPER_M2_ERROR]
-        if paper and reported:
-            ax.errorbar(
-                [at[n] - 0.3 for n in reported],  # left of the variants' dodged points
-                [PAPER_M2_ERROR[n][0] for n in reported],
-                yerr=[PAPER_M2_ERROR[n][1] for n in reported],
-                fmt="D",
-                color="black",
-                capsize=4,
-                label="paper's M2 (Kingma et al. 2014)",
-            )
-            ax.legend(title="variant")
+        if paper and axis == "labels":
+            _draw_paper_errors(ax)
     else:
         sns.pointplot(
             runs,
@@ -349,3 +337,23 @@ def final_figure(name: str, runs: pd.DataFrame, axis: str | None, paper: bool) -
     ax.set(ylabel="test error (%)", title=f"{name}: reported test error (mean ± sd)")
     fig.tight_layout()
     return fig
+
+
+def _draw_paper_errors(ax: Axes) -> None:
+    """The paper's M2 mean ± std, in black, at each label count on the categorical x axis that
+    the paper reports (left of the variants' dodged points at that count's tick)."""
+    ticks = zip(ax.get_xticks(), ax.get_xticklabels(), strict=True)
+    at = {int(label.get_text()): x for x, label in ticks}
+    reported = [n for n in at if n in PAPER_M2_ERROR]
+    if not reported:
+        return
+    ax.errorbar(
+        [at[n] - 0.3 for n in reported],
+        [PAPER_M2_ERROR[n][0] for n in reported],
+        yerr=[PAPER_M2_ERROR[n][1] for n in reported],
+        fmt="D",
+        color="black",
+        capsize=4,
+        label="paper's M2 (Kingma et al. 2014)",
+    )
+    ax.legend(title="variant")
