@@ -7,6 +7,8 @@ An ablation file (`ablations/NAME.toml`) says:
   controls     registered variants run beside them (crossed with the `labels`/`dataset` axes only)
   seeds        default seeds; epochs  default epoch budget (the most a run trains)
   [seeds_by_variant]  seeds for some variants or controls instead of `seeds` (gumbel-st = [0, 1])
+  reference    the variant every cell is compared with, paired by seed, at the same problem
+               settings (labels, dataset); by default the first of `variants`
   [set]        settings applied to every cell (the stop rule too: validation, patience,
                min_delta); [axes]  settings swept (cartesian product)
 
@@ -77,6 +79,7 @@ class Ablation:
     settings: dict[str, Any] = field(default_factory=dict)
     axes: dict[str, list[Any]] = field(default_factory=dict)
     seeds_by_variant: dict[str, list[int]] = field(default_factory=dict)
+    reference: str = ""  # the variant compared against; "" means the first of `variants`
 
     def seeds_of(self, cell: Cell, seeds: Sequence[int] | None = None) -> list[int]:
         """The seeds `cell` runs: `seeds` when given (the command line's), else its variant's
@@ -130,7 +133,7 @@ def load_ablation(name: str, directory: Path = ABLATIONS_DIR) -> Ablation:
         spec = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise AblationError(f"{path} is not valid TOML: {err}") from None
-    keys = {"description", "variants", "controls", "seeds", "epochs", "set", "axes"}
+    keys = {"description", "variants", "controls", "seeds", "epochs", "set", "axes", "reference"}
     unknown = set(spec) - keys - {"seeds_by_variant"}
     if unknown:
         raise AblationError(f"{path}: unknown keys {', '.join(sorted(unknown))}")
@@ -144,9 +147,14 @@ def load_ablation(name: str, directory: Path = ABLATIONS_DIR) -> Ablation:
         settings=dict(spec.get("set", {})),
         axes={k: list(v) for k, v in spec.get("axes", {}).items()},
         seeds_by_variant={k: list(v) for k, v in spec.get("seeds_by_variant", {}).items()},
+        reference=str(spec.get("reference", "")),
     )
     if not ablation.variants:
         raise AblationError(f"{path}: no variants")
+    if ablation.reference and ablation.reference not in ablation.variants + ablation.controls:
+        raise AblationError(
+            f"{path}: reference {ablation.reference!r} is not one of its variants or controls"
+        )
     strays = set(ablation.seeds_by_variant) - set(ablation.variants + ablation.controls)
     if strays:
         raise AblationError(

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from harness.trainer import EpochReport, run_summary
-from harness.variants import Variant
+from harness.variants import Variant, applicable_params
 
 if TYPE_CHECKING:
     from harness.ablation import Ablation
@@ -39,12 +39,17 @@ class RecordError(ValueError):
 
 
 def cell_key(variant: Variant, max_steps: int | None) -> str:
-    """What makes two runs the same cell: every setting but the seed (the epoch budget and the
-    stop rule included), and the step cap. Settings at their default value are left out of the
-    hash, so a setting added to `Variant` later leaves the committed records' keys as they are."""
+    """What makes two runs the same cell: every setting that changes what the run does but the
+    seed (the epoch budget and the stop rule included), and the step cap. A setting that has no
+    effect on this variant (a warm-up length under a constant alpha, a temperature under exact
+    marginalisation) does not split a cell from its twin. Settings at their default value are
+    left out of the hash, so a setting added to `Variant` later leaves the committed records'
+    keys as they are."""
     defaults = Variant().params()
     settings = {
-        k: v for k, v in variant.params().items() if k != "seed" and v != defaults.get(k, object())
+        k: v
+        for k, v in applicable_params(variant).items()
+        if k != "seed" and v != defaults.get(k, object())
     }
     payload = json.dumps([settings, max_steps], sort_keys=True)
     return hashlib.sha1(payload.encode()).hexdigest()[:12]

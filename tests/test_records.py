@@ -80,11 +80,21 @@ def test_a_committed_record_states_the_outcome_its_epochs_give(path, tmp_path):
 
 
 def test_the_cell_key_holds_every_setting_but_the_seed():
-    base = create_variant("exact", {"validation": 100})
+    base = create_variant("exact", {"validation": 100, "patience": 5})
     assert cell_key(base, None) == cell_key(base.replace(seed=3), None)
     for change in [{"epochs": 11}, {"patience": 4}, {"min_delta": 0.5}, {"lr": 3e-4}]:
         assert cell_key(base.replace(**change), None) != cell_key(base, None)
     assert cell_key(base, 5) != cell_key(base, None)
+
+
+def test_a_setting_without_effect_does_not_split_a_cell_from_its_twin():
+    base = create_variant("exact", {"validation": 100, "patience": 5})
+    for change in [{"alpha_warmup_epochs": 2.0}, {"temperature": 0.7}, {"anneal_rate": 1e-4}]:
+        assert cell_key(base.replace(**change), None) == cell_key(base, None)
+    warm = base.replace(alpha_schedule="linear")
+    assert cell_key(warm.replace(alpha_warmup_epochs=2.0), None) != cell_key(warm, None)
+    no_rule = create_variant("exact", {"validation": 100})
+    assert cell_key(no_rule.replace(min_delta=0.5), None) == cell_key(no_rule, None)
 
 
 def test_a_table_is_rebuilt_from_records_alone_and_merges_machines(ablation_file, tmp_path):
