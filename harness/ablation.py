@@ -7,8 +7,9 @@ An ablation file (`ablations/NAME.toml`) says:
   controls     registered variants run beside them (crossed with the `labels`/`dataset` axes only)
   seeds        default seeds; epochs  default epoch budget (the most a run trains)
   [seeds_by_variant]  seeds for some variants or controls instead of `seeds` (gumbel-st = [0, 1])
-  reference    the variant every cell is compared with, paired by seed, at the same problem
-               settings (labels, dataset); by default the first of `variants`
+  reference    what every cell is compared with, paired by seed, at the same problem settings
+               (labels, dataset): a variant (by default the first of `variants`), or settings
+               of the axes ({ y_term = "analytic" }: each cell against its twin with those)
   [set]        settings applied to every cell (the stop rule too: validation, patience,
                min_delta); [axes]  settings swept (cartesian product)
 
@@ -25,6 +26,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
 import re
 import shutil
 import time
@@ -79,7 +81,8 @@ class Ablation:
     settings: dict[str, Any] = field(default_factory=dict)
     axes: dict[str, list[Any]] = field(default_factory=dict)
     seeds_by_variant: dict[str, list[int]] = field(default_factory=dict)
-    reference: str = ""  # the variant compared against; "" means the first of `variants`
+    # the variant compared against ("": the first of `variants`), or axis settings
+    reference: str | dict[str, Any] = ""
 
     def seeds_of(self, cell: Cell, seeds: Sequence[int] | None = None) -> list[int]:
         """The seeds `cell` runs: `seeds` when given (the command line's), else its variant's
@@ -107,6 +110,31 @@ class Ablation:
                         )
                     )
         return cells
+
+    def is_reference(self, cell: Cell) -> bool:
+        if isinstance(self.reference, dict):
+            return all(cell.overrides.get(k) == v for k, v in self.reference.items())
+        return cell.variant == (self.reference or self.variants[0])
+
+    def reference_of(self, cell: Cell) -> Cell | None:
+        """The cell `cell` is compared with: a reference cell at the same problem settings
+        (labels, dataset), the one that shares most with it (its variant, then its other
+        swept settings), the first in the file's order on a tie; None for a reference cell
+        itself, or where none is at its problem settings."""
+        if self.is_reference(cell):
+            return None
+
+        def shared(other: Cell) -> int:
+            same = sum(cell.overrides.get(k) == other.overrides.get(k) for k in self.axes)
+            return 2 * len(self.axes) * (other.variant == cell.variant) + same
+
+        candidates = [
+            other
+            for other in self.cells()
+            if self.is_reference(other)
+            and all(cell.overrides.get(k) == other.overrides.get(k) for k in CONTROL_AXES)
+        ]
+        return max(candidates, key=shared, default=None)  # max keeps the first on a tie
 
     def variant(self, cell: Cell, seed: int, epochs: int | None = None) -> Variant:
         return create_variant(
@@ -147,11 +175,19 @@ def load_ablation(name: str, directory: Path = ABLATIONS_DIR) -> Ablation:
         settings=dict(spec.get("set", {})),
         axes={k: list(v) for k, v in spec.get("axes", {}).items()},
         seeds_by_variant={k: list(v) for k, v in spec.get("seeds_by_variant", {}).items()},
-        reference=str(spec.get("reference", "")),
+        reference=spec.get("reference", ""),
     )
     if not ablation.variants:
         raise AblationError(f"{path}: no variants")
-    if ablation.reference and ablation.reference not in ablation.variants + ablation.controls:
+    if isinstance(ablation.reference, dict):
+        for key, value in ablation.reference.items():
+            if value not in ablation.axes.get(key, []):
+                raise AblationError(
+                    f"{path}: reference {key} = {value!r} is not a value of its axis {key!r}"
+                )
+    elif not isinstance(ablation.reference, str):
+        raise AblationError(f"{path}: reference must be a variant's name or a table of settings")
+    elif ablation.reference and ablation.reference not in ablation.variants + ablation.controls:
         raise AblationError(
             f"{path}: reference {ablation.reference!r} is not one of its variants or controls"
         )
@@ -170,6 +206,27 @@ def load_ablation(name: str, directory: Path = ABLATIONS_DIR) -> Ablation:
     for cell in ablation.cells():  # every cell must be a valid variant
         ablation.variant(cell, ablation.seeds[0])
     return ablation
+
+
+def find_cell(spec: str, ablation_name: str | None, where: dict[str, Any]) -> tuple[Ablation, Cell]:
+    """The ablation and cell that `spec` names: ABLATION:CELL, or CELL of `ablation_name`; CELL
+    is a cell's name or a variant with one cell there that has every setting in `where`."""
+    name, _, cell_name = spec.rpartition(":") if ":" in spec else ("", "", spec)
+    name = name or ablation_name
+    if not name:
+        raise AblationError(f"{spec!r} names no ablation: write ABLATION:{spec} or --ablation NAME")
+    ablation = load_ablation(name)
+    cells = ablation.cells()
+    named = [c for c in cells if c.name == cell_name] or [
+        c
+        for c in cells
+        if c.variant == cell_name and all(c.overrides.get(k) == v for k, v in where.items())
+    ]
+    if len(named) != 1:
+        known = ", ".join(c.name for c in cells)
+        what = "several cells" if named else "no cell"
+        raise AblationError(f"{cell_name!r} is {what} of ablation {name!r} ({known})")
+    return ablation, named[0]
 
 
 def ablation_key(ablation: Ablation, epochs: int, max_steps: int | None) -> str:
@@ -488,21 +545,38 @@ def _log_cell_summary(
 ) -> None:
     from mlflow.entities import Metric
 
-    from harness.results import ResultsError, load_runs, summarize
+    from harness.results import (
+        ResultsError,
+        comparison_frame,
+        comparisons,
+        load_runs,
+        summarize,
+    )
 
     try:
         runs, _ = load_runs(ablation, results_dir, epochs, max_steps)
     except ResultsError:  # nothing finished yet
         return
     table = summarize(runs)
+    found = comparison_frame(comparisons(ablation, runs))
     now = int(time.time() * 1000)
     metrics = [
         Metric(f"{metric_name(row.cell)}/{column}", float(getattr(row, column)), now, 0)
         for row in table.itertuples()
-        for column in ("test_error_mean", "test_error_std", "seeds")
+        for column in ("test_error_mean", "test_error_std", "ci_low", "ci_high", "seeds")
+        if not math.isnan(getattr(row, column))
+    ] + [
+        Metric(
+            f"{metric_name(row.cell)}/vs_reference_{column}", float(getattr(row, column)), now, 0
+        )
+        for row in found.itertuples()
+        for column in ("difference", "ci_low", "ci_high", "p_exact_holm", "p_t_holm")
+        if not math.isnan(getattr(row, column))
     ]
     tracker.client.log_batch(parent_id, metrics=metrics)
     tracker.client.log_text(parent_id, table.to_csv(index=False), "cells.csv")
+    if len(found):
+        tracker.client.log_text(parent_id, found.to_csv(index=False), "comparisons.csv")
 
 
 def _log_once(

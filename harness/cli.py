@@ -226,28 +226,75 @@ def _results_inputs(args: argparse.Namespace):
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from harness.results import compares_with_paper, provenance, summarize, write_table
+    from harness.results import (
+        compares_with_paper,
+        comparisons,
+        provenance,
+        reference_label,
+        summarize,
+        write_table,
+    )
 
     ablation, runs, _ = _results_inputs(args)
     table = summarize(runs, paper_column=compares_with_paper(ablation.axes, runs))
     meta = provenance(ablation, runs, args.epochs or ablation.epochs, args.max_steps)
-    md, csv = write_table(ablation.name, table, meta, Path(args.out), ablation.description)
+    md, csv = write_table(
+        ablation.name,
+        table,
+        meta,
+        Path(args.out),
+        ablation.description,
+        comparisons(ablation, runs),
+        reference_label(ablation),
+    )
     print(md.read_text())
     print(f"wrote {md} and {csv}")
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from harness.results import compares_with_paper, plot
+    from harness.results import compares_with_paper, comparisons, plot
 
     ablation, runs, curves = _results_inputs(args)
     axis = next(iter(ablation.axes)) if len(ablation.axes) == 1 else None
     paper = compares_with_paper(ablation.axes, runs)
-    paths = plot(ablation.name, runs, curves, Path(args.out), axis, paper)
+    found = comparisons(ablation, runs)
+    paths = plot(ablation.name, runs, curves, Path(args.out), axis, paper, found)
     for path in paths:
         print(f"wrote {path}")
     if len(paths) == 1:
         print("no curves: the runs have one epoch each, and a curve needs two")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.ablation import find_cell
+    from harness.results import errors_by_seed, load_runs
+    from harness.statistics import compare
+
+    where = parse_overrides(args.where or [])
+    picked = []
+    for spec in (args.cell, args.reference):
+        ablation, cell = find_cell(spec, args.ablation, where)
+        runs, _ = load_runs(ablation, args.out, args.epochs, args.max_steps, every_seed=True)
+        picked.append((f"{ablation.name}:{cell.name}", errors_by_seed(runs, cell.name)))
+    (name, errors), (reference, reference_errors) = picked
+    c = compare(name, errors, reference, reference_errors)
+    print(f"{name} against {reference}, paired over seeds {' '.join(map(str, c.seeds))}:")
+    print(
+        f"  error(cell) - error(reference): {c.difference:+.2f} points, 95% t interval "
+        f"[{c.low:.2f}, {c.high:.2f}] (normal differences assumed)"
+    )
+    print(f"  probability of improvement: {c.probability_of_improvement:.2f}")
+    print(
+        f"  exact paired permutation test: p = {c.p_value:.3g} (the smallest possible with "
+        f"{len(c.seeds)} pairs: {c.smallest_p:.3g}); paired t-test: p = {c.p_t:.2g}"
+    )
+    print(f"  verdict: {c.verdict}")
+    print(
+        f"  seeds to resolve 0.5 points: {c.seeds_for_resolve}; the observed difference: "
+        f"{c.seeds_for_observed if c.seeds_for_observed else '-'}"
+    )
     return 0
 
 
@@ -558,6 +605,28 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "load":
             p.add_argument("--tracking-uri")
         p.set_defaults(func=func)
+
+    compare = sub.add_parser(
+        "compare",
+        help="two cells from their run records, paired by seed: is the difference real?",
+        description="Compare CELL with REFERENCE over the seeds both have (a seed fixes the "
+        "labelled images and the initialisation). A cell is ABLATION:CELL (exact[labels=600] "
+        "or a variant with one cell there), or CELL with --ablation; --where picks among a "
+        "variant's cells.",
+    )
+    compare.add_argument("cell", help="e.g. labels:gumbel-st[labels=600]")
+    compare.add_argument("reference", help="e.g. labels:exact[labels=600]")
+    compare.add_argument("--ablation", help="the ablation of cells named without one")
+    compare.add_argument(
+        "--where",
+        action="append",
+        metavar="KEY=VALUE",
+        help="pick the variant's cell with this setting (labels=600); repeatable",
+    )
+    compare.add_argument("--out", default="results", help="results folder holding runs/")
+    compare.add_argument("--epochs", type=int, help="the runs' epoch budget (default: the file's)")
+    compare.add_argument("--max-steps", type=int, help="the runs' step cap (default: none)")
+    compare.set_defaults(func=cmd_compare)
 
     search = sub.add_parser("search", help="an Optuna study over a variant's search space")
     search.add_argument("name")

@@ -23,6 +23,17 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
 from harness.records import RUNS_FOLDER, RunRecord, find_records, missing_records
+from harness.statistics import (
+    CONFIDENCE,
+    LEVEL,
+    POWER,
+    RESOLVE_POINTS,
+    Comparison,
+    compare,
+    holm,
+    smallest_p,
+    t_interval,
+)
 from harness.stopping import TARGET_PERCENTS
 
 if TYPE_CHECKING:
@@ -49,16 +60,21 @@ def load_runs(
     results_dir: str | Path,
     epochs: int | None = None,
     max_steps: int | None = None,
+    every_seed: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The ablation's finished runs at this budget, read from their records in
-    `results_dir`/runs (every seed found, whichever machine made it): one row per run, in the
-    ablation's cell order and by seed, with a column for each swept setting; and the per-epoch
-    curves of those runs."""
+    `results_dir`/runs (the seeds the file plans for each cell, whichever machine and ablation
+    made them; with `every_seed`, every seed found): one row per run, in the ablation's cell
+    order and by seed, with a column for each swept setting; and the per-epoch curves of those
+    runs."""
     runs_dir = Path(results_dir) / RUNS_FOLDER
     rows, curves = [], []
     for order, cell in enumerate(ablation.cells()):
         expected = ablation.variant(cell, 0, epochs)
+        planned = set(ablation.seeds_of(cell))
         for record in find_records(runs_dir, expected, max_steps):
+            if not every_seed and record.variant.seed not in planned:
+                continue
             row = _row(record, cell, order, ablation.axes)
             rows.append(row)
             curves += [
@@ -130,6 +146,9 @@ def summarize(runs: pd.DataFrame, paper_column: bool = False) -> pd.DataFrame:
         seeds=("seed", "nunique"),
     ).reset_index()
     table["test_error_std"] = table["test_error_std"].fillna(0.0)
+    intervals = grouped["selected_test_error"].agg(t_interval)
+    table["ci_low"] = [intervals[c][0] for c in table["cell"]]
+    table["ci_high"] = [intervals[c][1] for c in table["cell"]]
     if paper_column:
         table["paper_m2_error"] = table["labels"].map(
             lambda n: (
@@ -141,14 +160,157 @@ def summarize(runs: pd.DataFrame, paper_column: bool = False) -> pd.DataFrame:
     return table
 
 
+def errors_by_seed(runs: pd.DataFrame, cell: str) -> dict[int, float]:
+    """A cell's reported test error by seed."""
+    rows = runs[runs["cell"] == cell]
+    return dict(zip(rows["seed"], rows["selected_test_error"], strict=True))
+
+
+def comparisons(ablation: Ablation, runs: pd.DataFrame) -> list[Comparison]:
+    """Every cell with runs against its reference cell (`Ablation.reference_of`), paired by
+    seed over the seeds both have, Holm-corrected together; cells that share fewer than two
+    seeds with their reference are left out."""
+    found = set(runs["cell"])
+    pairs = [
+        (cell.name, reference.name)
+        for cell in ablation.cells()
+        if cell.name in found
+        and (reference := ablation.reference_of(cell)) is not None
+        and reference.name in found
+    ]
+    made = []
+    for cell, reference in pairs:
+        errors, reference_errors = errors_by_seed(runs, cell), errors_by_seed(runs, reference)
+        if len(set(errors) & set(reference_errors)) >= 2:
+            made.append(compare(cell, errors, reference, reference_errors))
+    return holm(made)
+
+
+def comparison_frame(found: Sequence[Comparison]) -> pd.DataFrame:
+    """The comparisons as a table, one row each (every number, for the CSV and MLflow)."""
+    return pd.DataFrame(
+        [
+            {
+                "cell": c.cell,
+                "reference": c.reference,
+                "seeds": " ".join(map(str, c.seeds)),
+                "pairs": len(c.seeds),
+                "difference": c.difference,
+                "ci_low": c.low,
+                "ci_high": c.high,
+                "probability_of_improvement": c.probability_of_improvement,
+                "p_exact": c.p_value,
+                "p_exact_holm": c.p_holm,
+                "smallest_p": c.smallest_p,
+                "p_t": c.p_t,
+                "p_t_holm": c.p_t_holm,
+                "verdict": c.verdict,
+                "seeds_for_resolve": c.seeds_for_resolve,
+                "seeds_for_observed": c.seeds_for_observed,
+            }
+            for c in found
+        ],
+        columns=[
+            "cell",
+            "reference",
+            "seeds",
+            "pairs",
+            "difference",
+            "ci_low",
+            "ci_high",
+            "probability_of_improvement",
+            "p_exact",
+            "p_exact_holm",
+            "smallest_p",
+            "p_t",
+            "p_t_holm",
+            "verdict",
+            "seeds_for_resolve",
+            "seeds_for_observed",
+        ],
+    )
+
+
+def reference_label(ablation: Ablation) -> str:
+    """How a table names what its cells are compared with."""
+    if isinstance(ablation.reference, dict):
+        settings = ", ".join(f"{k} = {v}" for k, v in ablation.reference.items())
+        return f"the cell with {settings} that shares most with each"
+    return f"`{ablation.reference or ablation.variants[0]}`"
+
+
+def _interval(low: float, high: float) -> str:
+    return "n < 2" if pd.isna(low) else f"[{low:.2f}, {high:.2f}]"
+
+
+def comparisons_markdown(found: Sequence[Comparison], reference_label: str) -> list[str]:
+    """The paired comparisons section of a table: what is compared and how, the table, and the
+    seeds-needed line."""
+    if not found:
+        return []
+    shown = pd.DataFrame(
+        {
+            "cell": [c.cell for c in found],
+            "against": [c.reference for c in found],
+            "pairs": [len(c.seeds) for c in found],
+            "difference (points)": [f"{c.difference:+.2f}" for c in found],
+            f"{CONFIDENCE:.0%} CI (t)": [_interval(c.low, c.high) for c in found],
+            "P(improvement)": [f"{c.probability_of_improvement:.2f}" for c in found],
+            "p exact (Holm)": [f"{c.p_value:.3g} ({c.p_holm:.3g})" for c in found],
+            "smallest p": [f"{c.smallest_p:.3g}" for c in found],
+            "p t-test (Holm)": [f"{c.p_t:.2g} ({c.p_t_holm:.2g})" for c in found],
+            "verdict": [c.verdict for c in found],
+            f"seeds for {RESOLVE_POINTS:g} pt": [_seeds(c.seeds_for_resolve) for c in found],
+            "seeds for observed": [_seeds(c.seeds_for_observed) for c in found],
+        }
+    )
+    resolve = [c.seeds_for_resolve for c in found if c.seeds_for_resolve]
+    observed = [c.seeds_for_observed for c in found if c.seeds_for_observed]
+    return [
+        f"## Paired comparisons against {reference_label}",
+        "",
+        "Each cell against its reference at the same label count and dataset, over the seeds "
+        "both have (a seed fixes the labelled images and the initialisation, so runs of one seed "
+        "are paired): the mean of error(cell) - error(reference) in points (negative: the cell is "
+        f"better) with its paired t interval ({CONFIDENCE:.0%}, normal differences assumed); "
+        "the probability of improvement (rliable: P(cell's error < reference's) over every pair "
+        "of their runs, ties one half); the two-sided p-value of the exact paired permutation "
+        "test (every sign flip of the differences), with the smallest p it can give with that "
+        "many pairs; the paired t-test's p; both corrected by Holm across this table's "
+        f"comparisons. Verdict: better or worse where the corrected exact p is below {LEVEL:g}; "
+        '"(t test)" where only the corrected t-test p is (it assumes normal differences); '
+        "else no difference detected with that many seeds. The exact test cannot reject with "
+        f"fewer than 6 pairs (smallest p {smallest_p(5):g} with 5, {smallest_p(3):g} with 3).",
+        "",
+        shown.to_markdown(index=False, disable_numparse=True),
+        "",
+        f"Seeds needed (pairs for a paired t-test at {LEVEL:g} with power {POWER:g} against "
+        "each comparison's observed spread of differences, and at least the 6 the exact test "
+        f"needs): to resolve {RESOLVE_POINTS:g} points, "
+        + _range(resolve)
+        + "; to resolve the observed difference, "
+        + _range(observed)
+        + ".",
+        "",
+    ]
+
+
+def _seeds(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def _range(values: Sequence[int]) -> str:
+    if not values:
+        return "none (no difference observed)"
+    lo, hi = min(values), max(values)
+    return f"{lo:,}" if lo == hi else f"{lo:,} to {hi:,}"
+
+
 def provenance(ablation: Ablation, runs: pd.DataFrame, epochs: int, max_steps: int | None) -> dict:
-    """The command that makes these runs (the file's seeds when every run is of a seed the file
-    plans for its cell, else the seeds found), and which commits and machines made how many of
-    them, with their summed time (they may have run in several sessions, on several machines)."""
-    plan = {cell.name: ablation.seeds_of(cell) for cell in ablation.cells()}
-    in_plan = all(s in plan.get(c, ()) for c, s in zip(runs["cell"], runs["seed"], strict=True))
-    seeds = " ".join(map(str, sorted(runs["seed"].unique())))
-    command = f"m2h ablate {ablation.name}" + ("" if in_plan else f" --seeds {seeds}")
+    """The command that makes these runs (the table holds the seeds the file plans), and which
+    commits and machines made how many of them, with their summed time (they may have run in
+    several sessions, on several machines)."""
+    command = f"m2h ablate {ablation.name}"
     budget = ""
     if epochs != ablation.epochs:
         budget += f" --epochs {epochs}"
@@ -173,16 +335,28 @@ def provenance(ablation: Ablation, runs: pd.DataFrame, epochs: int, max_steps: i
 
 
 def write_table(
-    name: str, table: pd.DataFrame, meta: dict[str, str], out_dir: Path, description: str = ""
+    name: str,
+    table: pd.DataFrame,
+    meta: dict[str, str],
+    out_dir: Path,
+    description: str = "",
+    found: Sequence[Comparison] = (),
+    reference_label: str = "the reference",
 ) -> tuple[Path, Path]:
-    """results/NAME.csv (every column) and NAME.md (the table as a reader wants it, under its
-    provenance); the index in results/README.md keeps the provenance line."""
+    """results/NAME.csv (every column), NAME_comparisons.csv (the paired comparisons, where
+    there are any) and NAME.md (the table as a reader wants it, under its provenance, then
+    the comparisons); the index in results/README.md keeps the provenance line."""
     csv, md = out_dir / f"{name}.csv", out_dir / f"{name}.md"
     table.to_csv(csv, index=False)
+    if found:
+        comparison_frame(found).to_csv(out_dir / f"{name}_comparisons.csv", index=False)
     shown = pd.DataFrame({"cell": table["cell"], "labels": table["labels"]})
     shown["test error (%)"] = [
         f"{m:.2f} ± {s:.2f}"
         for m, s in zip(table["test_error_mean"], table["test_error_std"], strict=True)
+    ]
+    shown[f"{CONFIDENCE:.0%} CI (t)"] = [
+        _interval(lo, hi) for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
     ]
     if "paper_m2_error" in table:
         shown["paper M2 error (%)"] = table["paper_m2_error"]
@@ -216,16 +390,19 @@ def write_table(
         f"- time: {meta['wall_time']}",
         f"- progress: {meta['progress']}",
         "",
-        "Test error (%) on the 10,000 test images, mean ± standard deviation over seeds, at the "
-        "epoch each run's validation error was best (held-out training images; the last epoch "
-        "where a run holds none out). Beside it: the best test error over training, selected on "
-        "the test set (for comparison only); epochs run (mean, range); how many runs the stop "
-        "rule ended (the others spent their epoch budget); training seconds to 90% and 95% test "
-        "accuracy (mean over the runs that reached it, and how many did); the last epoch's "
-        "training rows/s (labelled + unlabelled).",
+        "Test error (%) on the 10,000 test images, mean ± standard deviation over seeds and the "
+        f"{CONFIDENCE:.0%} t interval of the mean, at the epoch the stop rule selects: the last "
+        "epoch whose validation error (held-out training images) improved on the best before it "
+        "by more than the rule's min_delta points, so a later epoch may be lower by up to "
+        "min_delta (the last epoch where a run holds no images out). Beside it: the best test "
+        "error over training, selected on the test set (for comparison only); epochs run (mean,"
+        " range); how many runs the stop rule ended (the others spent their epoch budget); "
+        "training seconds to 90% and 95% test accuracy (mean over the runs that reached it, and"
+        " how many did); the last epoch's training rows/s (labelled + unlabelled).",
         "",
         shown.to_markdown(index=False),
         "",
+        *comparisons_markdown(found, reference_label),
     ]
     md.write_text("\n".join(lines))
     update_index(out_dir, name, meta)
@@ -257,10 +434,12 @@ def plot(
     out_dir: Path,
     axis: str | None = None,
     paper: bool = False,
+    found: Sequence[Comparison] = (),
 ) -> list[Path]:
     """The test-error curves (`plot_curves`; not drawn from runs of one epoch: a curve needs
-    two) and the reported error per cell (`final_figure`, with the paper's M2 errors where `paper`);
-    the paths written."""
+    two), the reported error per cell (`final_figure`, with the paper's M2 errors where `paper`)
+    and, where there are comparisons, the paired differences (`paired_figure`); the paths
+    written."""
     sns.set_theme(style="whitegrid", context="notebook")
     paths = []
     if curves["epoch"].nunique() > 1:
@@ -270,6 +449,12 @@ def plot(
     figure.savefig(final, dpi=120)
     plt.close(figure)
     paths.append(final)
+    if found:
+        figure = paired_figure(name, found)
+        paired = out_dir / f"{name}_paired.png"
+        figure.savefig(paired, dpi=120)
+        plt.close(figure)
+        paths.append(paired)
     return paths
 
 
@@ -319,7 +504,13 @@ def final_figure(name: str, runs: pd.DataFrame, axis: str | None, paper: bool) -
     if axis is not None and axis in runs:
         dodge = 0.3 if runs["variant"].nunique() > 1 else False  # seaborn: one hue, no dodge
         sns.pointplot(
-            runs, x=axis, y="selected_test_error", hue="variant", errorbar="sd", dodge=dodge, ax=ax
+            runs,
+            x=axis,
+            y="selected_test_error",
+            hue="variant",
+            errorbar=t_interval,
+            dodge=dodge,
+            ax=ax,
         )
         if paper and axis == "labels":
             _draw_paper_errors(ax)
@@ -328,14 +519,46 @@ def final_figure(name: str, runs: pd.DataFrame, axis: str | None, paper: bool) -
             runs,
             x="cell",
             y="selected_test_error",
-            errorbar="sd",
+            errorbar=t_interval,
             linestyle="none",
             capsize=0.2,
             ax=ax,
         )
         plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
-    ax.set(ylabel="test error (%)", title=f"{name}: reported test error (mean ± sd)")
+    ax.set(
+        ylabel="test error (%)",
+        title=f"{name}: reported test error (mean, {CONFIDENCE:.0%} t interval over seeds)",
+    )
     fig.tight_layout()
+    return fig
+
+
+def paired_figure(name: str, found: Sequence[Comparison]) -> Figure:
+    """One row per comparison: the mean paired difference in error with its t interval, against
+    zero (left of it: the cell is better than its reference), the verdict beside it."""
+    fig, ax = plt.subplots(figsize=(12, 0.5 * len(found) + 1.6))
+    rows = range(len(found))[::-1]
+    for y, c in zip(rows, found, strict=True):
+        low, high = (c.difference, c.difference) if pd.isna(c.low) else (c.low, c.high)
+        color = "tab:green" if c.verdict.startswith("better") else "tab:red"
+        if c.verdict.startswith("no difference"):
+            color = "tab:gray"
+        ax.errorbar(
+            c.difference,
+            y,
+            xerr=[[c.difference - low], [high - c.difference]],
+            fmt="o",
+            color=color,
+            capsize=4,
+        )
+        ax.annotate(c.verdict, (1.01, y), xycoords=("axes fraction", "data"), va="center")
+    ax.axvline(0, color="black", linewidth=1)
+    ax.set_yticks(list(rows), [f"{c.cell} - {c.reference} ({len(c.seeds)})" for c in found])
+    ax.set(
+        xlabel="paired difference in test error (points; < 0: the cell is better)",
+        title=f"{name}: paired differences, {CONFIDENCE:.0%} t interval (pairs)",
+    )
+    fig.tight_layout(rect=(0, 0, 0.78, 1))  # the verdicts stand right of the axes
     return fig
 
 

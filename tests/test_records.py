@@ -112,9 +112,10 @@ def test_a_table_is_rebuilt_from_records_alone_and_merges_machines(ablation_file
     assert exact.test_error_std == pytest.approx(pd.Series([20.0, 19.0]).std())
     assert exact.seeds == 2 and exact.stopped_by_rule == 2  # patience 2 after epoch 2
     md = (results / "two.md").read_text()
-    assert f"{'a' * 40} (2 runs); {'b' * 40} (2 runs)" in md  # the control has seeds 0 and 1
-    assert "NVIDIA H100 (2 runs)" in md and "cpu (test, 2 cores) (2 runs)" in md
-    assert "m2h ablate two --seeds 0 1" in md  # the file plans seed 0 alone for the control
+    # the file plans seed 0 alone for the control: its seed 1 is not this table's
+    assert f"{'a' * 40} (2 runs); {'b' * 40} (1 runs)" in md
+    assert "NVIDIA H100 (1 runs)" in md and "cpu (test, 2 cores) (2 runs)" in md
+    assert "- command: `m2h ablate two` (then" in md
     before = md
     assert main(["table", str(ablation_file), "--out", str(results)]) == 0
     assert (results / "two.md").read_text() == before  # the same records, the same file
@@ -156,6 +157,14 @@ def test_a_table_of_the_planned_seeds_names_the_command_that_plans_them(ablation
     md = (results / "two.md").read_text()
     assert "- command: `m2h ablate two` (then `m2h table two`)" in md
     assert "3 of the 3 runs the ablation file plans have finished" in md
+    # a seed the file does not plan (the control's seed 1, made by another ablation that
+    # shares the cell) stays out of this table: it holds what its command makes
+    write_runs(ablation_file, results, seeds=[1])
+    assert main(["table", str(ablation_file), "--out", str(results)]) == 0
+    md = (results / "two.md").read_text()
+    assert "3 of the 3 runs the ablation file plans have finished" in md
+    control_line = next(line for line in md.splitlines() if line.startswith("| supervised-only"))
+    assert control_line.split("|")[-2].strip() == "1"  # one seed
 
 
 def test_a_table_at_a_budget_with_no_records_names_the_budgets_there(
@@ -237,3 +246,24 @@ def test_a_cell_finished_in_one_ablation_is_reused_by_another(ablation_file, tmp
     runs = client.search_runs([client.get_experiment_by_name("second").experiment_id])
     reused = [r for r in runs if r.data.tags.get("cell") == "supervised-only"]
     assert len(reused) == 1 and reused[0].data.tags["m2h.loaded_from"] == records[0].path.name
+
+
+def test_the_parent_run_carries_the_intervals_and_the_paired_comparisons(ablation_file, tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    ablation_file.write_text(TWO_CELLS.replace("supervised-only = [0]", "supervised-only = [0, 1]"))
+    write_runs(ablation_file, tmp_path)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["load", str(ablation_file), "--out", str(tmp_path), "--tracking-uri", store]) == 0
+    client = mlflow.MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("two").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("m2h.role") == "ablation"]
+    metrics = parent.data.metrics
+    # exact's seeds select 20 and 19, the control's 29 and 29: paired differences 9 and 10
+    assert metrics["exact/ci_low"] < 19.5 < metrics["exact/ci_high"]
+    assert metrics["supervised-only/vs_reference_difference"] == pytest.approx(9.5)
+    assert "supervised-only/vs_reference_p_exact_holm" in metrics
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "comparisons.csv" in artifacts
+    path = client.download_artifacts(parent.info.run_id, "comparisons.csv", str(tmp_path))
+    text = Path(path).read_text()
+    assert text.splitlines()[1].startswith("supervised-only,exact,0 1,2,9.5")
