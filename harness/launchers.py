@@ -13,6 +13,7 @@ already, and `m2h status NAME` says which runs are done, running, queued, failed
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,12 +85,26 @@ def in_queue(options: SlurmOptions, ablation: str) -> dict[str, str]:
     return {key: states[entry["job"]] for key, entry in ledger.items() if entry["job"] in states}
 
 
+def check_owner_only(folder: Path) -> None:
+    """Refuse a submitit folder that others can write: submitit unpickles the jobs it holds on
+    every node, so whoever can write there could run code as this user."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = folder.stat().st_mode
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PermissionError(
+            f"{folder} is writable by its group or by others ({stat.filemode(mode)}): submitit "
+            f"unpickles the jobs kept there on every node, so anyone who can write there can "
+            f"run code as you; `chmod go-w {folder}` (or choose a folder only you can write)"
+        )
+
+
 def submit(
     ablation: str, todo: list[Job], where: Setting, options: SlurmOptions
 ) -> list[tuple[Job, Any]]:
     """Send each job of `todo` whose runs are not queued or running already as one Slurm job
     (a job array); returns the jobs sent with their submitit jobs, and records them in the
     ledger."""
+    check_owner_only(options.folder)
     waiting = in_queue(options, ablation)
     fresh = [job for job in todo if not any(k in waiting for k in job_key(job).split(","))]
     if not fresh:

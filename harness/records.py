@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from harness.atomic import write_atomically
 from harness.trainer import EpochReport, run_summary
 from harness.variants import Variant, applicable_params
 
@@ -119,10 +120,7 @@ def write_record(runs_dir: str | Path, record: RunRecord) -> Path:
     text = json.dumps(head, indent=1)[:-2] + ',\n "epochs": [\n'
     text += ",\n".join("  " + json.dumps(_epoch_line(r)) for r in record.history)
     text += "\n ]\n}\n"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+    return write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def read_record(path: str | Path) -> RunRecord:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from harness.checkpoint import load_checkpoint
+from harness.checkpoint import CheckpointError, load_checkpoint
 from harness.data import Splits, load_splits
 from harness.trainer import (
     EpochReport,
@@ -219,7 +219,11 @@ def resume_note(variant: Variant, checkpoint: Path, resume: bool, resumed: bool,
         return note
     others = []
     for path in sorted(checkpoint.parent.glob(f"{variant.name}-*.pt")):
-        changed = settings_differing(variant, load_checkpoint(path)) or ["--max-steps"]
+        try:
+            changed = settings_differing(variant, load_checkpoint(path)) or ["--max-steps"]
+        except CheckpointError:  # not this run's file: named, never loaded
+            others.append(f"{path.name} (not read: not a plain m2h checkpoint)")
+            continue
         others.append(f"{path.name} (differs in {', '.join(changed)})")
     if others:
         note += f"; not resumed, being of other settings: {'; '.join(others)}"
