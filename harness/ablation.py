@@ -55,6 +55,9 @@ if TYPE_CHECKING:
 from harness.variants import Variant, create_variant, get_variant, parse_value
 
 ABLATIONS_DIR = Path(__file__).resolve().parents[1] / "ablations"
+# the checkpoint folder (under --checkpoint-dir) of every ablation's runs: a run two ablations
+# share keeps one checkpoint, so whichever takes it up resumes it
+SHARED_CHECKPOINTS = "ablations"
 CONTROL_AXES = ("labels", "dataset")
 
 
@@ -354,7 +357,8 @@ def run_ablation(
     records_dir = Path(results_dir) / RUNS_FOLDER
     ensure_writable(Path(checkpoint_dir), "checkpoint folder")
     ensure_writable(records_dir, "results folder")
-    cell_folder = Path(checkpoint_dir) / ablation.name
+    cell_folder = Path(checkpoint_dir) / SHARED_CHECKPOINTS
+    adopt_checkpoints(ablation, seeds, epochs, max_steps, Path(checkpoint_dir), cell_folder)
     todo, reused = plan(ablation, seeds, epochs, max_steps, records_dir, stack, cell_folder)
     outcomes = _announce(ablation, todo, reused, records_dir, stack, echo)
     where = Setting(
@@ -388,10 +392,61 @@ def run_ablation(
             if slurm is None
             else slurm_jobs(todo, where, slurm, ablation.name, wait)
         )
-        for outcome in launched:
-            echo(f"  {outcome.cell} seed {outcome.seed}: {outcome.status} {outcome.detail}")
-            outcomes.append(outcome)
+        outcomes += _report(launched, echo)
+        claimed = [o for o in outcomes if o.status == "claimed"]
+        if claimed and slurm is None:  # come back to them: wait for each, reuse its record
+            waiting = dataclasses.replace(where, wait_for_claims=True)
+            outcomes = [o for o in outcomes if o.status != "claimed"]
+            outcomes += _report(run_jobs(claimed_jobs(todo, claimed), waiting, jobs), echo)
     return outcomes
+
+
+def _report(launched: Iterator[CellOutcome], echo: Any) -> list[CellOutcome]:
+    """Say each outcome as it comes; the outcomes."""
+    outcomes = []
+    for outcome in launched:
+        then = ", waiting for it after the others" if outcome.status == "claimed" else ""
+        echo(f"  {outcome.cell} seed {outcome.seed}: {outcome.status} {outcome.detail}{then}")
+        outcomes.append(outcome)
+    return outcomes
+
+
+def claimed_jobs(todo: list[Job], claimed: list[CellOutcome]) -> list[Job]:
+    """The jobs of `todo` cut to the runs another process had claimed."""
+    wanted = {(o.cell, o.seed) for o in claimed}
+    jobs = []
+    for job in todo:
+        keep = [i for i, v in enumerate(job.variants) if (job.cell.name, v.seed) in wanted]
+        if keep:
+            jobs.append(
+                Job(
+                    job.cell, tuple(job.variants[i] for i in keep), tuple(job.tags[i] for i in keep)
+                )
+            )
+    return jobs
+
+
+def adopt_checkpoints(
+    ablation: Ablation,
+    seeds: Sequence[int] | None,
+    epochs: int,
+    max_steps: int | None,
+    root: Path,
+    shared: Path,
+) -> None:
+    """Move the checkpoints (and MLflow run pointers) an older harness kept in the ablation's
+    own folder under `root` into the folder every ablation shares, so a run cut off then
+    resumes, whichever ablation takes it up."""
+    for cell in ablation.cells():
+        for seed in ablation.seeds_of(cell, seeds):
+            variant = ablation.variant(cell, seed, epochs)
+            old = checkpoint_path(root / ablation.name, variant, max_steps)
+            new = checkpoint_path(shared, variant, max_steps)
+            if old.exists() and not new.exists():
+                new.parent.mkdir(parents=True, exist_ok=True)
+                for suffix in (".run.json", ".pt"):  # the checkpoint last: it decides
+                    if old.with_suffix(suffix).exists():
+                        old.with_suffix(suffix).replace(new.with_suffix(suffix))
 
 
 def _announce(
@@ -423,8 +478,10 @@ def run_states(
     results_dir: str | Path,
     slurm: SlurmOptions | None = None,
 ) -> list[CellOutcome]:
-    """Each run of the ablation: done (its record is there), running or queued (its Slurm job
-    is in the queue), failed (its Slurm job left the queue without a record), or to run."""
+    """Each run of the ablation: done (its record is there), claimed (a process is training it:
+    which, since when), running or queued (its Slurm job is in the queue), failed (its Slurm
+    job left the queue without a record), or to run."""
+    from harness.claims import claim_path, holder
     from harness.launchers import in_queue, read_ledger
 
     records_dir = Path(results_dir) / RUNS_FOLDER
@@ -438,6 +495,8 @@ def run_states(
             entry = ledger.get(key, {})
             if record_path(records_dir, variant, max_steps).exists():
                 state, detail = "done", ""
+            elif who := holder(claim_path(records_dir, variant, max_steps)):
+                state, detail = "claimed", f"being trained by {who.describe()}"
             elif key in queued:
                 state = "running" if queued[key] == "RUNNING" else "queued"
                 detail = f"Slurm job {entry['array_job']} ({queued[key]})"

@@ -1,11 +1,15 @@
-"""Atomic file writes that two writers of one file can make at once."""
+"""Files that several processes write at once: atomic replacement, and the lock under which a
+SQLite store (MLflow's, Optuna's) is created or migrated by one process at a time."""
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from filelock import FileLock
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
@@ -22,3 +26,22 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The file behind a `sqlite:///PATH` URI (None for any other store)."""
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
+@contextmanager
+def store_creation_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock beside a SQLite store (`PATH.lock`) while it is created or
+    migrated: processes starting together on a fresh file would race on its schema ("table
+    studies already exists"). Any other store needs none."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(path.with_name(path.name + ".lock")):
+        yield

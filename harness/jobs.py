@@ -44,10 +44,43 @@ class Setting:
     checkpoint_dir: str
     records_dir: str
     threads: int  # CPU threads for each job
+    wait_for_claims: bool = False  # wait for a run another process has claimed, or move on
 
 
 def run_job(job: Job, where: Setting) -> list[CellOutcome]:
-    """Run one job; in a worker process when --jobs > 1."""
+    """Run one job (in a worker process when --jobs > 1), each of its runs claimed first
+    (claims.py): a run another process is training is left to it ("claimed", or, with
+    `where.wait_for_claims`, waited for), and one whose record appeared meanwhile is reused."""
+    from harness.claims import Claim, claim_path, holder
+    from harness.records import record_path
+
+    outcomes, mine, held = [], [], []
+    try:
+        for variant in job.variants:
+            claim = Claim(claim_path(where.records_dir, variant, where.max_steps))
+            if not claim.acquire(wait=where.wait_for_claims):
+                who = holder(claim.path)
+                detail = f"being trained by {who.describe()}" if who else "being trained"
+                outcomes.append(CellOutcome(job.cell.name, variant.seed, "claimed", detail))
+                continue
+            held.append(claim)
+            record = record_path(where.records_dir, variant, where.max_steps)
+            if record.exists():  # finished by another process since the plan was made
+                outcomes.append(
+                    CellOutcome(job.cell.name, variant.seed, "skipped", f"finished ({record})")
+                )
+            else:
+                mine.append(variant)
+        if mine:
+            outcomes += _train(job, tuple(mine), where)
+    finally:
+        for claim in held:
+            claim.release()
+    return outcomes
+
+
+def _train(job: Job, variants: tuple[Variant, ...], where: Setting) -> list[CellOutcome]:
+    """Train the claimed runs of one job, their seeds stacked where there are several."""
     import torch
 
     from harness.runner import RunOptions, run_seeds
@@ -69,18 +102,19 @@ def run_job(job: Job, where: Setting) -> list[CellOutcome]:
         checkpoint_dir=where.checkpoint_dir,
         resume=True,
         records_dir=where.records_dir,
+        announce=lambda note: print(f"  {job.cell.name}: {note}", flush=True),
     )
     try:
         results = run_seeds(
-            job.variants[0],
-            [v.seed for v in job.variants],
+            variants[0],
+            [v.seed for v in variants],
             options,
             run_name=lambda v: f"{job.cell.name} seed {v.seed}",
             tags=lambda v: tags[v.seed],
         )
     except Exception as err:  # a failed cell is logged FAILED; the ablation goes on
         reason = f"{type(err).__name__}: {err}"
-        return [CellOutcome(job.cell.name, v.seed, "failed", reason) for v in job.variants]
+        return [CellOutcome(job.cell.name, v.seed, "failed", reason) for v in variants]
     return [CellOutcome(job.cell.name, r.variant.seed, "finished", _describe(r)) for r in results]
 
 

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from harness.tracking import TrackingError, sqlite_path
+from harness.atomic import sqlite_path
+from harness.tracking import TrackingError
 
 
 def server_command(

@@ -18,6 +18,7 @@ from typing import Any
 
 import optuna
 
+from harness.atomic import store_creation_lock
 from harness.machine import default_threads
 from harness.mlflow_server import local_server
 from harness.runner import RunOptions, run_variant
@@ -111,14 +112,17 @@ OBJECTIVE = "validation accuracy"
 
 
 def load_study(spec: SearchSpec) -> optuna.Study:
-    """Open (or create) the study; its objective is named, so optuna-dashboard labels it."""
-    study = optuna.create_study(
-        storage=open_storage(spec.storage),
-        study_name=spec.study,
-        direction="maximize",
-        pruner=make_pruner(spec.pruner),
-        load_if_exists=True,
-    )
+    """Open (or create) the study; its objective is named, so optuna-dashboard labels it. A
+    SQLite store is created (or its study made) by one process at a time: several started
+    together on a fresh file would race on its schema."""
+    with store_creation_lock(spec.storage or default_storage()):
+        study = optuna.create_study(
+            storage=open_storage(spec.storage),
+            study_name=spec.study,
+            direction="maximize",
+            pruner=make_pruner(spec.pruner),
+            load_if_exists=True,
+        )
     if study.metric_names != [OBJECTIVE]:
         with warnings.catch_warnings():  # experimental in Optuna, stable in use
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -8,7 +8,6 @@ children can be open at once. mlflow is imported here only: the trainer never ne
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from harness.atomic import sqlite_path, store_creation_lock
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -60,24 +61,6 @@ def resolve_tracking_uri(flag: str | None = None) -> str:
     return uri
 
 
-def sqlite_path(uri: str) -> Path | None:
-    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
-
-
-@contextmanager
-def _creation_lock(path: Path | None) -> Iterator[None]:
-    """An exclusive lock beside a SQLite store while it is created or migrated."""
-    if path is None:
-        yield
-        return
-    with open(path.with_name(path.name + ".lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 class Tracker:
     """A handle on one MLflow store and experiment."""
 
@@ -116,7 +99,7 @@ class Tracker:
                 raise TrackingError(f"tracking store {path} cannot be written (permission denied)")
         artifacts = (path.parent / "mlartifacts").as_uri() if path is not None else None
         try:
-            with _creation_lock(path):  # processes starting together race on schema migration
+            with store_creation_lock(self.uri):  # processes starting together race on its schema
                 self.client = MlflowClient(tracking_uri=self.uri)
                 found = self.client.get_experiment_by_name(experiment)
                 self.experiment_id = (
