@@ -92,7 +92,7 @@ def test_an_ablation_through_slurm_survives_a_requeue_and_matches_the_local_tabl
     exact = next(e for e in ledger.values() if e["cell"] == "exact")
 
     # cut the exact run off mid-run as Slurm does before a preemption or a time limit
-    checkpoints = tmp_path / "c1" / "two"
+    checkpoints = tmp_path / "c1" / "ablations"  # every ablation's runs share one folder
 
     def first_epoch_or_failure() -> bool:
         states = run_states(ablation, None, None, 40, tmp_path / "slurm", options)
