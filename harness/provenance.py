@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -44,7 +45,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment_params(device: torch.device) -> dict[str, str]:
+def environment_params(device: torch.device) -> dict[str, Any]:
     """The commit, versions and device a run is made with, as MLflow params and run records
     name them."""
     commit, dirty = git_commit()
@@ -54,9 +55,16 @@ def environment_params(device: torch.device) -> dict[str, str]:
         device_name = f"cpu ({cpu_model()}, {os.cpu_count()} cores)"
     return {
         "git_commit": commit,
-        "git_dirty": str(dirty),
+        "git_dirty": dirty,
         "torch_version": torch.__version__,
         "cuda_version": str(torch.version.cuda),
         "device": str(device),
         "device_name": device_name,
     }
+
+
+def segment_provenance(environment: dict[str, Any]) -> dict[str, Any]:
+    """What a stretch of a run's training names of where it ran: the commit (and whether the
+    tree had uncommitted changes), the host and the device."""
+    keys = ("git_commit", "git_dirty", "device_name")
+    return {**{k: environment[k] for k in keys}, "host": platform.node()}

@@ -91,17 +91,30 @@ def _epoch_line(report: EpochReport) -> dict[str, Any]:
 def make_record(
     variant: Variant,
     history: Sequence[EpochReport],
-    environment: dict[str, str],
+    environment: dict[str, Any],
     max_steps: int | None = None,
+    segments: Sequence[dict[str, Any]] | None = None,
 ) -> RunRecord:
     """The record of a finished run, its epoch figures rounded to 6 significant digits as the
-    file stores them."""
+    file stores them. `made` names where it finished and, in `segments`, every commit and
+    machine it trained under with the epochs each trained (a resumed run has several)."""
     made = {
         **environment,
         "host": platform.node(),
         "threads": torch.get_num_threads(),
         "finished": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    made["segments"] = (
+        list(segments)
+        if segments is not None
+        else [
+            {
+                **{k: environment.get(k) for k in ("git_commit", "git_dirty", "device_name")},
+                "host": made["host"],
+                "epochs": [1, len(history)],
+            }
+        ]
+    )
     rounded = [EpochReport(**_epoch_line(r)) for r in history]
     return RunRecord(variant.replace(description=""), max_steps, made, rounded)
 

@@ -97,8 +97,7 @@ def load_runs(
 
 def _row(record: RunRecord, cell: Cell, order: int, axes: Sequence[str]) -> dict:
     v, made, out = record.variant, record.made, record.outcome
-    commit = made.get("git_commit", "unknown")
-    dirty = " (uncommitted changes)" if made.get("git_dirty") == "True" else ""
+    segments = made.get("segments") or [made]
     return {
         "cell": cell.name,
         "variant": cell.variant,
@@ -109,8 +108,8 @@ def _row(record: RunRecord, cell: Cell, order: int, axes: Sequence[str]) -> dict
         "order": order,
         **out,
         "samples_per_sec": out["final_samples_per_sec"],
-        "git_commit": commit + dirty,
-        "machine": made.get("device_name", "unknown"),
+        "git_commit": " & ".join(sorted({_commit(s) for s in segments})),
+        "machine": " & ".join(sorted({s.get("device_name") or "unknown" for s in segments})),
         "finished": made.get("finished", ""),
         # controls are not swept along an axis that does not change the problem
         **{
@@ -118,6 +117,12 @@ def _row(record: RunRecord, cell: Cell, order: int, axes: Sequence[str]) -> dict
             for axis in axes
         },
     }
+
+
+def _commit(segment: dict) -> str:
+    """A segment's commit, marked when its tree had uncommitted changes."""
+    dirty = segment.get("git_dirty") in (True, "True")
+    return segment.get("git_commit", "unknown") + (" (uncommitted changes)" if dirty else "")
 
 
 def summarize(runs: pd.DataFrame, paper_column: bool = False) -> pd.DataFrame:
@@ -318,8 +323,14 @@ def provenance(ablation: Ablation, runs: pd.DataFrame, epochs: int, max_steps: i
         budget += f" --max-steps {max_steps}"
 
     def counted(column: str) -> str:
-        counts = runs[column].value_counts().sort_index()
-        return "; ".join(f"{value} ({n} runs)" for value, n in counts.items())
+        """How many runs trained under each value (a run resumed under another commit or
+        machine counts under each, and the resumed runs are counted apart)."""
+        values = [v.split(" & ") for v in runs[column]]
+        counts = pd.Series([x for v in values for x in v]).value_counts().sort_index()
+        line = "; ".join(f"{value} ({n} runs)" for value, n in counts.items())
+        across = sum(len(v) > 1 for v in values)
+        both = f"; {across} of the runs trained under two or more of these" if across else ""
+        return line + both
 
     planned = sum(len(ablation.seeds_of(cell)) for cell in ablation.cells())
     return {

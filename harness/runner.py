@@ -121,7 +121,10 @@ def run_seeds(
     continue from the checkpoints (and into the same MLflow runs) if they exist. `run_name` and
     `tags` give a seed's run name and tags from its variant; the callbacks get every epoch's
     reports, one per seed (None for a seed the stop rule ended earlier)."""
+    from harness.provenance import environment_params, segment_provenance
+
     torch_device, splits = _prepare(variant, options)
+    environment = environment_params(torch_device)
     trainer = Trainer(
         variant,
         splits,
@@ -132,6 +135,7 @@ def run_seeds(
         precision=options.precision,
         compile=options.compile,
         cuda_graphs=options.cuda_graphs,
+        made_by=segment_provenance(environment),
     )
     paths = [_checkpoint_path(options, v) for v in trainer.variants]
     checkpoints = None if options.checkpoint_dir is None else paths
@@ -159,8 +163,8 @@ def run_seeds(
 
             callbacks.insert(0, log_epoch)
         histories = trainer.fit(callbacks, checkpoints)
-        for v, history in zip(trainer.variants, histories, strict=True):
-            _write_record(options, v, history, trainer.device)
+        for i, (v, history) in enumerate(zip(trainer.variants, histories, strict=True)):
+            _write_record(options, v, history, environment, trainer.seed_segments(i))
         if tracker is not None:
             from harness.figures import run_figures
 
@@ -174,15 +178,18 @@ def run_seeds(
 
 
 def _write_record(
-    options: RunOptions, variant: Variant, reports: list[EpochReport], device: torch.device
+    options: RunOptions,
+    variant: Variant,
+    reports: list[EpochReport],
+    environment: dict[str, Any],
+    segments: list[dict[str, Any]],
 ) -> None:
     """Leave the finished run's record in `options.records_dir`, if one is named."""
     if options.records_dir is None:
         return
-    from harness.provenance import environment_params
     from harness.records import make_record, write_record
 
-    record = make_record(variant, reports, environment_params(device), options.max_steps)
+    record = make_record(variant, reports, environment, options.max_steps, segments)
     write_record(options.records_dir, record)
 
 

@@ -177,6 +177,7 @@ class Trainer:
         precision: str = "fp32",
         compile: bool = False,
         cuda_graphs: bool = False,
+        made_by: dict[str, Any] | None = None,
     ) -> None:
         self.seeds = (variant.seed,) if seeds is None else tuple(seeds)
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -214,6 +215,11 @@ class Trainer:
         # then (in a stack its parameters go on being updated, unread)
         self.ended: list[int | None] = [None] * len(self.seeds)
         self.ended_states: dict[int, dict[str, Any]] = {}
+        # provenance: what this process trains under (commit, machine), and each seed's
+        # segments from the processes before it (a resumed checkpoint's); `seed_segments`
+        self.made_by = dict(made_by or {})
+        self.first_epoch = 1  # this process's first epoch
+        self.past_segments: list[list[dict[str, Any]]] = [[] for _ in self.seeds]
 
     def _make_step(self) -> TrainingStep:
         if len(self.seeds) == 1:
@@ -388,7 +394,15 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "history": [asdict(r) for r in self.seed_history(i)],
+            "segments": self.seed_segments(i),
         }
+
+    def seed_segments(self, i: int) -> list[dict[str, Any]]:
+        """Where seed i trained: the segments of the processes before this one, then this
+        process's (its provenance and the first and last epoch it trained), if it trained any."""
+        last = len(self.seed_history(i))
+        mine = [{**self.made_by, "epochs": [self.first_epoch, last]}]
+        return self.past_segments[i] + (mine if last >= self.first_epoch else [])
 
     def load_seed_states(self, states: Sequence[dict[str, Any]]) -> None:
         """Continue from one checkpoint per seed, all at the same epoch."""
@@ -401,6 +415,11 @@ class Trainer:
             raise ValueError(f"the seeds' checkpoints are at different epochs ({epochs})")
         self.stepper.load_seed_states(states)
         self.epoch, self.step = states[0]["epoch"], states[0]["step"]
+        self.first_epoch = self.epoch + 1
+        self.past_segments = [
+            s.get("segments") or [{"git_commit": "unknown", "epochs": [1, s["epoch"]]}]
+            for s in states
+        ]
         histories = [[EpochReport(**r) for r in s["history"]] for s in states]
         self.history = [list(reports) for reports in zip(*histories, strict=True)]
         for i, state in enumerate(states):  # seeds the stop rule had ended stay ended

@@ -3,6 +3,7 @@ across machines, reused across ablations, loaded into MLflow."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -267,3 +268,33 @@ def test_the_parent_run_carries_the_intervals_and_the_paired_comparisons(ablatio
     path = client.download_artifacts(parent.info.run_id, "comparisons.csv", str(tmp_path))
     text = Path(path).read_text()
     assert text.splitlines()[1].startswith("supervised-only,exact,0 1,2,9.5")
+
+
+def test_a_resumed_run_records_every_commit_and_machine_it_trained_under(generated, tmp_path):
+    from harness.trainer import Trainer
+
+    variant = create_variant("exact", {"labels": 100, "validation": 200, "epochs": 1})
+    first = {"git_commit": "a" * 40, "git_dirty": False, "device_name": "cpu", "host": "one"}
+    later = {**first, "git_commit": "b" * 40, "host": "two"}
+    ckpt = tmp_path / "run.pt"
+    Trainer(variant, generated, "cpu", 2, False, made_by=first).fit(checkpoints=[ckpt])
+    resumed = Trainer(variant.replace(epochs=3), generated, "cpu", 2, False, made_by=later)
+    assert resumed.resume_from([ckpt])
+    (history,) = resumed.fit(checkpoints=[ckpt])
+    segments = resumed.seed_segments(0)
+    assert segments == [{**first, "epochs": [1, 1]}, {**later, "epochs": [2, 3]}]
+    record = make_record(variant.replace(epochs=3), history, {**later, "git_dirty": False}, 2,
+                         segments)  # fmt: skip
+    path = write_record(tmp_path / "runs", record)
+    made = json.loads(path.read_text())["made"]
+    assert made["git_dirty"] is False and made["segments"][0]["git_commit"] == "a" * 40
+
+
+def test_every_committed_record_holds_its_provenance_with_real_booleans():
+    for path in sorted((Path(__file__).resolve().parents[1] / "results" / "runs").glob("*.json")):
+        made = json.loads(path.read_text())["made"]
+        assert isinstance(made["git_dirty"], bool), path.name
+        epochs = [s["epochs"] for s in made["segments"]]
+        assert epochs[0][0] == 1 and all(isinstance(s["git_dirty"], bool) for s in made["segments"])
+        assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(epochs)), path.name
+        assert epochs[-1][1] == len(json.loads(path.read_text())["epochs"]), path.name

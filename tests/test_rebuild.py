@@ -1,0 +1,37 @@
+"""Every table in results/ either rebuilds byte for byte from the committed run records with the
+command it names, or says plainly that it is a snapshot without records."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+TABLES = sorted(p.stem for p in RESULTS.glob("*.md") if p.stem not in ("README", "performance"))
+SNAPSHOT = "- snapshot without run records:"
+
+
+def test_every_table_is_listed():
+    assert {"labels", "paper-relu", "labels-5-epochs"} <= set(TABLES)
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_a_table_rebuilds_byte_for_byte_or_says_it_is_a_snapshot(name, tmp_path, capsys):
+    committed = (RESULTS / f"{name}.md").read_text()
+    if SNAPSHOT in committed:
+        assert "(then `m2h table" not in committed  # names no command that would not rebuild it
+        assert not (RESULTS / f"{name}_comparisons.csv").exists()
+        return
+    assert f"(then `m2h table {name}" in committed
+    shutil.copytree(RESULTS / "runs", tmp_path / "runs")
+    assert main(["table", name, "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    for suffix in (".md", ".csv", "_comparisons.csv"):
+        ours, theirs = tmp_path / f"{name}{suffix}", RESULTS / f"{name}{suffix}"
+        assert ours.exists() == theirs.exists(), suffix
+        if theirs.exists():
+            assert ours.read_bytes() == theirs.read_bytes(), f"{name}{suffix} differs"
