@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.bench import count_flops, harness_step, matmul_peak, synthetic_splits
-from harness.loss import m2_loss
-from harness.model import M2
-from harness.reference import reference_exact_loss
-from harness.trainer import Trainer, synchronize
-from harness.variants import create_variant
+from harness.config.variants import create_variant
+from harness.tools.bench import count_flops, harness_step, matmul_peak, synthetic_splits
+from harness.tools.reference import reference_exact_loss
+from harness.training.loss import m2_loss
+from harness.training.model import M2
+from harness.training.trainer import Trainer, synchronize
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 ESTIMATOR_VARIANTS = {
@@ -82,7 +82,7 @@ def test_training_step_with_a_speed_option(benchmark, option, estimator, device,
 @pytest.mark.parametrize("seeds", [4, 8])
 @pytest.mark.parametrize("estimator", ["exact", "tutorial"])
 def test_stacked_training_step(benchmark, estimator, seeds, device, splits, peak):
-    """Several seeds in one step (harness.stacked): rows/s in all and per seed."""
+    """Several seeds in one step (harness.training.stacked): rows/s in all and per seed."""
     variant = create_variant(ESTIMATOR_VARIANTS[estimator])
     trainer = Trainer(variant, splits, device, progress=False, seeds=range(seeds))
     rows = seeds * (trainer.batch_size + trainer.labelled_batch)

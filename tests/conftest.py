@@ -21,7 +21,7 @@ def data_root() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist(data_root):
-    from harness.data import load_splits
+    from harness.training.data import load_splits
 
     return load_splits("mnist", data_root, "cpu", download=False)
 
@@ -40,7 +40,7 @@ def _isolated(monkeypatch, tmp_path_factory):
 def _registry_as_found():
     """Every test leaves the variant registry as it found it (a test may register variants,
     or load exported ones)."""
-    from harness import variants
+    from harness.config import variants
 
     registry, spaces = dict(variants._REGISTRY), dict(variants._SPACES)
     yield
@@ -83,6 +83,6 @@ _TREE = pytest.StashKey[set]()
 @pytest.fixture(scope="session")
 def generated():
     """Generated MNIST-shaped splits with a validation split (no files needed)."""
-    from harness.bench import synthetic_splits
+    from harness.tools.bench import synthetic_splits
 
     return synthetic_splits(torch.device("cpu"), train=1200, test=200, validation=200)

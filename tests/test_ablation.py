@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness import ablation as ablation_module
-from harness.ablation import AblationError, available, load_ablation, run_ablation
-from harness.cli import main
+from harness.cli.main import main
+from harness.config.ablations import AblationError, available, load_ablation
+from harness.experiments import ablate as ablation_module
+from harness.experiments.ablate import run_ablation
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -194,7 +195,7 @@ def test_a_stacked_ablation_trains_each_cells_seeds_together(tiny, tmp_path):
 
 
 def test_stacks_group_the_seeds_at_the_same_checkpointed_epoch(tiny, tmp_path, mnist):
-    from harness.runner import RunOptions, run_variant
+    from harness.runs.runner import RunOptions, run_variant
 
     ablation = load_ablation(str(tiny))
     cell = ablation.cells()[0]
@@ -275,7 +276,7 @@ def test_a_cell_with_a_nan_loss_fails_alone_and_the_ablation_goes_on(
 ):
     import torch
 
-    from harness import step as step_module
+    from harness.training import step as step_module
 
     real_loss = step_module.m2_loss
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.bench import (
+from harness.cli.main import main
+from harness.config.variants import create_variant
+from harness.tools.bench import (
     count_flops,
     harness_step,
     reference_step,
@@ -11,9 +13,7 @@ from harness.bench import (
     stacked_side_by_side,
     synthetic_splits,
 )
-from harness.cli import main
-from harness.trainer import Trainer
-from harness.variants import create_variant
+from harness.training.trainer import Trainer
 
 
 def test_synthetic_splits_have_mnist_shapes_and_balanced_labels():
@@ -36,7 +36,7 @@ def test_fused_step_does_less_arithmetic_than_the_loop_over_classes():
 
 
 def test_side_by_side_and_the_bench_command(capsys, data_root, monkeypatch):
-    from harness import machine
+    from harness.experiments import machine
 
     monkeypatch.setattr(machine, "load", lambda: 0.0)  # a quiet machine: the ratio is printed
     device = torch.device("cpu")
@@ -55,7 +55,7 @@ def test_side_by_side_and_the_bench_command(capsys, data_root, monkeypatch):
 
 
 def test_stacked_side_by_side_counts_every_seeds_work(capsys, data_root, monkeypatch):
-    from harness import machine
+    from harness.experiments import machine
 
     monkeypatch.setattr(machine, "load", lambda: 0.0)
     device = torch.device("cpu")

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.atomic import write_atomically
-from harness.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from harness.cli import main
-from harness.runner import checkpoint_path
-from harness.trainer import Trainer
-from harness.variants import create_variant
+from harness.cli.main import main
+from harness.config.variants import create_variant
+from harness.files import write_atomically
+from harness.runs.runner import checkpoint_path
+from harness.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from harness.training.trainer import Trainer
 
 
 class Planted:
@@ -112,6 +112,7 @@ def test_two_writers_of_one_file_never_collide(tmp_path):
 QUICK = ["run", "exact", "--no-track", "--max-steps", "2", "--epochs", "2"]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("resume", [True, False], ids=["resume", "fresh"])
 def test_m2h_run_refuses_a_planted_checkpoint_in_one_line(mnist, capsys, resume):
     """The probe of the issue: a planted file where the run's checkpoint lives; with --resume
@@ -127,15 +128,16 @@ def test_m2h_run_refuses_a_planted_checkpoint_in_one_line(mnist, capsys, resume)
     assert not marker.exists() and path.read_bytes() == planted
 
 
+@pytest.mark.e2e
 def test_an_ablation_refuses_a_planted_checkpoint_when_planning_and_running(
     mnist, tmp_path, capsys
 ):
     ablation = tmp_path / "tiny.toml"
     ablation.write_text('variants = ["exact"]\nseeds = [0]\nepochs = 1\n[set]\nlabels = 100\n')
-    from harness.ablation import load_ablation
+    from harness.config.ablations import load_ablation
 
     variant = load_ablation(str(ablation)).variant(load_ablation(str(ablation)).cells()[0], 0)
-    path = checkpoint_path(Path("checkpoints") / "tiny", variant, 2)
+    path = checkpoint_path(Path("checkpoints") / "ablations", variant, 2)
     marker = Path("ran").resolve()
     planted = plant(path, marker)
     common = [str(ablation), "--no-track", "--max-steps", "2", "--out", str(tmp_path / "res")]
@@ -149,7 +151,7 @@ def test_an_ablation_refuses_a_planted_checkpoint_when_planning_and_running(
 
 def test_a_slurm_folder_others_can_write_is_refused_before_any_job_is_pickled(tmp_path):
     pytest.importorskip("submitit")
-    from harness.launchers import check_owner_only
+    from harness.experiments.launchers import check_owner_only
 
     shared = tmp_path / "submitit"
     shared.mkdir()

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from harness.ablation import Cell, load_ablation
-from harness.claims import Claim, claim_path, holder
-from harness.jobs import Job, Setting, run_job
-from harness.variants import create_variant
+from harness.config.ablations import Cell, load_ablation
+from harness.config.variants import create_variant
+from harness.experiments.jobs import Job, Setting, run_job
+from harness.runs.claims import Claim, claim_path, holder
 
 QUICK = ["--epochs", "1", "--max-steps", "5", "--no-track"]
 HOLD = """
 import sys, time
 from pathlib import Path
-from harness.claims import Claim
+from harness.runs.claims import Claim
 claim = Claim(Path(sys.argv[1]))
 assert claim.acquire()
 print("held", flush=True)
@@ -172,7 +172,7 @@ def test_an_ablation_killed_mid_run_is_taken_over_and_resumes(tmp_path, data_roo
 def test_two_searches_started_together_on_a_fresh_sqlite_store_both_open_it(tmp_path):
     """Both processes open the study (the schema is created once), at once, three times."""
     script = (
-        "import sys\nfrom harness.search import SearchSpec, load_study\n"
+        "import sys\nfrom harness.experiments.search import SearchSpec, load_study\n"
         "spec = SearchSpec(variant='exact', study='bar', storage=sys.argv[1], space={}, "
         "trials=1)\nprint(load_study(spec).study_name)\n"
     )

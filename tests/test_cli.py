@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from harness.cli import main
+from harness.cli.main import main
 
 
 def m2h(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -73,7 +73,7 @@ def test_bad_input_is_one_clear_line_and_a_failure(capsys, args, message):
 def test_core_runs_without_mlflow_or_optuna(tmp_path):
     code = (
         "import sys; sys.modules['mlflow'] = None; sys.modules['optuna'] = None\n"
-        "from harness.cli import main\n"
+        "from harness.cli.main import main\n"
         "raise SystemExit(main(['run', 'exact', '--epochs', '1', '--max-steps', '2',"
         " '--no-track']))"
     )
@@ -186,7 +186,7 @@ def test_debug_shows_the_traceback(capsys):
 def test_ui_serves_the_store_on_localhost_and_prints_its_address(tmp_path):
     import urllib.request
 
-    from harness.mlflow_server import free_port, wait_for_server
+    from harness.tracking.server import free_port, wait_for_server
 
     port = free_port()
     proc = subprocess.Popen(
@@ -294,7 +294,7 @@ def test_show_into_a_closed_pipe_is_not_an_error():
 
 def test_listing_variants_imports_neither_torch_nor_mlflow():
     code = (
-        "import sys\nfrom harness.cli import main\nmain(['list']); main(['show', 'exact'])\n"
+        "import sys\nfrom harness.cli.main import main\nmain(['list']); main(['show', 'exact'])\n"
         "print(sorted(m for m in ('torch', 'mlflow', 'optuna', 'pandas') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -303,7 +303,7 @@ def test_listing_variants_imports_neither_torch_nor_mlflow():
 
 
 def test_list_rounds_its_floats(capsys):
-    from harness.variants import Variant, register_variant
+    from harness.config.variants import Variant, register_variant
 
     register_variant("tuned", Variant(lr=0.000123456789, alpha=0.87654321))
     assert main(["list"]) == 0

@@ -15,9 +15,9 @@ import warnings
 import pytest
 import torch
 
-from harness.bench import synthetic_splits
-from harness.trainer import NonFiniteWatch, Trainer
-from harness.variants import create_variant
+from harness.config.variants import create_variant
+from harness.tools.bench import synthetic_splits
+from harness.training.trainer import NonFiniteWatch, Trainer
 
 pytestmark = [
     pytest.mark.cuda,

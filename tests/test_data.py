@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-from harness.data import DataError, balanced_label_subset, load_splits, resolve_data_root
+from harness.training.data import DataError, balanced_label_subset, load_splits, resolve_data_root
 
 
 def test_mnist_loads_whole_onto_the_device(mnist):

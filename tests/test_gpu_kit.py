@@ -10,7 +10,7 @@ import tarfile
 
 import pytest
 
-from harness.gpu_kit import pack
+from harness.tools.gpu_kit import pack
 
 
 @pytest.mark.e2e
@@ -20,7 +20,16 @@ def test_the_gpu_kit_runs_its_whole_checklist_on_the_cpu(tmp_path, data_root):
     assert archive.stat().st_size < 48 * 2**20  # with the code, inside the 64 MiB carry
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "M2_DATA_ROOT"}  # data from the carry
-    kit = [sys.executable, "-m", "harness.gpu_kit", "run", "--budget", "tiny", "--device", "cpu"]
+    kit = [
+        sys.executable,
+        "-m",
+        "harness.tools.gpu_kit",
+        "run",
+        "--budget",
+        "tiny",
+        "--device",
+        "cpu",
+    ]
     done = subprocess.run(
         [*kit, "--carry", str(carry), "--out", str(out), "--time-limit", "900"],
         capture_output=True,

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from harness.loss import m2_loss
-from harness.model import M2
-from harness.reference import reference_exact_loss
+from harness.tools.reference import reference_exact_loss
+from harness.training.loss import m2_loss
+from harness.training.model import M2
 
 ESTIMATORS = ["exact", "gumbel", "gumbel-st", "supervised"]
 

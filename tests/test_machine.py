@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from harness import machine
+from harness.experiments import machine
 
 
 def test_threads_are_the_idle_cores_shared_between_jobs(monkeypatch):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
-from harness.mlflow_server import free_port, start_server, stop_server, wait_for_server
+from harness.cli.main import main
+from harness.tracking.server import free_port, start_server, stop_server, wait_for_server
 from tests.test_ablation import TINY
 
 BINARIES = sorted(glob.glob("/usr/lib/postgresql/*/bin"))

@@ -26,9 +26,9 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from harness.loss import m2_loss
-from harness.model import M2
-from harness.variants import get_variant, list_variants
+from harness.config.variants import get_variant, list_variants
+from harness.training.loss import m2_loss
+from harness.training.model import M2
 
 pyro = pytest.importorskip("pyro")
 dist = pyro.distributions

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
+from harness.cli.main import main
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 TABLES = sorted(p.stem for p in RESULTS.glob("*.md") if p.stem not in ("README", "performance"))

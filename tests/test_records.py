@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.ablation import load_ablation
-from harness.cli import main
-from harness.records import cell_key, find_records, make_record, read_record, write_record
-from harness.variants import create_variant
+from harness.cli.main import main
+from harness.config.ablations import load_ablation
+from harness.config.variants import create_variant
+from harness.runs.records import cell_key, find_records, make_record, read_record, write_record
 from tests.test_stopping import history
 
 TWO_CELLS = """
@@ -211,7 +211,7 @@ def test_m2h_load_puts_records_into_mlflow_once(ablation_file, tmp_path, capsys)
 def test_a_cell_finished_in_one_ablation_is_reused_by_another(ablation_file, tmp_path, mnist):
     """The same resolved settings, seed and budget: the second ablation trains nothing and
     logs the first one's run under its own parent."""
-    from harness.ablation import run_ablation
+    from harness.experiments.ablate import run_ablation
 
     mlflow = pytest.importorskip("mlflow")
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -271,7 +271,7 @@ def test_the_parent_run_carries_the_intervals_and_the_paired_comparisons(ablatio
 
 
 def test_a_resumed_run_records_every_commit_and_machine_it_trained_under(generated, tmp_path):
-    from harness.trainer import Trainer
+    from harness.training.trainer import Trainer
 
     variant = create_variant("exact", {"labels": 100, "validation": 200, "epochs": 1})
     first = {"git_commit": "a" * 40, "git_dirty": False, "device_name": "cpu", "host": "one"}

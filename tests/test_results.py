@@ -2,9 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from harness.ablation import load_ablation
-from harness.records import make_record, write_record
-from harness.results import PAPER_M2_ERROR, compares_with_paper, final_figure, load_runs, plot
+from harness.config.ablations import load_ablation
+from harness.reporting.tables import (
+    PAPER_M2_ERROR,
+    compares_with_paper,
+    final_figure,
+    load_runs,
+    plot,
+)
+from harness.runs.records import make_record, write_record
 from tests.test_records import MACHINE
 from tests.test_stopping import history
 
@@ -49,7 +55,7 @@ def test_curves_over_label_counts_get_a_panel_each(tmp_path):
 
 
 def test_no_curve_is_drawn_from_one_epoch(tmp_path, capsys):
-    from harness.cli import main
+    from harness.cli.main import main
 
     path = tmp_path / "counts.toml"
     path.write_text(LABELS.replace("epochs = 3", "epochs = 1"))

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from harness.schedules import alpha_ramp, alpha_scale, temperature_at
-from harness.variants import Variant
+from harness.config.variants import Variant
+from harness.training.schedules import alpha_ramp, alpha_scale, temperature_at
 
 
 def test_fixed_temperature():

@@ -7,9 +7,9 @@ import sys
 import optuna
 import pytest
 
-from harness.cli import main
-from harness.search import SearchError, SearchSpec, open_storage, run_search
-from harness.space import Range
+from harness.cli.main import main
+from harness.config.space import Range
+from harness.experiments.search import SearchError, SearchSpec, open_storage, run_search
 
 mlflow = pytest.importorskip("mlflow")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -195,7 +195,7 @@ def test_an_interrupted_trial_resumes_from_its_checkpoint_when_the_search_runs_a
 ):
     from dataclasses import replace
 
-    from harness import search as search_module
+    from harness.experiments import search as search_module
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = _lr_search(

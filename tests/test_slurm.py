@@ -13,9 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.ablation import load_ablation, run_states
-from harness.cli import main
-from harness.launchers import SlurmOptions, read_ledger
+from harness.cli.main import main
+from harness.config.ablations import load_ablation
+from harness.experiments.ablate import run_states
+from harness.experiments.launchers import SlurmOptions, read_ledger
 
 SCRIPT = Path(__file__).with_name("slurm_cluster.sh")
 pytestmark = [

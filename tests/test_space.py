@@ -3,8 +3,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from harness.space import Choice, Range, describe, narrow, suggest
-from harness.variants import VariantError, search_space
+from harness.config.space import Choice, Range, describe, narrow, suggest
+from harness.config.variants import VariantError, search_space
 
 
 def test_every_m2_family_declares_a_space():

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from harness.trainer import NonFiniteLossError, Trainer
-from harness.variants import create_variant
+from harness.config.variants import create_variant
+from harness.training.trainer import NonFiniteLossError, Trainer
 
 SEEDS = [0, 1, 2]
 
@@ -159,8 +159,8 @@ def test_seeds_must_be_distinct(mnist):
 def test_the_stop_rule_ends_each_stacked_seed_on_its_own(tmp_path):
     """Each seed ends at the first epoch the rule says so for its own validation errors; it
     is not logged (None) or checkpointed after that, while the others train on."""
-    from harness.bench import synthetic_splits
-    from harness.stopping import should_stop
+    from harness.tools.bench import synthetic_splits
+    from harness.training.stopping import should_stop
 
     hard = synthetic_splits(torch.device("cpu"), 1200, 200, validation=200, signal=0.05)
     variant = create_variant(

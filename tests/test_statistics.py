@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness.ablation import load_ablation
-from harness.cli import main
-from harness.statistics import (
+from harness.cli.main import main
+from harness.config.ablations import load_ablation
+from harness.reporting.statistics import (
     StatisticsError,
     compare,
     holm,
@@ -123,7 +123,7 @@ def test_each_cell_is_compared_with_its_reference_at_the_same_problem_settings()
 
 
 def test_an_unknown_reference_is_refused_in_one_line(tmp_path):
-    from harness.ablation import AblationError
+    from harness.config.ablations import AblationError
 
     bad = tmp_path / "bad.toml"
     bad.write_text('variants = ["exact"]\nreference = "gumbel-st"\n')

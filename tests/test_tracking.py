@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import runner
-from harness.cli import main
-from harness.mlflow_server import local_server
-from harness.tracking import Tracker, TrackingError
-from harness.variants import create_variant
+from harness.cli.main import main
+from harness.config.variants import create_variant
+from harness.runs import runner
+from harness.tracking.server import local_server
+from harness.tracking.tracker import Tracker, TrackingError
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -160,8 +160,8 @@ def test_a_stack_that_only_partly_has_checkpoints_is_refused(store, tmp_path, mo
 def test_a_non_finite_loss_marks_the_run_failed_with_the_reason(store, tmp_path, monkeypatch):
     import torch
 
-    from harness import step as step_module
-    from harness.trainer import NonFiniteLossError
+    from harness.training import step as step_module
+    from harness.training.trainer import NonFiniteLossError
 
     real_loss = step_module.m2_loss
 
@@ -221,7 +221,7 @@ def test_a_tracking_server_on_localhost_receives_a_run_over_http(tmp_path):
 
 
 def test_a_run_pointer_follows_the_store_not_the_server_address(store, tmp_path):
-    from harness.tracking import read_run_pointer, write_run_pointer
+    from harness.tracking.tracker import read_run_pointer, write_run_pointer
 
     run_id = Tracker(store, "pointer").create_run("r")
     checkpoint = tmp_path / "cell.pt"

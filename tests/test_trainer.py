@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.trainer import NonFiniteLossError, Trainer, resolve_device
-from harness.variants import create_variant
+from harness.config.variants import create_variant
+from harness.training.trainer import NonFiniteLossError, Trainer, resolve_device
 
 
 def _trainer(mnist, name="exact", max_steps=5, precision="fp32", compile=False, **overrides):
@@ -111,7 +111,7 @@ def test_cuda_request_without_cuda_is_a_clear_error():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_training_matches_the_cpu_figures_closely(data_root):
-    from harness.data import load_splits
+    from harness.training.data import load_splits
 
     splits = load_splits("mnist", data_root, "cuda", download=False)
     t = Trainer(
@@ -125,7 +125,7 @@ def test_cuda_training_matches_the_cpu_figures_closely(data_root):
     ("labels", "expected"), [(100, (499, 1)), (600, (247, 3)), (3000, (235, 15))]
 )
 def test_paper_batch_rule_matches_kingma_et_al(labels, expected):
-    from harness.trainer import batch_sizes
+    from harness.training.trainer import batch_sizes
 
     variant = create_variant("paper-exact", {"labels": labels})
     assert batch_sizes(variant, 50_000 - labels, labels) == expected

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from harness.cli import main
-from harness.mlflow_server import free_port, wait_for_server
+from harness.cli.main import main
+from harness.tracking.server import free_port, wait_for_server
 from tests.test_records import TWO_CELLS, write_runs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from harness.variants import (
+from harness.config.variants import (
     Variant,
     VariantError,
     create_variant,
@@ -132,7 +132,7 @@ def test_every_registered_variant_trains_on_generated_data(name, generated):
     """A smoke test that follows the registry (as timm's tests follow list_models()): a variant
     is tested the day it is registered. Two steps on generated data, finite losses, and every
     report figure in range."""
-    from harness.trainer import Trainer
+    from harness.training.trainer import Trainer
 
     variant = create_variant(name, {"epochs": 1, "labels": 100})
     (report,) = Trainer(variant, generated, "cpu", max_steps=2, progress=False).run_epoch()

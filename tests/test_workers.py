@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from harness.workers import process_pool
+from harness.experiments.workers import process_pool
 
 
 def _visible(barrier) -> str:

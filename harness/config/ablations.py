@@ -1,0 +1,204 @@
+"""The ablation file's schema: a declarative TOML file read into a grid of cells.
+
+An ablation file (`ablations/NAME.toml`) says:
+  description  one line
+  variants     registered variants, each crossed with every combination of `axes`
+  controls     registered variants run beside them (crossed with the `labels`/`dataset` axes only)
+  seeds        default seeds; epochs  default epoch budget (the most a run trains)
+  [seeds_by_variant]  seeds for some variants or controls instead of `seeds` (gumbel-st = [0, 1])
+  reference    what every cell is compared with, paired by seed, at the same problem settings
+               (labels, dataset): a variant (by default the first of `variants`), or settings
+               of the axes ({ y_term = "analytic" }: each cell against its twin with those)
+  [set]        settings applied to every cell (the stop rule too: validation, patience,
+               min_delta); [axes]  settings swept (cartesian product)
+
+Every finished run leaves a record in `<results>/runs/` (records.py); a run whose record is
+there already, made by this ablation or by any other that lists the same cell, is not trained
+again.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.config.variants import Variant, create_variant, get_variant, parse_value
+
+ABLATIONS_DIR = Path(__file__).resolve().parents[2] / "ablations"
+CONTROL_AXES = ("labels", "dataset")
+
+
+class AblationError(ValueError):
+    """An ablation that cannot be found or read."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str  # e.g. "exact[labels=600]"
+    variant: str
+    overrides: dict[str, Any]
+    control: bool = False
+
+
+@dataclass(frozen=True)
+class Ablation:
+    name: str
+    description: str
+    variants: list[str]
+    controls: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    epochs: int = 10
+    settings: dict[str, Any] = field(default_factory=dict)
+    axes: dict[str, list[Any]] = field(default_factory=dict)
+    seeds_by_variant: dict[str, list[int]] = field(default_factory=dict)
+    # the variant compared against ("": the first of `variants`), or axis settings
+    reference: str | dict[str, Any] = ""
+
+    def seeds_of(self, cell: Cell, seeds: Sequence[int] | None = None) -> list[int]:
+        """The seeds `cell` runs: `seeds` when given (the command line's), else its variant's
+        own seeds if the file names them, else the file's."""
+        if seeds:
+            return list(seeds)
+        return list(self.seeds_by_variant.get(cell.variant, self.seeds))
+
+    def cells(self) -> list[Cell]:
+        cells = []
+        for names, axes, control in [
+            (self.variants, self.axes, False),
+            (self.controls, {k: v for k, v in self.axes.items() if k in CONTROL_AXES}, True),
+        ]:
+            for name in names:
+                for values in itertools.product(*axes.values()):
+                    swept = dict(zip(axes, values, strict=True))
+                    label = ",".join(f"{k}={v}" for k, v in swept.items())
+                    cells.append(
+                        Cell(
+                            f"{name}[{label}]" if label else name,
+                            name,
+                            {**self.settings, **swept},
+                            control,
+                        )
+                    )
+        return cells
+
+    def is_reference(self, cell: Cell) -> bool:
+        if isinstance(self.reference, dict):
+            return all(cell.overrides.get(k) == v for k, v in self.reference.items())
+        return cell.variant == (self.reference or self.variants[0])
+
+    def reference_of(self, cell: Cell) -> Cell | None:
+        """The cell `cell` is compared with: a reference cell at the same problem settings
+        (labels, dataset), the one that shares most with it (its variant, then its other
+        swept settings), the first in the file's order on a tie; None for a reference cell
+        itself, or where none is at its problem settings."""
+        if self.is_reference(cell):
+            return None
+
+        def shared(other: Cell) -> int:
+            same = sum(cell.overrides.get(k) == other.overrides.get(k) for k in self.axes)
+            return 2 * len(self.axes) * (other.variant == cell.variant) + same
+
+        candidates = [
+            other
+            for other in self.cells()
+            if self.is_reference(other)
+            and all(cell.overrides.get(k) == other.overrides.get(k) for k in CONTROL_AXES)
+        ]
+        return max(candidates, key=shared, default=None)  # max keeps the first on a tie
+
+    def variant(self, cell: Cell, seed: int, epochs: int | None = None) -> Variant:
+        return create_variant(
+            cell.variant, {**cell.overrides, "seed": seed, "epochs": epochs or self.epochs}
+        )
+
+
+def available(directory: Path = ABLATIONS_DIR) -> list[str]:
+    return sorted(p.stem for p in directory.glob("*.toml"))
+
+
+def load_ablation(name: str, directory: Path = ABLATIONS_DIR) -> Ablation:
+    """Read `ablations/NAME.toml` (or a path to a .toml file) and check every name in it."""
+    path = Path(name) if name.endswith(".toml") else directory / f"{name}.toml"
+    if not path.exists():
+        known = available(directory)
+        hint = difflib.get_close_matches(name, known, n=1)
+        raise AblationError(
+            f"unknown ablation {name!r}"
+            + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            + f"; known: {', '.join(known)}"
+        )
+    try:
+        spec = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise AblationError(f"{path} is not valid TOML: {err}") from None
+    keys = {"description", "variants", "controls", "seeds", "epochs", "set", "axes", "reference"}
+    unknown = set(spec) - keys - {"seeds_by_variant"}
+    if unknown:
+        raise AblationError(f"{path}: unknown keys {', '.join(sorted(unknown))}")
+    ablation = Ablation(
+        name=path.stem,
+        description=spec.get("description", ""),
+        variants=list(spec.get("variants", [])),
+        controls=list(spec.get("controls", [])),
+        seeds=list(spec.get("seeds", [0])),
+        epochs=int(spec.get("epochs", 10)),
+        settings=dict(spec.get("set", {})),
+        axes={k: list(v) for k, v in spec.get("axes", {}).items()},
+        seeds_by_variant={k: list(v) for k, v in spec.get("seeds_by_variant", {}).items()},
+        reference=spec.get("reference", ""),
+    )
+    if not ablation.variants:
+        raise AblationError(f"{path}: no variants")
+    if isinstance(ablation.reference, dict):
+        for key, value in ablation.reference.items():
+            if value not in ablation.axes.get(key, []):
+                raise AblationError(
+                    f"{path}: reference {key} = {value!r} is not a value of its axis {key!r}"
+                )
+    elif not isinstance(ablation.reference, str):
+        raise AblationError(f"{path}: reference must be a variant's name or a table of settings")
+    elif ablation.reference and ablation.reference not in ablation.variants + ablation.controls:
+        raise AblationError(
+            f"{path}: reference {ablation.reference!r} is not one of its variants or controls"
+        )
+    strays = set(ablation.seeds_by_variant) - set(ablation.variants + ablation.controls)
+    if strays:
+        raise AblationError(
+            f"{path}: seeds_by_variant names {', '.join(sorted(strays))}, "
+            "which the ablation does not list"
+        )
+    for name_ in ablation.variants + ablation.controls:
+        get_variant(name_)
+    for key, values in ablation.axes.items():
+        if not values:
+            raise AblationError(f"{path}: axis {key!r} is empty")
+        parse_value(key, str(values[0]))  # an unknown setting fails here, with a did-you-mean
+    for cell in ablation.cells():  # every cell must be a valid variant
+        ablation.variant(cell, ablation.seeds[0])
+    return ablation
+
+
+def find_cell(spec: str, ablation_name: str | None, where: dict[str, Any]) -> tuple[Ablation, Cell]:
+    """The ablation and cell that `spec` names: ABLATION:CELL, or CELL of `ablation_name`; CELL
+    is a cell's name or a variant with one cell there that has every setting in `where`."""
+    name, _, cell_name = spec.rpartition(":") if ":" in spec else ("", "", spec)
+    name = name or ablation_name
+    if not name:
+        raise AblationError(f"{spec!r} names no ablation: write ABLATION:{spec} or --ablation NAME")
+    ablation = load_ablation(name)
+    cells = ablation.cells()
+    named = [c for c in cells if c.name == cell_name] or [
+        c
+        for c in cells
+        if c.variant == cell_name and all(c.overrides.get(k) == v for k, v in where.items())
+    ]
+    if len(named) != 1:
+        known = ", ".join(c.name for c in cells)
+        what = "several cells" if named else "no cell"
+        raise AblationError(f"{cell_name!r} is {what} of ablation {name!r} ({known})")
+    return ablation, named[0]

@@ -1,0 +1,331 @@
+"""An M2 variant: one frozen dataclass holding every knob, and the registry that names them.
+
+Variants are registered timm-style, by decorating a function that returns a `Variant`
+(its name is the function's, with dashes; its docstring is the description), or by calling
+`register_variant(name, variant)`. `create_variant(name, overrides)` fetches one and applies
+`--set key=value` overrides, each parsed to the field's type and validated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import json
+import os
+import tomllib
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+Estimator = Literal["exact", "gumbel", "gumbel-st", "supervised"]
+Dataset = Literal["mnist", "fashion-mnist"]
+NUM_CLASSES = 10
+
+
+class VariantError(ValueError):
+    """A variant name, override or setting that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Every knob of one M2 training run."""
+
+    name: str = "custom"
+    # how y is handled for unlabelled data
+    estimator: Estimator = "exact"
+    y_term: Literal["analytic", "sampled"] = (
+        "analytic"  # gumbel: KL(q(y|x)||p(y)), or log q(argmax y~|x) as Pixyz
+    )
+    temperature: float = 0.1  # tau_0 of the relaxed categorical
+    temperature_schedule: Literal["fixed", "anneal"] = "fixed"
+    temperature_min: float = 0.5  # annealed tau_t = max(tau_min, tau_0 * exp(-rate * step))
+    anneal_rate: float = 3e-5
+    anneal_every: int = 1  # steps between temperature updates (Jang et al. use 2000)
+    # weight of the classification term alpha * E_labelled[-log q(y|x)]
+    alpha: float = 1.0
+    alpha_scaling: Literal["none", "tutorial", "paper"] = "tutorial"
+    alpha_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    alpha_warmup_epochs: float = 1.0
+    # per-batch: mean_l L + mean_u U + alpha mean_l CE (the tutorial); per-row: every image of
+    # the batch weighs the same, as the paper's sums over the data
+    term_weighting: Literal["per-batch", "per-row"] = "per-batch"
+    # data
+    dataset: Dataset = "mnist"
+    labels: int = 100
+    validation: int = 0  # images held out from the end of the training file (never trained on)
+    seed: int = 0
+    # architecture
+    hidden: int = 512
+    activation: Literal["relu", "softplus"] = "relu"
+    z_dim: int = 64
+    init_std: float = 0.0  # 0: PyTorch's default init; >0: weights ~ N(0, init_std^2), zero biases
+    # optimisation
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = 1e-3
+    batch_rule: Literal["fixed", "paper"] = "fixed"  # paper: Kingma et al.'s batch composition
+    batch_size: int = 128  # unlabelled rows per step
+    labelled_batch_size: int = 128  # labelled rows per step (at most the label count)
+    epochs: int = 10  # the epoch budget: the most a run trains
+    # the stop rule: end when the validation error has not improved on its best by more than
+    # min_delta points for `patience` epochs (0: no early stop; needs validation images)
+    patience: int = 0
+    min_delta: float = 0.1
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_choice(f, getattr(self, f.name))
+        positive = [
+            "temperature",
+            "temperature_min",
+            "lr",
+            "hidden",
+            "z_dim",
+            "batch_size",
+            "labelled_batch_size",
+            "epochs",
+            "anneal_every",
+        ]
+        for key in positive:
+            if not getattr(self, key) > 0:
+                raise VariantError(f"{key} must be > 0, got {getattr(self, key)!r}")
+        for key in [
+            "alpha",
+            "anneal_rate",
+            "alpha_warmup_epochs",
+            "init_std",
+            "validation",
+            "seed",
+            "patience",
+            "min_delta",
+        ]:
+            if getattr(self, key) < 0:
+                raise VariantError(f"{key} must be >= 0, got {getattr(self, key)!r}")
+        if self.labels <= 0 or self.labels % NUM_CLASSES:
+            raise VariantError(
+                f"labels must be a positive multiple of the {NUM_CLASSES} classes, "
+                f"got {self.labels}"
+            )
+        if self.patience and not self.validation:
+            raise VariantError(
+                "the stop rule (patience) needs validation images held out of training, "
+                "e.g. validation=10000: the test set never decides when a run stops"
+            )
+
+    def replace(self, **changes: Any) -> Variant:
+        return dataclasses.replace(self, **changes)
+
+    def params(self) -> dict[str, Any]:
+        """Every knob as a flat, stably named mapping (the description left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "description"}
+
+
+STOP_SETTINGS = ("epochs", "patience", "min_delta")
+
+
+def round_float(value: Any, digits: int = 4) -> Any:
+    """A float to `digits` significant digits (what a person reads and a search resolves);
+    anything else as it is."""
+    return float(f"{value:.{digits}g}") if isinstance(value, float) else value
+
+
+# the settings that only matter for some variants, with the test that says they do
+APPLIES: dict[str, Callable[[Variant], bool]] = {
+    "y_term": lambda v: v.estimator in ("gumbel", "gumbel-st"),
+    "temperature": lambda v: v.estimator in ("gumbel", "gumbel-st"),
+    "temperature_schedule": lambda v: v.estimator in ("gumbel", "gumbel-st"),
+    "temperature_min": lambda v: v.temperature_schedule == "anneal",
+    "anneal_rate": lambda v: v.temperature_schedule == "anneal",
+    "anneal_every": lambda v: v.temperature_schedule == "anneal",
+    "alpha_warmup_epochs": lambda v: v.alpha_schedule != "constant",
+    "z_dim": lambda v: v.estimator != "supervised",
+    "term_weighting": lambda v: v.estimator != "supervised",
+    "batch_size": lambda v: v.batch_rule == "fixed",
+    "labelled_batch_size": lambda v: v.batch_rule == "fixed",
+    "min_delta": lambda v: v.patience > 0,
+}
+
+
+def applicable_params(variant: Variant) -> dict[str, Any]:
+    """The settings that change what `variant` does (a temperature means nothing to exact
+    marginalisation, an annealing rate nothing to a fixed temperature)."""
+    return {k: v for k, v in variant.params().items() if APPLIES.get(k, lambda _: True)(variant)}
+
+
+def resumable_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """The settings a checkpoint must share to be continued: all but the epoch budget and the
+    stop rule (they decide when training ends, not what it does), so a longer run, or one with
+    more patience, can resume a shorter one."""
+    return {k: v for k, v in params.items() if k not in STOP_SETTINGS}
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(Variant)
+
+
+def _check_choice(f: dataclasses.Field, value: Any) -> None:
+    kind = _field_types()[f.name]
+    if typing.get_origin(kind) is Literal and value not in typing.get_args(kind):
+        choices = ", ".join(map(str, typing.get_args(kind)))
+        raise VariantError(f"{f.name} must be one of {choices}; got {value!r}")
+
+
+def parse_value(key: str, text: str) -> Any:
+    """Parse `text` to the type of Variant field `key`."""
+    kinds = _field_types()
+    if key not in kinds or key in ("name", "description"):
+        known = [k for k in kinds if k not in ("name", "description")]
+        hint = difflib.get_close_matches(key, known, n=1)
+        raise VariantError(
+            f"unknown setting {key!r}"
+            + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            + f"; settings: {', '.join(known)}"
+        )
+    kind = kinds[key]
+    if typing.get_origin(kind) is Literal or kind is str:
+        return text
+    if kind is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise VariantError(f"{key} must be true or false, got {text!r}")
+    try:
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        raise VariantError(f"{key} must be {kind.__name__}, got {text!r}") from None
+    raise VariantError(f"cannot set {key} of type {kind}")  # pragma: no cover
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """`["temperature=0.5", "labels=600"]` -> typed overrides."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep:
+            raise VariantError(f"an override is key=value, got {pair!r}")
+        overrides[key.strip()] = parse_value(key.strip(), text.strip())
+    return overrides
+
+
+_REGISTRY: dict[str, Variant] = {}
+_SPACES: dict[str, dict[str, Any]] = {}
+USER_VARIANTS_ENV = "M2H_VARIANTS"
+DATA_ROOT_ENV = "M2_DATA_ROOT"  # where the datasets live (data.py), set before any torch import
+
+
+def register_variant(
+    fn_or_name: Callable[[], Variant] | str | None = None,
+    variant: Variant | None = None,
+    *,
+    space: dict[str, Any] | None = None,
+) -> Any:
+    """Register a variant: `@register_variant`, `@register_variant(space=...)` on a factory
+    function, or `register_variant(name, variant, space=...)`. `space` is what a search tunes."""
+    if fn_or_name is None:
+        return lambda fn: register_variant(fn, space=space)
+    if isinstance(fn_or_name, str):
+        if variant is None:
+            raise TypeError("register_variant(name, variant) needs a variant")
+        name, registered = fn_or_name, variant.replace(name=fn_or_name)
+    else:
+        name = fn_or_name.__name__.replace("_", "-")
+        doc = " ".join((fn_or_name.__doc__ or "").split())
+        registered = fn_or_name().replace(name=name, description=doc)
+    _REGISTRY[name] = registered
+    _SPACES[name] = dict(space or {})
+    return fn_or_name if not isinstance(fn_or_name, str) else registered
+
+
+def user_variants_path() -> Path:
+    """Where exported variants live: $M2H_VARIANTS, else ./m2h-variants.toml."""
+    return Path(os.environ.get(USER_VARIANTS_ENV) or "m2h-variants.toml")
+
+
+def load_user_variants(path: Path) -> None:
+    """Register each `[name]` table of `path`: `base`, `description` and a `[name.set]` table."""
+    if not path.exists():
+        return
+    try:
+        spec = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise VariantError(f"{path} is not valid TOML: {err}") from None
+    for name, entry in spec.items():
+        base = get_variant(entry["base"])
+        variant = create_variant(base.name, entry.get("set", {}))
+        register_variant(
+            name,
+            variant.replace(description=entry.get("description", "")),
+            space=_SPACES.get(base.name),
+        )
+
+
+def save_user_variant(
+    name: str, base: str, settings: dict[str, Any], description: str, path: Path | None = None
+) -> Path:
+    """Add (or replace) `name` in the user variants file and register it."""
+    path = path or user_variants_path()
+    spec = tomllib.loads(path.read_text()) if path.exists() else {}
+    spec[name] = {"base": base, "description": description, "set": settings}
+    lines = []
+    for key, entry in spec.items():
+        lines += [
+            f"[{json.dumps(key)}]",
+            f"base = {json.dumps(entry['base'])}",
+            f"description = {json.dumps(entry['description'])}",
+            "",
+            f"[{json.dumps(key)}.set]",
+        ]
+        lines += [f"{k} = {json.dumps(v)}" for k, v in entry["set"].items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    load_user_variants(path)
+    return path
+
+
+def search_space(name: str) -> dict[str, Any]:
+    get_variant(name)
+    return dict(_SPACES.get(name, {}))
+
+
+def list_variants() -> list[Variant]:
+    """The registered variants: the built-in ones (harness.config.zoo, registered when the
+    package is imported) and any user variants loaded (`load_user_variants`)."""
+    return list(_REGISTRY.values())
+
+
+def get_variant(name: str) -> Variant:
+    if name not in _REGISTRY:
+        hint = difflib.get_close_matches(name, _REGISTRY, n=1)
+        raise VariantError(
+            f"unknown variant {name!r}"
+            + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            + f"; known: {', '.join(sorted(_REGISTRY))}"
+        )
+    return _REGISTRY[name]
+
+
+def create_variant(name: str, overrides: dict[str, Any] | None = None) -> Variant:
+    """Fetch a registered variant and apply overrides, each parsed to its field's type (text or
+    values alike, so 256.0 for an int field is an error, not a float) and validated."""
+    typed = {key: parse_value(key, str(value)) for key, value in (overrides or {}).items()}
+    return get_variant(name).replace(**typed)
+
+
+__all__ = [
+    "NUM_CLASSES",
+    "Variant",
+    "VariantError",
+    "create_variant",
+    "get_variant",
+    "list_variants",
+    "parse_overrides",
+    "register_variant",
+]

@@ -1,0 +1,516 @@
+"""Named ablations: a declarative TOML file expanded into a grid of cells, each run per seed as a
+child MLflow run under one parent run, skipping cells the store already holds as finished.
+
+An ablation file (`ablations/NAME.toml`) says:
+  description  one line
+  variants     registered variants, each crossed with every combination of `axes`
+  controls     registered variants run beside them (crossed with the `labels`/`dataset` axes only)
+  seeds        default seeds; epochs  default epoch budget (the most a run trains)
+  [seeds_by_variant]  seeds for some variants or controls instead of `seeds` (gumbel-st = [0, 1])
+  reference    what every cell is compared with, paired by seed, at the same problem settings
+               (labels, dataset): a variant (by default the first of `variants`), or settings
+               of the axes ({ y_term = "analytic" }: each cell against its twin with those)
+  [set]        settings applied to every cell (the stop rule too: validation, patience,
+               min_delta); [axes]  settings swept (cartesian product)
+
+Every finished run leaves a record in `<results>/runs/` (records.py); a run whose record is
+there already, made by this ablation or by any other that lists the same cell, is not trained
+again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import re
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import as_completed
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.config import identity
+from harness.config.ablations import Ablation, AblationError, Cell
+from harness.experiments.jobs import CellOutcome, Job, Setting, run_job
+from harness.runs.records import (
+    RUNS_FOLDER,
+    RunRecord,
+    find_records,
+    missing_records,
+    read_record,
+    record_path,
+)
+from harness.runs.runner import checkpoint_path
+
+if TYPE_CHECKING:
+    from harness.experiments.launchers import SlurmOptions
+from harness.config.variants import Variant
+
+# the checkpoint folder (under --checkpoint-dir) of every ablation's runs: a run two ablations
+# share keeps one checkpoint, so whichever takes it up resumes it
+SHARED_CHECKPOINTS = "ablations"
+
+
+def _stacks(variants: list[Variant], checkpoint_dir: Path, max_steps: int | None) -> list[list]:
+    """The seeds of one cell grouped into stacks that can train together: those at the same
+    checkpointed epoch (0: no checkpoint yet)."""
+    from harness.training.checkpoint import load_checkpoint
+
+    groups: dict[int, list[Variant]] = {}
+    for variant in variants:
+        path = checkpoint_path(checkpoint_dir, variant, max_steps)
+        epoch = load_checkpoint(path)["epoch"] if path.exists() else 0
+        groups.setdefault(epoch, []).append(variant)
+    return list(groups.values())
+
+
+def run_tags(ablation: Ablation, cell: Cell, variant: Variant, max_steps: int | None) -> dict:
+    """The tags of a cell's run, by which any MLflow view can group an ablation's runs."""
+    return {
+        "m2h.record_key": identity.record_key(variant, max_steps),
+        "cell": cell.name,
+        "ablation": ablation.name,
+        "control": str(cell.control).lower(),
+    }
+
+
+def plan(
+    ablation: Ablation,
+    seeds: Sequence[int] | None,
+    epochs: int,
+    max_steps: int | None,
+    records_dir: Path,
+    stack: bool,
+    checkpoint_dir: Path,
+) -> tuple[list[Job], list[tuple[Cell, RunRecord]]]:
+    """The jobs still to run and the runs whose record exists already (reused). Jobs go seed
+    by seed (every cell's first seed, then every cell's second), so a table takes shape early;
+    with `stack`, a cell's pending seeds are one job (one per checkpointed epoch)."""
+    cells = ablation.cells()
+    pending: list[list[Variant]] = [[] for _ in cells]
+    reused = []
+    seeds_of = [ablation.seeds_of(cell, seeds) for cell in cells]
+    for rank in range(max(len(s) for s in seeds_of)):
+        for cell, cell_seeds, waiting in zip(cells, seeds_of, pending, strict=True):
+            if rank >= len(cell_seeds):
+                continue
+            variant = ablation.variant(cell, cell_seeds[rank], epochs)
+            path = record_path(records_dir, variant, max_steps)
+            if path.exists():
+                reused.append((cell, read_record(path)))
+            else:
+                waiting.append(variant)
+    if stack:
+        groups = [
+            (cell, group)
+            for cell, waiting in zip(cells, pending, strict=True)
+            for group in _stacks(waiting, checkpoint_dir, max_steps)
+        ]
+    else:  # seed-major: every cell's first pending seed, then every cell's second
+        flat = [
+            (rank, i, cell, [v])
+            for i, (cell, waiting) in enumerate(zip(cells, pending, strict=True))
+            for rank, v in enumerate(waiting)
+        ]
+        groups = [(cell, g) for _, _, cell, g in sorted(flat, key=lambda f: f[:2])]
+    jobs = [
+        Job(cell, tuple(g), tuple(run_tags(ablation, cell, v, max_steps) for v in g))
+        for cell, g in groups
+    ]
+    return jobs, reused
+
+
+def run_ablation(
+    ablation: Ablation,
+    *,
+    tracking_uri: str | None = None,
+    track: bool = True,
+    seeds: Sequence[int] | None = None,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+    device: str | None = None,
+    data_root: str | None = None,
+    download: bool = True,
+    jobs: int = 1,
+    stack: bool = False,
+    checkpoint_dir: str | Path = "checkpoints",
+    results_dir: str | Path = "results",
+    threads: int | None = None,
+    slurm: SlurmOptions | None = None,
+    wait: bool = True,
+    echo: Any = print,
+) -> list[CellOutcome]:
+    """Run every cell and seed whose record is not yet in `results_dir`/runs, under one parent
+    MLflow run (a reused record is logged under it too), or, without `track`, with records
+    alone (where mlflow is not installed); with `stack`, the seeds of a cell train at once in
+    one process (`stacked.StackedSeeds`). With `slurm`, the jobs go to Slurm (launchers.py)
+    instead of local processes, and, unless `wait`, the command returns once they are queued."""
+    from harness.experiments.machine import default_threads
+    from harness.runs.runner import ensure_writable
+    from harness.training.data import ensure_dataset
+
+    epochs = epochs or ablation.epochs
+    for dataset in {ablation.variant(cell, 0).dataset for cell in ablation.cells()}:
+        ensure_dataset(dataset, data_root, download)  # bad data fails here, before any write
+    if slurm is not None:
+        check_slurm(track, tracking_uri)
+        results_dir, checkpoint_dir = Path(results_dir).resolve(), Path(checkpoint_dir).resolve()
+        data_root = str(Path(data_root).resolve()) if data_root else None
+    records_dir = Path(results_dir) / RUNS_FOLDER
+    ensure_writable(Path(checkpoint_dir), "checkpoint folder")
+    ensure_writable(records_dir, "results folder")
+    cell_folder = Path(checkpoint_dir) / SHARED_CHECKPOINTS
+    adopt_checkpoints(ablation, seeds, epochs, max_steps, Path(checkpoint_dir), cell_folder)
+    todo, reused = plan(ablation, seeds, epochs, max_steps, records_dir, stack, cell_folder)
+    outcomes = _announce(ablation, todo, reused, records_dir, stack, echo)
+    where = Setting(
+        experiment=ablation.name,
+        parent=None,
+        tracking_uri=None,
+        store=None,
+        data_root=data_root,
+        download=download,
+        device=device,
+        max_steps=max_steps,
+        checkpoint_dir=str(cell_folder),
+        records_dir=str(records_dir),
+        threads=threads or default_threads(min(jobs, max(1, len(todo)))),
+    )
+    with contextlib.ExitStack() as tracked:
+        if track:
+            from harness.tracking.tracker import Tracker
+
+            tracker = Tracker(tracking_uri, ablation.name, description=ablation.description)
+            parent_id = tracked.enter_context(
+                parent_run(tracker, ablation, results_dir, epochs, max_steps, jobs)
+            )
+            for cell, record in reused:
+                _log_once(tracker, ablation, parent_id, cell, record, max_steps)
+            where = dataclasses.replace(
+                where, parent=parent_id, tracking_uri=tracker.uri, store=tracker.uri
+            )
+        launched = (
+            run_jobs(todo, where, jobs)
+            if slurm is None
+            else slurm_jobs(todo, where, slurm, ablation.name, wait)
+        )
+        outcomes += _report(launched, echo)
+        claimed = [o for o in outcomes if o.status == "claimed"]
+        if claimed and slurm is None:  # come back to them: wait for each, reuse its record
+            waiting = dataclasses.replace(where, wait_for_claims=True)
+            outcomes = [o for o in outcomes if o.status != "claimed"]
+            outcomes += _report(run_jobs(claimed_jobs(todo, claimed), waiting, jobs), echo)
+    return outcomes
+
+
+def _report(launched: Iterator[CellOutcome], echo: Any) -> list[CellOutcome]:
+    """Say each outcome as it comes; the outcomes."""
+    outcomes = []
+    for outcome in launched:
+        then = ", waiting for it after the others" if outcome.status == "claimed" else ""
+        echo(f"  {outcome.cell} seed {outcome.seed}: {outcome.status} {outcome.detail}{then}")
+        outcomes.append(outcome)
+    return outcomes
+
+
+def claimed_jobs(todo: list[Job], claimed: list[CellOutcome]) -> list[Job]:
+    """The jobs of `todo` cut to the runs another process had claimed."""
+    wanted = {(o.cell, o.seed) for o in claimed}
+    jobs = []
+    for job in todo:
+        keep = [i for i, v in enumerate(job.variants) if (job.cell.name, v.seed) in wanted]
+        if keep:
+            jobs.append(
+                Job(
+                    job.cell, tuple(job.variants[i] for i in keep), tuple(job.tags[i] for i in keep)
+                )
+            )
+    return jobs
+
+
+def adopt_checkpoints(
+    ablation: Ablation,
+    seeds: Sequence[int] | None,
+    epochs: int,
+    max_steps: int | None,
+    root: Path,
+    shared: Path,
+) -> None:
+    """Move the checkpoints (and MLflow run pointers) an older harness kept in the ablation's
+    own folder under `root` into the folder every ablation shares, so a run cut off then
+    resumes, whichever ablation takes it up."""
+    for cell in ablation.cells():
+        for seed in ablation.seeds_of(cell, seeds):
+            variant = ablation.variant(cell, seed, epochs)
+            old = checkpoint_path(root / ablation.name, variant, max_steps)
+            new = checkpoint_path(shared, variant, max_steps)
+            if old.exists() and not new.exists():
+                new.parent.mkdir(parents=True, exist_ok=True)
+                for suffix in (".run.json", ".pt"):  # the checkpoint last: it decides
+                    if old.with_suffix(suffix).exists():
+                        old.with_suffix(suffix).replace(new.with_suffix(suffix))
+
+
+def _announce(
+    ablation: Ablation,
+    todo: list[Job],
+    reused: list[tuple[Cell, RunRecord]],
+    records_dir: Path,
+    stack: bool,
+    echo: Any,
+) -> list[CellOutcome]:
+    """Say what an ablation will train; the runs it reuses, as outcomes."""
+    runs = sum(len(job.variants) for job in todo)
+    echo(
+        f"ablation {ablation.name}: {len(ablation.cells())} cells, {runs} runs to train"
+        + (f" in {len(todo)} stacks" if stack else "")
+        + f", {len(reused)} finished already (records in {records_dir})"
+    )
+    return [
+        CellOutcome(cell.name, record.variant.seed, "skipped", f"finished already ({record.path})")
+        for cell, record in reused
+    ]
+
+
+def run_states(
+    ablation: Ablation,
+    seeds: Sequence[int] | None,
+    epochs: int | None,
+    max_steps: int | None,
+    results_dir: str | Path,
+    slurm: SlurmOptions | None = None,
+) -> list[CellOutcome]:
+    """Each run of the ablation: done (its record is there), claimed (a process is training it:
+    which, since when), running or queued (its Slurm job is in the queue), failed (its Slurm
+    job left the queue without a record), or to run."""
+    from harness.experiments.launchers import in_queue, read_ledger
+    from harness.runs.claims import claim_path, holder
+
+    records_dir = Path(results_dir) / RUNS_FOLDER
+    ledger = read_ledger(slurm, ablation.name) if slurm else {}
+    queued = in_queue(slurm, ablation.name) if slurm else {}
+    states = []
+    for cell in ablation.cells():
+        for seed in ablation.seeds_of(cell, seeds):
+            variant = ablation.variant(cell, seed, epochs)
+            key = identity.record_key(variant, max_steps)
+            entry = ledger.get(key, {})
+            if record_path(records_dir, variant, max_steps).exists():
+                state, detail = "done", ""
+            elif who := holder(claim_path(records_dir, variant, max_steps)):
+                state, detail = "claimed", f"being trained by {who.describe()}"
+            elif key in queued:
+                state = "running" if queued[key] == "RUNNING" else "queued"
+                detail = f"Slurm job {entry['array_job']} ({queued[key]})"
+            elif entry:
+                state = "failed"
+                detail = f"Slurm job {entry['array_job']} ended without a record; its log: "
+                detail += str(slurm.folder / entry["array_job"])
+            else:
+                state, detail = "to run", ""
+            states.append(CellOutcome(cell.name, seed, state, detail))
+    return states
+
+
+def check_slurm(track: bool, tracking_uri: str | None) -> None:
+    """Slurm jobs are sent with sbatch, and log to a tracking server or to nothing: refuse a
+    machine without sbatch, and a SQLite or local file store, which only the submitting machine
+    can write."""
+    from harness.tracking.tracker import resolve_tracking_uri
+
+    if shutil.which("sbatch") is None:
+        raise AblationError(
+            "--launcher slurm needs Slurm's sbatch here: run it on a login node of the cluster"
+        )
+    uri = resolve_tracking_uri(tracking_uri)
+    if track and not uri.startswith(("http://", "https://")):
+        raise AblationError(
+            f"jobs on other nodes cannot write the local store {uri}: start a tracking server "
+            "on a host they reach (`mlflow server --backend-store-uri postgresql+psycopg://...`) "
+            "and pass --tracking-uri http://HOST:PORT, or --no-track to keep run records alone"
+        )
+
+
+def slurm_jobs(
+    todo: list[Job], where: Setting, options: SlurmOptions, ablation: str, wait: bool
+) -> Iterator[CellOutcome]:
+    """Send `todo` to Slurm (runs queued or running already are not sent again); yield each
+    run as queued, or, with `wait`, as its job ends."""
+    from harness.experiments.launchers import submit
+
+    def job_key(job: Job) -> str:
+        return identity.job_key([tags["m2h.record_key"] for tags in job.tags])
+
+    sent = submit(ablation, todo, where, options)
+    ids = {job_key(job): slurm_job for job, slurm_job in sent}
+    for job in todo:
+        slurm_job = ids.get(job_key(job))
+        status = "queued" if slurm_job else "queued already"
+        for variant in job.variants:
+            if slurm_job is None or not wait:
+                detail = f"(Slurm job {slurm_job.job_id})" if slurm_job else "(see m2h status)"
+                yield CellOutcome(job.cell.name, variant.seed, status, detail)
+    if not wait:
+        return
+    for job, slurm_job in sent:
+        try:
+            yield from slurm_job.result()
+        except Exception as err:  # the job failed on its node: its log says why
+            reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            for variant in job.variants:
+                yield CellOutcome(job.cell.name, variant.seed, "failed", reason)
+
+
+@contextmanager
+def parent_run(
+    tracker: Any,
+    ablation: Ablation,
+    results_dir: str | Path,
+    epochs: int,
+    max_steps: int | None,
+    jobs: int = 1,
+) -> Iterator[str]:
+    """The ablation's parent MLflow run for this budget, opened again if it exists; when its
+    block ends, the parent gets each cell's mean and standard deviation over the records so far
+    (so the collapsed row of the ablation in the UI already says something)."""
+    key = identity.ablation_key(ablation, epochs, max_steps)
+    parent = tracker.find_run({"m2h.ablation_key": key, "m2h.role": "ablation"})
+    tags = {
+        "m2h.ablation_key": key,
+        "m2h.role": "ablation",
+        "ablation": ablation.name,
+        "epochs": str(epochs),
+        "max_steps": str(max_steps or "none"),
+    }
+    with tracker.run(f"{ablation.name} (ablation)", tags, run_id=parent) as parent_id:
+        tracker.client.set_tag(parent_id, "jobs", str(jobs))  # this invocation's
+        tracker.client.log_dict(
+            parent_id,
+            {"description": ablation.description, "cells": [c.name for c in ablation.cells()]},
+            "ablation.json",
+        )
+        yield parent_id
+        _log_cell_summary(tracker, parent_id, ablation, results_dir, epochs, max_steps)
+
+
+def metric_name(cell: str) -> str:
+    """A cell's name in the characters MLflow allows in a metric name: exact[labels=100] ->
+    exact labels:100."""
+    return re.sub(r"[^\w.\- :/]", "", cell.replace("[", " ").replace("=", ":").replace(",", " "))
+
+
+def _log_cell_summary(
+    tracker: Any,
+    parent_id: str,
+    ablation: Ablation,
+    results_dir: str | Path,
+    epochs: int,
+    max_steps: int | None,
+) -> None:
+    from mlflow.entities import Metric
+
+    from harness.reporting.tables import (
+        ResultsError,
+        comparison_frame,
+        comparisons,
+        load_runs,
+        summarize,
+    )
+
+    try:
+        runs, _ = load_runs(ablation, results_dir, epochs, max_steps)
+    except ResultsError:  # nothing finished yet
+        return
+    table = summarize(runs)
+    found = comparison_frame(comparisons(ablation, runs))
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"{metric_name(row.cell)}/{column}", float(getattr(row, column)), now, 0)
+        for row in table.itertuples()
+        for column in ("test_error_mean", "test_error_std", "ci_low", "ci_high", "seeds")
+        if not math.isnan(getattr(row, column))
+    ] + [
+        Metric(
+            f"{metric_name(row.cell)}/vs_reference_{column}", float(getattr(row, column)), now, 0
+        )
+        for row in found.itertuples()
+        for column in ("difference", "ci_low", "ci_high", "p_exact_holm", "p_t_holm")
+        if not math.isnan(getattr(row, column))
+    ]
+    tracker.client.log_batch(parent_id, metrics=metrics)
+    tracker.client.log_text(parent_id, table.to_csv(index=False), "cells.csv")
+    if len(found):
+        tracker.client.log_text(parent_id, found.to_csv(index=False), "comparisons.csv")
+
+
+def _log_once(
+    tracker: Any,
+    ablation: Ablation,
+    parent_id: str,
+    cell: Cell,
+    record: RunRecord,
+    max_steps: int | None,
+) -> bool:
+    """Log a finished run's record under the ablation's parent run unless it is there; True
+    when it was logged now."""
+    tags = run_tags(ablation, cell, record.variant, max_steps)
+    if tracker.find_run({"m2h.record_key": tags["m2h.record_key"]}, parent_id) is not None:
+        return False
+    tracker.log_record(record, f"{cell.name} seed {record.variant.seed}", tags, parent_id)
+    return True
+
+
+def log_records(
+    ablation: Ablation,
+    results_dir: str | Path,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+    tracking_uri: str | None = None,
+) -> tuple[int, int, str]:
+    """Load the ablation's run records (at this budget) into an MLflow store, under its parent
+    run, each once: (records loaded now, records there already, the store's URI)."""
+    from harness.tracking.tracker import Tracker
+
+    epochs = epochs or ablation.epochs
+    runs_dir = Path(results_dir) / RUNS_FOLDER
+    found = [
+        (cell, record)
+        for cell in ablation.cells()
+        for record in find_records(runs_dir, ablation.variant(cell, 0, epochs), max_steps)
+    ]
+    if not found:
+        raise AblationError(missing_records(ablation, runs_dir, epochs, max_steps))
+    tracker = Tracker(tracking_uri, ablation.name, description=ablation.description)
+    with parent_run(tracker, ablation, results_dir, epochs, max_steps) as parent_id:
+        loaded = sum(
+            _log_once(tracker, ablation, parent_id, cell, record, max_steps)
+            for cell, record in found
+        )
+    return loaded, len(found) - loaded, tracker.uri
+
+
+def run_jobs(todo: list[Job], where: Setting, jobs: int) -> Any:
+    """Yield the outcomes of `todo`, in this process or, with `jobs` > 1, in `jobs` worker
+    processes logging through a local MLflow server (a SQLite store takes one writer)."""
+    from harness.experiments.workers import process_pool, visible_gpus
+    from harness.tracking.server import local_server
+
+    if jobs <= 1 or len(todo) <= 1:
+        for job in todo:
+            yield from run_job(job, where)
+        return
+    gpus = visible_gpus(where.device)[:jobs]  # each job a GPU of its own, where there are
+    with (
+        contextlib.ExitStack() as serving,
+        process_pool(jobs, gpus if len(gpus) == jobs else ()) as pool,
+    ):
+        served = where
+        if where.tracking_uri is not None:
+            uri = serving.enter_context(local_server(where.tracking_uri))
+            served = dataclasses.replace(where, tracking_uri=uri)
+        futures = [pool.submit(run_job, job, served) for job in todo]
+        for future in as_completed(futures):
+            yield from future.result()

@@ -1,0 +1,134 @@
+"""One job of an ablation (a cell's seed, or its seeds stacked), and how it runs: here, in a
+worker process, or on a Slurm node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from harness.config.variants import Variant
+
+if TYPE_CHECKING:
+    from harness.config.ablations import Cell
+
+
+@dataclass
+class CellOutcome:
+    cell: str
+    seed: int
+    status: str  # finished, skipped, failed
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One cell's run for one seed, or for several seeds stacked in one process."""
+
+    cell: Cell
+    variants: tuple[Variant, ...]
+    tags: tuple[dict[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Where and how an ablation's jobs run (the same for every job)."""
+
+    experiment: str
+    parent: str | None  # the parent MLflow run; None (and no tracking URI): records alone
+    tracking_uri: str | None
+    store: str | None
+    data_root: str | None
+    download: bool
+    device: str | None
+    max_steps: int | None
+    checkpoint_dir: str
+    records_dir: str
+    threads: int  # CPU threads for each job
+    wait_for_claims: bool = False  # wait for a run another process has claimed, or move on
+
+
+def run_job(job: Job, where: Setting) -> list[CellOutcome]:
+    """Run one job (in a worker process when --jobs > 1), each of its runs claimed first
+    (claims.py): a run another process is training is left to it ("claimed", or, with
+    `where.wait_for_claims`, waited for), and one whose record appeared meanwhile is reused."""
+    from harness.runs.claims import Claim, claim_path, holder
+    from harness.runs.records import record_path
+
+    outcomes, mine, held = [], [], []
+    try:
+        for variant in job.variants:
+            claim = Claim(claim_path(where.records_dir, variant, where.max_steps))
+            if not claim.acquire(wait=where.wait_for_claims):
+                who = holder(claim.path)
+                detail = f"being trained by {who.describe()}" if who else "being trained"
+                outcomes.append(CellOutcome(job.cell.name, variant.seed, "claimed", detail))
+                continue
+            held.append(claim)
+            record = record_path(where.records_dir, variant, where.max_steps)
+            if record.exists():  # finished by another process since the plan was made
+                outcomes.append(
+                    CellOutcome(job.cell.name, variant.seed, "skipped", f"finished ({record})")
+                )
+            else:
+                mine.append(variant)
+        if mine:
+            outcomes += _train(job, tuple(mine), where)
+    finally:
+        for claim in held:
+            claim.release()
+    return outcomes
+
+
+def _train(job: Job, variants: tuple[Variant, ...], where: Setting) -> list[CellOutcome]:
+    """Train the claimed runs of one job, their seeds stacked where there are several."""
+    import torch
+
+    from harness.runs.runner import RunOptions, run_seeds
+
+    torch.set_num_threads(where.threads)
+    tags = {v.seed: t for v, t in zip(job.variants, job.tags, strict=True)}
+    options = RunOptions(
+        data_root=where.data_root,
+        download=where.download,
+        device=where.device,
+        max_steps=where.max_steps,
+        progress=False,
+        tracker=(
+            _tracker(where.tracking_uri, where.experiment, store=where.store)
+            if where.tracking_uri
+            else None
+        ),
+        parent_run_id=where.parent,
+        checkpoint_dir=where.checkpoint_dir,
+        resume=True,
+        records_dir=where.records_dir,
+        announce=lambda note: print(f"  {job.cell.name}: {note}", flush=True),
+    )
+    try:
+        results = run_seeds(
+            variants[0],
+            [v.seed for v in variants],
+            options,
+            run_name=lambda v: f"{job.cell.name} seed {v.seed}",
+            tags=lambda v: tags[v.seed],
+        )
+    except Exception as err:  # a failed cell is logged FAILED; the ablation goes on
+        reason = f"{type(err).__name__}: {err}"
+        return [CellOutcome(job.cell.name, v.seed, "failed", reason) for v in variants]
+    return [CellOutcome(job.cell.name, r.variant.seed, "finished", _describe(r)) for r in results]
+
+
+def _tracker(uri: str, experiment: str, store: str | None) -> Any:
+    from harness.tracking.tracker import Tracker
+
+    return Tracker(uri, experiment, store=store)
+
+
+def _describe(result: Any) -> str:
+    from harness.training.trainer import run_summary
+
+    s = run_summary(result.variant, result.reports)
+    return (
+        f"test error {s['selected_test_error']:.2f}% (epoch {s['selected_epoch']} of "
+        f"{s['epochs_run']}), {s['final_samples_per_sec']:,.0f} rows/s"
+    )

@@ -1,0 +1,593 @@
+"""Result tables (pandas) and plots (seaborn) of an ablation, rebuilt from its run records.
+
+`m2h table NAME` writes `results/NAME.md` and `results/NAME.csv`; `m2h plot NAME` writes
+`results/NAME_curves.png` and `results/NAME_final.png`; both read the records in
+`results/runs/` (records.py) and need no MLflow store, so a fresh clone rebuilds every table.
+Each table names the command, the commits and machines that made its runs and their time, and
+`results/README.md` keeps one such line per table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import MaxNLocator
+
+from harness.reporting.statistics import (
+    CONFIDENCE,
+    LEVEL,
+    POWER,
+    RESOLVE_POINTS,
+    Comparison,
+    compare,
+    holm,
+    smallest_p,
+    t_interval,
+)
+from harness.runs.records import RUNS_FOLDER, RunRecord, find_records, missing_records
+from harness.training.stopping import TARGET_PERCENTS
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from harness.config.ablations import Ablation, Cell
+
+# Kingma et al. 2014, Table 1: M2 test error (%) on MNIST, mean and +- over runs
+PAPER_M2_ERROR = {100: (11.97, 1.71), 600: (4.94, 0.13), 1000: (3.60, 0.56), 3000: (3.92, 0.63)}
+
+
+def compares_with_paper(axes: Sequence[str], runs: pd.DataFrame) -> bool:
+    """Whether the paper's M2 errors belong beside these runs: MNIST alone, swept over labels."""
+    return "labels" in axes and set(runs["dataset"]) == {"mnist"}
+
+
+class ResultsError(RuntimeError):
+    """No finished runs to build a table or plot from."""
+
+
+def load_runs(
+    ablation: Ablation,
+    results_dir: str | Path,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+    every_seed: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ablation's finished runs at this budget, read from their records in
+    `results_dir`/runs (the seeds the file plans for each cell, whichever machine and ablation
+    made them; with `every_seed`, every seed found): one row per run, in the ablation's cell
+    order and by seed, with a column for each swept setting; and the per-epoch curves of those
+    runs."""
+    runs_dir = Path(results_dir) / RUNS_FOLDER
+    rows, curves = [], []
+    for order, cell in enumerate(ablation.cells()):
+        expected = ablation.variant(cell, 0, epochs)
+        planned = set(ablation.seeds_of(cell))
+        for record in find_records(runs_dir, expected, max_steps):
+            if not every_seed and record.variant.seed not in planned:
+                continue
+            row = _row(record, cell, order, ablation.axes)
+            rows.append(row)
+            curves += [
+                {
+                    "cell": cell.name,
+                    "variant": cell.variant,
+                    "seed": record.variant.seed,
+                    "epoch": r.epoch,
+                    "test_error": r.test_error,
+                    **{a: row[a] for a in ablation.axes},
+                }
+                for r in record.history
+            ]
+    if not rows:
+        budget = epochs or ablation.epochs
+        raise ResultsError(missing_records(ablation, runs_dir, budget, max_steps))
+    frame = pd.DataFrame(rows).sort_values(["order", "seed"]).drop(columns="order")
+    return frame.reset_index(drop=True), pd.DataFrame(curves)
+
+
+def _row(record: RunRecord, cell: Cell, order: int, axes: Sequence[str]) -> dict:
+    v, made, out = record.variant, record.made, record.outcome
+    segments = made.get("segments") or [made]
+    return {
+        "cell": cell.name,
+        "variant": cell.variant,
+        "control": cell.control,
+        "seed": v.seed,
+        "labels": v.labels,
+        "dataset": v.dataset,
+        "order": order,
+        **out,
+        "samples_per_sec": out["final_samples_per_sec"],
+        "git_commit": " & ".join(sorted({_commit(s) for s in segments})),
+        "machine": " & ".join(sorted({s.get("device_name") or "unknown" for s in segments})),
+        "finished": made.get("finished", ""),
+        # controls are not swept along an axis that does not change the problem
+        **{
+            axis: getattr(v, axis) if axis in PROBLEM_AXES or not cell.control else "control"
+            for axis in axes
+        },
+    }
+
+
+def _commit(segment: dict) -> str:
+    """A segment's commit, marked when its tree had uncommitted changes."""
+    dirty = segment.get("git_dirty") in (True, "True")
+    return segment.get("git_commit", "unknown") + (" (uncommitted changes)" if dirty else "")
+
+
+def summarize(runs: pd.DataFrame, paper_column: bool = False) -> pd.DataFrame:
+    """Per cell, over seeds: the reported test error (at the best validation epoch when the runs
+    hold validation images out, else the last epoch) as mean and standard deviation, the
+    test-selected best beside it, epochs run and how the runs ended, time to each of
+    ACCURACY_TARGETS (the mean over the runs that reached it, and how many did), throughput and
+    seed count."""
+    grouped = runs.groupby("cell", sort=False)
+    to_targets = {}
+    for pct in TARGET_PERCENTS:
+        to_targets[f"seconds_to_{pct}"] = (f"seconds_to_{pct}", "mean")
+        to_targets[f"reached_{pct}"] = (f"seconds_to_{pct}", "count")
+    table = grouped.agg(
+        variant=("variant", "first"),
+        labels=("labels", "first"),
+        test_error_mean=("selected_test_error", "mean"),
+        test_error_std=("selected_test_error", "std"),
+        test_selected_best=("best_test_error_test_selected", "mean"),
+        epochs_mean=("epochs_run", "mean"),
+        epochs_min=("epochs_run", "min"),
+        epochs_max=("epochs_run", "max"),
+        stopped_by_rule=("stopped_by", lambda s: int((s == "patience").sum())),
+        **to_targets,
+        samples_per_sec=("samples_per_sec", "mean"),
+        seeds=("seed", "nunique"),
+    ).reset_index()
+    table["test_error_std"] = table["test_error_std"].fillna(0.0)
+    intervals = grouped["selected_test_error"].agg(t_interval)
+    table["ci_low"] = [intervals[c][0] for c in table["cell"]]
+    table["ci_high"] = [intervals[c][1] for c in table["cell"]]
+    if paper_column:
+        table["paper_m2_error"] = table["labels"].map(
+            lambda n: (
+                f"{PAPER_M2_ERROR[n][0]:.2f} ± {PAPER_M2_ERROR[n][1]:.2f}"
+                if n in PAPER_M2_ERROR
+                else ""
+            )
+        )
+    return table
+
+
+def errors_by_seed(runs: pd.DataFrame, cell: str) -> dict[int, float]:
+    """A cell's reported test error by seed."""
+    rows = runs[runs["cell"] == cell]
+    return dict(zip(rows["seed"], rows["selected_test_error"], strict=True))
+
+
+def comparisons(ablation: Ablation, runs: pd.DataFrame) -> list[Comparison]:
+    """Every cell with runs against its reference cell (`Ablation.reference_of`), paired by
+    seed over the seeds both have, Holm-corrected together; cells that share fewer than two
+    seeds with their reference are left out."""
+    found = set(runs["cell"])
+    pairs = [
+        (cell.name, reference.name)
+        for cell in ablation.cells()
+        if cell.name in found
+        and (reference := ablation.reference_of(cell)) is not None
+        and reference.name in found
+    ]
+    made = []
+    for cell, reference in pairs:
+        errors, reference_errors = errors_by_seed(runs, cell), errors_by_seed(runs, reference)
+        if len(set(errors) & set(reference_errors)) >= 2:
+            made.append(compare(cell, errors, reference, reference_errors))
+    return holm(made)
+
+
+def comparison_frame(found: Sequence[Comparison]) -> pd.DataFrame:
+    """The comparisons as a table, one row each (every number, for the CSV and MLflow)."""
+    return pd.DataFrame(
+        [
+            {
+                "cell": c.cell,
+                "reference": c.reference,
+                "seeds": " ".join(map(str, c.seeds)),
+                "pairs": len(c.seeds),
+                "difference": c.difference,
+                "ci_low": c.low,
+                "ci_high": c.high,
+                "probability_of_improvement": c.probability_of_improvement,
+                "p_exact": c.p_value,
+                "p_exact_holm": c.p_holm,
+                "smallest_p": c.smallest_p,
+                "p_t": c.p_t,
+                "p_t_holm": c.p_t_holm,
+                "verdict": c.verdict,
+                "seeds_for_resolve": c.seeds_for_resolve,
+                "seeds_for_observed": c.seeds_for_observed,
+            }
+            for c in found
+        ],
+        columns=[
+            "cell",
+            "reference",
+            "seeds",
+            "pairs",
+            "difference",
+            "ci_low",
+            "ci_high",
+            "probability_of_improvement",
+            "p_exact",
+            "p_exact_holm",
+            "smallest_p",
+            "p_t",
+            "p_t_holm",
+            "verdict",
+            "seeds_for_resolve",
+            "seeds_for_observed",
+        ],
+    )
+
+
+def reference_label(ablation: Ablation) -> str:
+    """How a table names what its cells are compared with."""
+    if isinstance(ablation.reference, dict):
+        settings = ", ".join(f"{k} = {v}" for k, v in ablation.reference.items())
+        return f"the cell with {settings} that shares most with each"
+    return f"`{ablation.reference or ablation.variants[0]}`"
+
+
+def _interval(low: float, high: float) -> str:
+    return "n < 2" if pd.isna(low) else f"[{low:.2f}, {high:.2f}]"
+
+
+def comparisons_markdown(found: Sequence[Comparison], reference_label: str) -> list[str]:
+    """The paired comparisons section of a table: what is compared and how, the table, and the
+    seeds-needed line."""
+    if not found:
+        return []
+    shown = pd.DataFrame(
+        {
+            "cell": [c.cell for c in found],
+            "against": [c.reference for c in found],
+            "pairs": [len(c.seeds) for c in found],
+            "difference (points)": [f"{c.difference:+.2f}" for c in found],
+            f"{CONFIDENCE:.0%} CI (t)": [_interval(c.low, c.high) for c in found],
+            "P(improvement)": [f"{c.probability_of_improvement:.2f}" for c in found],
+            "p exact (Holm)": [f"{c.p_value:.3g} ({c.p_holm:.3g})" for c in found],
+            "smallest p": [f"{c.smallest_p:.3g}" for c in found],
+            "p t-test (Holm)": [f"{c.p_t:.2g} ({c.p_t_holm:.2g})" for c in found],
+            "verdict": [c.verdict for c in found],
+            f"seeds for {RESOLVE_POINTS:g} pt": [_seeds(c.seeds_for_resolve) for c in found],
+            "seeds for observed": [_seeds(c.seeds_for_observed) for c in found],
+        }
+    )
+    resolve = [c.seeds_for_resolve for c in found if c.seeds_for_resolve]
+    observed = [c.seeds_for_observed for c in found if c.seeds_for_observed]
+    return [
+        f"## Paired comparisons against {reference_label}",
+        "",
+        "Each cell against its reference at the same label count and dataset, over the seeds "
+        "both have (a seed fixes the labelled images and the initialisation, so runs of one seed "
+        "are paired): the mean of error(cell) - error(reference) in points (negative: the cell is "
+        f"better) with its paired t interval ({CONFIDENCE:.0%}, normal differences assumed); "
+        "the probability of improvement (rliable: P(cell's error < reference's) over every pair "
+        "of their runs, ties one half); the two-sided p-value of the exact paired permutation "
+        "test (every sign flip of the differences), with the smallest p it can give with that "
+        "many pairs; the paired t-test's p; both corrected by Holm across this table's "
+        f"comparisons. Verdict: better or worse where the corrected exact p is below {LEVEL:g}; "
+        '"(t test)" where only the corrected t-test p is (it assumes normal differences); '
+        "else no difference detected with that many seeds. The exact test cannot reject with "
+        f"fewer than 6 pairs (smallest p {smallest_p(5):g} with 5, {smallest_p(3):g} with 3).",
+        "",
+        shown.to_markdown(index=False, disable_numparse=True),
+        "",
+        f"Seeds needed (pairs for a paired t-test at {LEVEL:g} with power {POWER:g} against "
+        "each comparison's observed spread of differences, and at least the 6 the exact test "
+        f"needs): to resolve {RESOLVE_POINTS:g} points, "
+        + _range(resolve)
+        + "; to resolve the observed difference, "
+        + _range(observed)
+        + ".",
+        "",
+    ]
+
+
+def _seeds(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def _range(values: Sequence[int]) -> str:
+    if not values:
+        return "none (no difference observed)"
+    lo, hi = min(values), max(values)
+    return f"{lo:,}" if lo == hi else f"{lo:,} to {hi:,}"
+
+
+def provenance(ablation: Ablation, runs: pd.DataFrame, epochs: int, max_steps: int | None) -> dict:
+    """The command that makes these runs (the table holds the seeds the file plans), and which
+    commits and machines made how many of them, with their summed time (they may have run in
+    several sessions, on several machines)."""
+    command = f"m2h ablate {ablation.name}"
+    budget = ""
+    if epochs != ablation.epochs:
+        budget += f" --epochs {epochs}"
+    if max_steps:
+        budget += f" --max-steps {max_steps}"
+
+    def counted(column: str) -> str:
+        """How many runs trained under each value (a run resumed under another commit or
+        machine counts under each, and the resumed runs are counted apart)."""
+        values = [v.split(" & ") for v in runs[column]]
+        counts = pd.Series([x for v in values for x in v]).value_counts().sort_index()
+        line = "; ".join(f"{value} ({n} runs)" for value, n in counts.items())
+        across = sum(len(v) > 1 for v in values)
+        both = f"; {across} of the runs trained under two or more of these" if across else ""
+        return line + both
+
+    planned = sum(len(ablation.seeds_of(cell)) for cell in ablation.cells())
+    return {
+        "progress": f"{len(runs)} of the {planned} runs the ablation file plans have finished"
+        + ("" if len(runs) >= planned else "; cells without a row have none yet"),
+        "command": command + budget,
+        "rebuild": f"m2h table {ablation.name}{budget}",
+        "commit": counted("git_commit"),
+        "machine": counted("machine"),
+        "wall_time": f"{runs['wall_seconds'].sum() / 3600:.2f} h summed over {len(runs)} runs "
+        f"(finished {runs['finished'].min()} to {runs['finished'].max()})",
+    }
+
+
+def write_table(
+    name: str,
+    table: pd.DataFrame,
+    meta: dict[str, str],
+    out_dir: Path,
+    description: str = "",
+    found: Sequence[Comparison] = (),
+    reference_label: str = "the reference",
+) -> tuple[Path, Path]:
+    """results/NAME.csv (every column), NAME_comparisons.csv (the paired comparisons, where
+    there are any) and NAME.md (the table as a reader wants it, under its provenance, then
+    the comparisons); the index in results/README.md keeps the provenance line."""
+    csv, md = out_dir / f"{name}.csv", out_dir / f"{name}.md"
+    table.to_csv(csv, index=False)
+    if found:
+        comparison_frame(found).to_csv(out_dir / f"{name}_comparisons.csv", index=False)
+    shown = pd.DataFrame({"cell": table["cell"], "labels": table["labels"]})
+    shown["test error (%)"] = [
+        f"{m:.2f} ± {s:.2f}"
+        for m, s in zip(table["test_error_mean"], table["test_error_std"], strict=True)
+    ]
+    shown[f"{CONFIDENCE:.0%} CI (t)"] = [
+        _interval(lo, hi) for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
+    ]
+    if "paper_m2_error" in table:
+        shown["paper M2 error (%)"] = table["paper_m2_error"]
+    shown["best, test-selected (%)"] = table["test_selected_best"].map(lambda v: f"{v:.2f}")
+    shown["epochs"] = [
+        f"{mean:.0f} ({lo}-{hi})" if lo != hi else f"{lo}"
+        for mean, lo, hi in zip(
+            table["epochs_mean"], table["epochs_min"], table["epochs_max"], strict=True
+        )
+    ]
+    shown["stopped by rule"] = [
+        f"{n}/{seeds}" for n, seeds in zip(table["stopped_by_rule"], table["seeds"], strict=True)
+    ]
+    for pct in TARGET_PERCENTS:
+        shown[f"time to {pct}% (s)"] = [
+            f"{t:,.0f} ({n}/{seeds})" if n else f"never (0/{seeds})"
+            for t, n, seeds in zip(
+                table[f"seconds_to_{pct}"], table[f"reached_{pct}"], table["seeds"], strict=True
+            )
+        ]
+    shown["samples/s"] = table["samples_per_sec"].map(lambda v: f"{v:,.0f}")
+    shown["seeds"] = table["seeds"]
+    lines = [
+        f"# Ablation `{name}`",
+        "",
+        description,
+        "",
+        f"- command: `{meta['command']}` (then `{meta['rebuild']}`)",
+        f"- commit: {meta['commit']}",
+        f"- machine: {meta['machine']}",
+        f"- time: {meta['wall_time']}",
+        f"- progress: {meta['progress']}",
+        "",
+        "Test error (%) on the 10,000 test images, mean ± standard deviation over seeds and the "
+        f"{CONFIDENCE:.0%} t interval of the mean, at the epoch the stop rule selects: the last "
+        "epoch whose validation error (held-out training images) improved on the best before it "
+        "by more than the rule's min_delta points, so a later epoch may be lower by up to "
+        "min_delta (the last epoch where a run holds no images out). Beside it: the best test "
+        "error over training, selected on the test set (for comparison only); epochs run (mean,"
+        " range); how many runs the stop rule ended (the others spent their epoch budget); "
+        "training seconds to 90% and 95% test accuracy (mean over the runs that reached it, and"
+        " how many did); the last epoch's training rows/s (labelled + unlabelled).",
+        "",
+        shown.to_markdown(index=False),
+        "",
+        *comparisons_markdown(found, reference_label),
+    ]
+    md.write_text("\n".join(lines))
+    update_index(out_dir, name, meta)
+    return md, csv
+
+
+def update_index(out_dir: Path, name: str, meta: dict[str, str]) -> None:
+    """Keep one provenance entry per table in results/README.md."""
+    index = out_dir / "README.md"
+    text = index.read_text() if index.exists() else "# Results\n\n"
+    block = (
+        f"<!-- table:{name} -->\n- [`{name}`]({name}.md): `{meta['command']}`; commit "
+        f"{meta['commit']}; {meta['machine']}; {meta['wall_time']}\n<!-- /table:{name} -->"
+    )
+    pattern = re.compile(
+        rf"<!-- table:{re.escape(name)} -->.*?<!-- /table:{re.escape(name)} -->", re.S
+    )
+    text = pattern.sub(block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
+    index.write_text(text.rstrip() + "\n")
+
+
+PROBLEM_AXES = ("labels", "dataset")  # errors are not comparable across their values
+
+
+def plot(
+    name: str,
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    out_dir: Path,
+    axis: str | None = None,
+    paper: bool = False,
+    found: Sequence[Comparison] = (),
+) -> list[Path]:
+    """The test-error curves (`plot_curves`; not drawn from runs of one epoch: a curve needs
+    two), the reported error per cell (`final_figure`, with the paper's M2 errors where `paper`)
+    and, where there are comparisons, the paired differences (`paired_figure`); the paths
+    written."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    paths = []
+    if curves["epoch"].nunique() > 1:
+        paths.append(plot_curves(name, runs, curves, out_dir / f"{name}_curves.png", axis))
+    figure = final_figure(name, runs, axis, paper)
+    final = out_dir / f"{name}_final.png"
+    figure.savefig(final, dpi=120)
+    plt.close(figure)
+    paths.append(final)
+    if found:
+        figure = paired_figure(name, found)
+        paired = out_dir / f"{name}_paired.png"
+        figure.savefig(paired, dpi=120)
+        plt.close(figure)
+        paths.append(paired)
+    return paths
+
+
+def plot_curves(
+    name: str, runs: pd.DataFrame, curves: pd.DataFrame, path: Path, axis: str | None
+) -> Path:
+    """Test error by epoch per cell, mean and band over seeds; when the swept `axis` changes the
+    problem (labels or dataset), one panel per value of it and a line per variant."""
+    title = f"{name}: test error by epoch (mean ± sd over seeds)"
+    if axis in PROBLEM_AXES and axis in runs:
+        grid = sns.relplot(
+            curves,
+            kind="line",
+            x="epoch",
+            y="test_error",
+            hue="variant",
+            col=axis,
+            col_wrap=min(4, curves[axis].nunique()),
+            errorbar="sd",
+            marker="o",
+            height=3.2,
+            facet_kws={"sharey": False},
+        )
+        grid.set_axis_labels("epoch", "test error (%)")
+        grid.figure.suptitle(title)
+        for ax in grid.axes.flat:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        grid.figure.subplots_adjust(top=0.82)
+        grid.savefig(path, dpi=120)
+        plt.close(grid.figure)
+        return path
+    fig, ax = plt.subplots(figsize=(8, 5))
+    sns.lineplot(curves, x="epoch", y="test_error", hue="cell", errorbar="sd", marker="o", ax=ax)
+    ax.set(ylabel="test error (%)", title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def final_figure(name: str, runs: pd.DataFrame, axis: str | None, paper: bool) -> Figure:
+    """The reported test error per cell (or along the swept `axis`, a line per variant); along
+    `labels` with `paper`, the paper's M2 mean ± std at each label count it reports, in black."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    if axis is not None and axis in runs:
+        dodge = 0.3 if runs["variant"].nunique() > 1 else False  # seaborn: one hue, no dodge
+        sns.pointplot(
+            runs,
+            x=axis,
+            y="selected_test_error",
+            hue="variant",
+            errorbar=t_interval,
+            dodge=dodge,
+            ax=ax,
+        )
+        if paper and axis == "labels":
+            _draw_paper_errors(ax)
+    else:
+        sns.pointplot(
+            runs,
+            x="cell",
+            y="selected_test_error",
+            errorbar=t_interval,
+            linestyle="none",
+            capsize=0.2,
+            ax=ax,
+        )
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
+    ax.set(
+        ylabel="test error (%)",
+        title=f"{name}: reported test error (mean, {CONFIDENCE:.0%} t interval over seeds)",
+    )
+    fig.tight_layout()
+    return fig
+
+
+def paired_figure(name: str, found: Sequence[Comparison]) -> Figure:
+    """One row per comparison: the mean paired difference in error with its t interval, against
+    zero (left of it: the cell is better than its reference), the verdict beside it."""
+    fig, ax = plt.subplots(figsize=(12, 0.5 * len(found) + 1.6))
+    rows = range(len(found))[::-1]
+    for y, c in zip(rows, found, strict=True):
+        low, high = (c.difference, c.difference) if pd.isna(c.low) else (c.low, c.high)
+        color = "tab:green" if c.verdict.startswith("better") else "tab:red"
+        if c.verdict.startswith("no difference"):
+            color = "tab:gray"
+        ax.errorbar(
+            c.difference,
+            y,
+            xerr=[[c.difference - low], [high - c.difference]],
+            fmt="o",
+            color=color,
+            capsize=4,
+        )
+        ax.annotate(c.verdict, (1.01, y), xycoords=("axes fraction", "data"), va="center")
+    ax.axvline(0, color="black", linewidth=1)
+    ax.set_yticks(list(rows), [f"{c.cell} - {c.reference} ({len(c.seeds)})" for c in found])
+    ax.set(
+        xlabel="paired difference in test error (points; < 0: the cell is better)",
+        title=f"{name}: paired differences, {CONFIDENCE:.0%} t interval (pairs)",
+    )
+    fig.tight_layout(rect=(0, 0, 0.78, 1))  # the verdicts stand right of the axes
+    return fig
+
+
+def _draw_paper_errors(ax: Axes) -> None:
+    """The paper's M2 mean ± std, in black, at each label count on the categorical x axis that
+    the paper reports (left of the variants' dodged points at that count's tick)."""
+    ticks = zip(ax.get_xticks(), ax.get_xticklabels(), strict=True)
+    at = {int(label.get_text()): x for x, label in ticks}
+    reported = [n for n in at if n in PAPER_M2_ERROR]
+    if not reported:
+        return
+    ax.errorbar(
+        [at[n] - 0.3 for n in reported],
+        [PAPER_M2_ERROR[n][0] for n in reported],
+        yerr=[PAPER_M2_ERROR[n][1] for n in reported],
+        fmt="D",
+        color="black",
+        capsize=4,
+        label="paper's M2 (Kingma et al. 2014)",
+    )
+    ax.legend(title="variant")

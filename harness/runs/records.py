@@ -1,0 +1,168 @@
+"""Run records: one small JSON text file per finished run, committed under `results/runs/`.
+
+A record holds what a table or plot needs and what a reader needs to trust it: the run's resolved
+settings (its variant, seed included), the step cap, the commit, machine and versions that made
+it, its outcome under the stop rule, and one line per epoch. Tables and plots are rebuilt from
+records alone (no MLflow store), records from different machines and sessions merge into one
+table, and `m2h load` puts them into an MLflow store for the UI.
+
+A record's name carries its cell key (every setting but the seed, with the step cap) and its
+seed, so a finished cell is found, and reused by any ablation that lists it, without training it
+again.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from harness.config.identity import cell_key, record_key, record_name
+from harness.config.variants import Variant
+from harness.files import write_atomically
+from harness.training.trainer import EpochReport, run_summary
+
+if TYPE_CHECKING:
+    from harness.config.ablations import Ablation
+
+FORMAT = 1
+RUNS_FOLDER = "runs"  # under a results folder
+
+
+class RecordError(ValueError):
+    """A run record that cannot be read."""
+
+
+def record_path(runs_dir: str | Path, variant: Variant, max_steps: int | None) -> Path:
+    """Where the record of `variant`'s run (its seed included) lives in `runs_dir`."""
+    return Path(runs_dir) / f"{record_name(variant, max_steps)}.json"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    variant: Variant
+    max_steps: int | None
+    made: dict[str, Any]  # commit, machine, versions, threads, when it finished
+    history: list[EpochReport]
+    path: Path | None = None
+
+    @property
+    def outcome(self) -> dict[str, Any]:
+        return run_summary(self.variant, self.history)
+
+    @property
+    def key(self) -> str:
+        return record_key(self.variant, self.max_steps)
+
+
+def _rounded(value: Any) -> Any:
+    return float(f"{value:.6g}") if isinstance(value, float) else value
+
+
+def _epoch_line(report: EpochReport) -> dict[str, Any]:
+    flat = asdict(report)
+    flat["losses"] = {k: _rounded(v) for k, v in flat["losses"].items()}
+    return {k: _rounded(v) for k, v in flat.items()}
+
+
+def make_record(
+    variant: Variant,
+    history: Sequence[EpochReport],
+    environment: dict[str, Any],
+    max_steps: int | None = None,
+    segments: Sequence[dict[str, Any]] | None = None,
+) -> RunRecord:
+    """The record of a finished run, its epoch figures rounded to 6 significant digits as the
+    file stores them. `made` names where it finished and, in `segments`, every commit and
+    machine it trained under with the epochs each trained (a resumed run has several)."""
+    made = {
+        **environment,
+        "host": platform.node(),
+        "threads": torch.get_num_threads(),
+        "finished": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    made["segments"] = (
+        list(segments)
+        if segments is not None
+        else [
+            {
+                **{k: environment.get(k) for k in ("git_commit", "git_dirty", "device_name")},
+                "host": made["host"],
+                "epochs": [1, len(history)],
+            }
+        ]
+    )
+    rounded = [EpochReport(**_epoch_line(r)) for r in history]
+    return RunRecord(variant.replace(description=""), max_steps, made, rounded)
+
+
+def write_record(runs_dir: str | Path, record: RunRecord) -> Path:
+    """Write `record` as JSON text (one line per epoch, so a diff reads by epoch), atomically."""
+    path = record_path(runs_dir, record.variant, record.max_steps)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head = {
+        "format": FORMAT,
+        "variant": record.variant.params(),
+        "max_steps": record.max_steps,
+        "made": record.made,
+        "outcome": {k: _rounded(v) for k, v in record.outcome.items()},
+    }
+    text = json.dumps(head, indent=1)[:-2] + ',\n "epochs": [\n'
+    text += ",\n".join("  " + json.dumps(_epoch_line(r)) for r in record.history)
+    text += "\n ]\n}\n"
+    return write_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def read_record(path: str | Path) -> RunRecord:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != FORMAT:
+            raise RecordError(f"{path}: record format {data.get('format')!r}, expected {FORMAT}")
+        return RunRecord(
+            Variant(**data["variant"]),
+            data["max_steps"],
+            data["made"],
+            [EpochReport(**e) for e in data["epochs"]],
+            path,
+        )
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        if isinstance(err, RecordError):
+            raise
+        raise RecordError(f"{path} is not a readable run record: {err}") from None
+
+
+def find_records(runs_dir: str | Path, variant: Variant, max_steps: int | None) -> list[RunRecord]:
+    """Every record of `variant`'s cell in `runs_dir`, whatever its seed, by seed."""
+    pattern = f"{variant.name}-{cell_key(variant, max_steps)}-s*.json"
+    records = [read_record(p) for p in Path(runs_dir).glob(pattern)]
+    return sorted(records, key=lambda r: r.variant.seed)
+
+
+def all_records(runs_dir: str | Path) -> list[RunRecord]:
+    return [read_record(p) for p in sorted(Path(runs_dir).glob("*.json"))]
+
+
+def missing_records(ablation: Ablation, runs_dir: Path, epochs: int, max_steps: int | None) -> str:
+    """Why an ablation has no records to show: none at all, or only at other budgets (named)."""
+    names = {c.variant for c in ablation.cells()}
+    budgets = {
+        (r.variant.epochs, r.max_steps) for r in all_records(runs_dir) if r.variant.name in names
+    } - {(epochs, max_steps)}
+    hint = (
+        "; its variants have records at "
+        + ", ".join(
+            f"--epochs {e}" + (f" --max-steps {m}" if m else "")
+            for e, m in sorted(budgets, key=str)
+        )
+        if budgets
+        else f"; run `m2h ablate {ablation.name}` first"
+    )
+    budget = f"--epochs {epochs}" + (f" --max-steps {max_steps}" if max_steps else "")
+    return f"ablation {ablation.name!r} has no run records at {budget} in {runs_dir}{hint}"

@@ -1,0 +1,312 @@
+"""One run end to end: data, trainer, checkpoint and resume, MLflow tracking, report lines."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from harness.config.identity import run_key
+from harness.config.variants import Variant
+from harness.training.checkpoint import CheckpointError, load_checkpoint
+from harness.training.data import Splits, load_splits
+from harness.training.trainer import (
+    EpochReport,
+    Trainer,
+    resolve_device,
+    run_summary,
+    settings_differing,
+)
+
+if TYPE_CHECKING:
+    from harness.tracking.tracker import Tracker
+
+DEFAULT_CHECKPOINT_DIR = Path("checkpoints")
+
+
+@dataclass
+class RunResult:
+    variant: Variant
+    reports: list[EpochReport]
+    run_id: str | None
+
+    @property
+    def final(self) -> EpochReport:
+        return self.reports[-1]
+
+
+class OutputError(OSError):
+    """A folder the harness must write to cannot be written."""
+
+
+def ensure_writable(folder: Path, what: str) -> None:
+    """Create `folder` and prove it writable, or raise one clear error."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".m2h-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise OutputError(f"the {what} {folder} cannot be written: {err.strerror}") from None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run is carried out, apart from what it trains (its Variant): where the data and
+    the checkpoints live, the device, the store, and the Trainer's speed options."""
+
+    data_root: str | Path | None = None
+    device: str | None = None
+    max_steps: int | None = None
+    download: bool = True
+    progress: bool = True
+    tracker: Tracker | None = None
+    parent_run_id: str | None = None
+    checkpoint_dir: str | Path | None = DEFAULT_CHECKPOINT_DIR
+    resume: bool = False
+    precision: str = "fp32"  # the speed options: bf16 autocast, a compiled loss, CUDA graphs
+    compile: bool = False
+    cuda_graphs: bool = False
+    records_dir: str | Path | None = None  # where a finished run leaves its record (records.py)
+    announce: Callable[[str], Any] | None = None  # told whether a run resumes, and from what
+
+
+def run_variant(
+    variant: Variant,
+    options: RunOptions = RunOptions(),
+    *,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    on_epoch_end: Iterable[Callable[[EpochReport], Any]] = (),
+) -> RunResult:
+    """`run_seeds` for the variant's own seed alone; each callback gets the epoch's report."""
+    callbacks = [
+        lambda reports, callback=callback: callback(reports[0]) for callback in on_epoch_end
+    ]
+    (result,) = run_seeds(
+        variant,
+        [variant.seed],
+        options,
+        run_name=None if run_name is None else lambda v: run_name,
+        tags=None if tags is None else lambda v: tags,
+        on_epoch_end=callbacks,
+    )
+    return result
+
+
+def run_seeds(
+    variant: Variant,
+    seeds: Sequence[int],
+    options: RunOptions = RunOptions(),
+    *,
+    run_name: Callable[[Variant], str] | None = None,
+    tags: Callable[[Variant], dict[str, str]] | None = None,
+    on_epoch_end: Iterable[Callable[[list[EpochReport | None]], Any]] = (),
+) -> list[RunResult]:
+    """Train the `seeds` of `variant`, one seed alone or several stacked in one step, each its own
+    run: its own checkpoint (the one it would have alone), saved every epoch, and, when tracked,
+    its own MLflow run (tagged with the stack's seeds when stacked). With `options.resume`,
+    continue from the checkpoints (and into the same MLflow runs) if they exist. `run_name` and
+    `tags` give a seed's run name and tags from its variant; the callbacks get every epoch's
+    reports, one per seed (None for a seed the stop rule ended earlier)."""
+    from harness.runs.provenance import environment_params, segment_provenance
+
+    torch_device, splits = _prepare(variant, options)
+    environment = environment_params(torch_device)
+    trainer = Trainer(
+        variant,
+        splits,
+        torch_device,
+        options.max_steps,
+        options.progress,
+        seeds=seeds,
+        precision=options.precision,
+        compile=options.compile,
+        cuda_graphs=options.cuda_graphs,
+        made_by=segment_provenance(environment),
+    )
+    paths = [_checkpoint_path(options, v) for v in trainer.variants]
+    checkpoints = None if options.checkpoint_dir is None else paths
+    resumed = options.resume and checkpoints is not None and trainer.resume_from(checkpoints)
+    if options.announce and checkpoints is not None:
+        for v, path in zip(trainer.variants, checkpoints, strict=True):
+            options.announce(resume_note(v, path, options.resume, resumed, trainer.epoch))
+    callbacks = list(on_epoch_end)
+    tracker = options.tracker
+    with ExitStack() as runs:  # one failure or interrupt ends every seed's run alike
+        run_ids = [
+            None
+            if tracker is None
+            else runs.enter_context(
+                _tracked_run(tracker, options, trainer, i, paths[i], resumed, run_name, tags)
+            )
+            for i in range(len(trainer.seeds))
+        ]
+        if tracker is not None:
+
+            def log_epoch(reports: list[EpochReport | None]) -> None:
+                for run_id, report in zip(run_ids, reports, strict=True):
+                    if report is not None:  # None: the seed ended before this epoch
+                        tracker.log_epoch(run_id, report)
+
+            callbacks.insert(0, log_epoch)
+        histories = trainer.fit(callbacks, checkpoints)
+        for i, (v, history) in enumerate(zip(trainer.variants, histories, strict=True)):
+            _write_record(options, v, history, environment, trainer.seed_segments(i))
+        if tracker is not None:
+            from harness.tracking.figures import run_figures
+
+            for i, (v, history) in enumerate(zip(trainer.variants, histories, strict=True)):
+                figures = run_figures(trainer.seed_model(i), splits.test_x, splits.test_y, v.name)
+                tracker.log_end(run_ids[i], v, history, figures, paths[i])
+    return [
+        RunResult(v, history, run_id)
+        for v, history, run_id in zip(trainer.variants, histories, run_ids, strict=True)
+    ]
+
+
+def _write_record(
+    options: RunOptions,
+    variant: Variant,
+    reports: list[EpochReport],
+    environment: dict[str, Any],
+    segments: list[dict[str, Any]],
+) -> None:
+    """Leave the finished run's record in `options.records_dir`, if one is named."""
+    if options.records_dir is None:
+        return
+    from harness.runs.records import make_record, write_record
+
+    record = make_record(variant, reports, environment, options.max_steps, segments)
+    write_record(options.records_dir, record)
+
+
+def _prepare(variant: Variant, options: RunOptions) -> tuple[torch.device, Splits]:
+    """The training device and the data on it; the checkpoint folder proven writable first."""
+    torch_device = resolve_device(options.device)
+    if options.checkpoint_dir is not None:
+        ensure_writable(Path(options.checkpoint_dir), "checkpoint folder")
+    splits = load_splits(
+        variant.dataset, options.data_root, torch_device, variant.validation, options.download
+    )
+    return torch_device, splits
+
+
+def checkpoint_path(checkpoint_dir: str | Path, variant: Variant, max_steps: int | None) -> Path:
+    """Where a run of `variant` keeps its checkpoint in `checkpoint_dir`."""
+    return Path(checkpoint_dir) / f"{run_key(variant, max_steps)}.pt"
+
+
+def resume_note(variant: Variant, checkpoint: Path, resume: bool, resumed: bool, epoch: int) -> str:
+    """What a run does with checkpoints: which one and which epoch it resumes from, or that it
+    starts fresh and why (no checkpoint of these settings; those of the same variant with other
+    settings are named, with what differs; or --resume was not asked for)."""
+    if resumed:
+        return f"resuming from {checkpoint} after epoch {epoch} of {variant.epochs}"
+    if checkpoint.exists():
+        return (
+            f"starting fresh: {checkpoint} holds this run after epoch "
+            f"{load_checkpoint(checkpoint)['epoch']} and will be overwritten "
+            "(--resume continues it)"
+        )
+    note = f"starting fresh: no checkpoint of these settings in {checkpoint.parent}"
+    if not resume:
+        return note
+    others = []
+    for path in sorted(checkpoint.parent.glob(f"{variant.name}-*.pt")):
+        try:
+            changed = settings_differing(variant, load_checkpoint(path)) or ["--max-steps"]
+        except CheckpointError:  # not this run's file: named, never loaded
+            others.append(f"{path.name} (not read: not a plain m2h checkpoint)")
+            continue
+        others.append(f"{path.name} (differs in {', '.join(changed)})")
+    if others:
+        note += f"; not resumed, being of other settings: {'; '.join(others)}"
+    return note
+
+
+def _checkpoint_path(options: RunOptions, variant: Variant) -> Path | None:
+    if options.checkpoint_dir is None:
+        return None
+    return checkpoint_path(options.checkpoint_dir, variant, options.max_steps)
+
+
+@contextmanager
+def _tracked_run(
+    tracker: Tracker,
+    options: RunOptions,
+    trainer: Trainer,
+    i: int,
+    checkpoint: Path | None,
+    resumed: bool,
+    run_name: Callable[[Variant], str] | None,
+    tags: Callable[[Variant], dict[str, str]] | None,
+) -> Iterator[str]:
+    """Open (or, resuming, reopen) the MLflow run of the trainer's seed i and log its start; the
+    epochs a resumed checkpoint holds but the run lacks are logged first. A seed of a stack is
+    named for its seed by default and tagged with the stack's seeds."""
+    from harness.tracking.tracker import read_run_pointer, write_run_pointer
+
+    parent_run_id = options.parent_run_id
+    variant, stacked = trainer.variants[i], len(trainer.seeds) > 1
+    previous = (
+        read_run_pointer(checkpoint, tracker, parent_run_id)
+        if options.resume and checkpoint
+        else None
+    )
+    default_name = f"{variant.name} seed {variant.seed}" if stacked else variant.name
+    name = run_name(variant) if run_name else default_name
+    tags = {
+        **(tags(variant) if tags else {}),
+        **({"stacked_seeds": ",".join(map(str, trainer.seeds))} if stacked else {}),
+        **({"resumed": "true"} if previous else {}),
+    }
+    with tracker.run(name, tags, parent_run_id, previous) as run_id:
+        if checkpoint is not None:
+            write_run_pointer(checkpoint, tracker, run_id)
+        speed = {
+            "precision": trainer.precision,
+            "compile": trainer.compiled,
+            "cuda_graphs": trainer.cuda_graphs,
+        }
+        max_steps = options.max_steps or "none"
+        tracker.log_start(run_id, variant, trainer.device, {"max_steps": max_steps, **speed})
+        if resumed:
+            tracker.log_missing_epochs(run_id, trainer.seed_history(i))
+        yield run_id
+
+
+def format_report(report: EpochReport, epochs: int) -> str:
+    losses = "  ".join(f"{k} {v:.4g}" for k, v in report.losses.items())
+    val = (
+        "" if report.val_accuracy is None else f"  val error {100 * (1 - report.val_accuracy):.2f}%"
+    )
+    return (
+        f"epoch {report.epoch:>3}/{epochs}  {losses}  test acc {100 * report.test_accuracy:.2f}%"
+        f"  error {report.test_error:.2f}%{val}  {report.samples_per_sec:,.0f} rows/s"
+        f"  {report.epoch_seconds:.1f} s"
+    )
+
+
+def format_summary(variant: Variant, reports: list[EpochReport]) -> str:
+    """One line: the reported test accuracy (at the best validation epoch when the run holds
+    validation images out, else the last), how the run ended, the test-selected best beside it."""
+    s = run_summary(variant, reports)
+    error = s["selected_test_error"]
+    where = (
+        f"at the best validation epoch, {s['selected_epoch']} of {s['epochs_run']}"
+        if s["selected_val_error"] is not None
+        else f"after {s['epochs_run']} epochs"
+    )
+    ended = {"patience": "ended by the stop rule", "budget": "the epoch budget spent"}
+    return (
+        f"{variant.name} on {variant.dataset}, {variant.labels} labels, seed {variant.seed}: "
+        f"test accuracy {100 - error:.2f}% (error {error:.2f}%) {where} "
+        f"({ended.get(s['stopped_by'], 'unfinished')}); best "
+        f"{100 - s['best_test_error_test_selected']:.2f}% (test-selected, for comparison); "
+        f"{s['final_samples_per_sec']:,.0f} rows/s; {s['train_seconds']:.1f} s training"
+    )

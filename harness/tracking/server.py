@@ -1,0 +1,99 @@
+"""A local MLflow server: the UI (`m2h ui`), and the one writer that lets several processes log
+to a SQLite store at once (SQLite takes one writer at a time)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from harness.files import sqlite_path
+from harness.tracking.tracker import TrackingError
+
+
+def server_command(
+    uri: str, host: str = "127.0.0.1", port: int = 5000, ui_only: bool = False
+) -> list[str]:
+    """`mlflow server` (or `mlflow ui`) over the store at `uri`, artifacts beside a SQLite file."""
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui" if ui_only else "server",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    path = sqlite_path(uri)
+    if path is not None:
+        command += ["--artifacts-destination", str(path.parent / "mlartifacts")]
+    return command
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(command: list[str], **popen: Any) -> subprocess.Popen:
+    """Start an MLflow server in a process group of its own (it spawns a job runner and queue
+    consumers), so that `stop_server` ends all of it."""
+    return subprocess.Popen(command, start_new_session=True, **{"stderr": subprocess.PIPE, **popen})
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(server.pid, sig)
+            server.wait(timeout=wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def wait_for_server(address: str, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Poll `address`/health until an MLflow server answers; a clear error if it died or hung."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"{address}/health", timeout=2)
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                detail = process.stderr.read().decode()[-500:] if process.poll() else ""
+                raise TrackingError(
+                    f"the MLflow server at {address} did not start. {detail}"
+                ) from None
+            time.sleep(0.3)
+
+
+@contextmanager
+def local_server(uri: str, timeout: float = 120.0) -> Iterator[str]:
+    """An MLflow server on localhost over a SQLite store, so that several processes log at once
+    (SQLite refuses concurrent writers); an HTTP store is used as it is."""
+    if uri.startswith(("http://", "https://")):
+        yield uri
+        return
+    port = free_port()
+    server = start_server(
+        [*server_command(uri, port=port), "--workers", "2"], stdout=subprocess.DEVNULL
+    )
+    address = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_server(address, server, timeout)
+        yield address
+    finally:
+        stop_server(server)

@@ -1,0 +1,80 @@
+"""Atomic checkpoints: model, optimiser, random-generator state, epoch and history.
+
+A checkpoint holds only tensors and plain containers of numbers and strings (the variant's
+settings, the state dicts, the generator state as a tensor, the history as plain dicts), and is
+read with `torch.load(weights_only=True)`: no pickled object is ever built, so a file that
+someone else could write into a shared checkpoint folder cannot run code as the reader. A file
+that is not such a checkpoint (another program's, truncated, corrupt, or holding objects that
+would run code when unpickled) is refused with one line naming it, and nothing is overwritten:
+the user deletes or moves it to start afresh.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.files import write_atomically
+
+# what every checkpoint holds, with the type each must have
+FIELDS: dict[str, type | tuple[type, ...]] = {
+    "variant": dict,
+    "model": dict,
+    "optimizer": dict,
+    "generator": torch.Tensor,
+    "epoch": int,
+    "step": int,
+    "history": list,
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is not read: unsafe, foreign, truncated or corrupt."""
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write `state` atomically (a temporary file of this writer's, renamed over `path`)."""
+    write_atomically(Path(path), lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint without unpickling anything but tensors and plain containers; raise
+    CheckpointError (one line naming the file) for anything else."""
+    path = Path(path)
+    afresh = "delete or move it to start this run afresh"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch names the global it would not build ("GLOBAL posix.system"); no global named:
+        # not a pickle at all (text, another format)
+        unsafe = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line), "")
+        if not unsafe:
+            raise CheckpointError(
+                f"{path}: not a readable checkpoint (truncated or corrupt: not a torch.save "
+                f"file); {afresh}"
+            ) from None
+        reason = "it names " + unsafe[unsafe.index("GLOBAL") :].split()[1]
+        raise CheckpointError(
+            f"{path}: refused, not loaded: it is not a plain checkpoint of tensors and numbers "
+            f"and loading it could run code ({reason.rstrip('.')}); {afresh}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated or corrupt: {first}); {afresh}"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"{path}: not an m2h checkpoint (it holds a {type(state).__name__}); {afresh}"
+        )
+    wrong = [k for k, kind in FIELDS.items() if not isinstance(state.get(k), kind)]
+    if wrong:
+        raise CheckpointError(
+            f"{path}: not an m2h checkpoint (missing or malformed: {', '.join(wrong)}); {afresh}"
+        )
+    return state

@@ -1,0 +1,239 @@
+"""The training step of one seed, and the interface every step gives the trainer's loop.
+
+A step owns what is trained: the model, its optimiser and noise generator, and the seed's
+labelled and unlabelled images on the device. The loop (trainer.py) draws batch indices, sets
+alpha and the temperature, and keeps the history; it sees a step only through `TrainingStep`, so
+one seed (`OneSeed`, eager, compiled or replayed as a CUDA graph) and several seeds stacked under
+vmap (`stacked.StackedSeeds`) run in the same loop. Every step returns its loss terms with a
+leading seed axis, [S, len(TERMS)], and one accuracy per seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple, Protocol
+
+import torch
+from torch import Tensor
+
+from harness.config.variants import NUM_CLASSES, Variant
+from harness.training.data import Splits, balanced_label_subset
+from harness.training.loss import TERMS, m2_loss
+from harness.training.model import M2
+
+PRECISIONS = ("fp32", "bf16")
+
+BeforeUpdate = Callable[[Tensor], Any]
+
+
+class Batch(NamedTuple):
+    """A step's input: indices into the unlabelled and the labelled images ([B] for one seed,
+    [S, B] for a stack of S), and alpha and the temperature at this step."""
+
+    idx_u: Tensor
+    idx_l: Tensor
+    alpha: float
+    temperature: float
+
+
+class TrainingStep(Protocol):
+    """What the trainer's loop needs of a step, for S seeds (S = len(seeds))."""
+
+    seeds: tuple[int, ...]
+    n_labelled: int  # labelled training images per seed
+    n_unlabelled: int
+    optimizer: torch.optim.Optimizer
+
+    def epoch_order(self, steps: int, labelled_batch: int) -> tuple[Tensor, Tensor]:
+        """Each seed's unlabelled indices in a fresh random order, and its labelled ones cycled
+        to cover `steps` batches ([S, n] each for a stack, [n] for one seed)."""
+        ...
+
+    def forward_backward(self, batch: Batch) -> Tensor:
+        """The loss terms on a batch, [S, len(TERMS)], and their gradients; no update."""
+        ...
+
+    def train(self, batch: Batch, before_update: BeforeUpdate | None = None) -> Tensor:
+        """One update on a batch; returns the loss terms, [S, len(TERMS)] (no host sync)."""
+        ...
+
+    def accuracies(self, x: Tensor, y: Tensor) -> list[float]:
+        """Each seed's accuracy of q(y|x) on (x, y)."""
+        ...
+
+    def seed_state(self, i: int) -> dict[str, Any]:
+        """Seed i's model, optimiser state and the generator, as a checkpoint holds them."""
+        ...
+
+    def load_seed_states(self, states: Sequence[dict[str, Any]]) -> None:
+        """Put every seed's `seed_state` back."""
+        ...
+
+
+def eager_train(
+    step: TrainingStep, batch: Batch, before_update: BeforeUpdate | None = None
+) -> Tensor:
+    """Forward and backward, `before_update` (the NaN watch: a bad step is never applied),
+    then the update."""
+    values = step.forward_backward(batch)
+    if before_update is not None:
+        before_update(values)
+    step.optimizer.step()
+    return values
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+
+
+def autocast(device: torch.device, precision: str, cache: bool = True) -> torch.autocast:
+    """bf16 matrix products in the forward and backward passes (the loss itself in float32),
+    or nothing."""
+    return torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=cache
+    )
+
+
+def make_optimizer(
+    variant: Variant,
+    params: Iterable[torch.nn.Parameter],
+    fused: bool = True,
+    capturable: bool = False,
+) -> torch.optim.Optimizer:
+    """Adam or AdamW; `fused` runs the whole update in one kernel per step (CPU and CUDA)
+    instead of a handful of element-wise ops per parameter; `capturable` keeps its step count on
+    the device, so the update can be captured in a CUDA graph."""
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[variant.optimizer]
+    return cls(params, lr=variant.lr, fused=fused, capturable=capturable)
+
+
+def labelled_split(
+    splits: Splits, labels: int, seed: int, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(x_l, y_l, x_u): `labels` training images balanced over the classes and drawn with `seed`,
+    their classes, and the other training images (unlabelled)."""
+    labelled = balanced_label_subset(splits.train_y, labels, NUM_CLASSES, seed)
+    is_labelled = torch.zeros(len(splits.train_y), dtype=torch.bool)
+    is_labelled[labelled] = True
+    labelled, unlabelled = labelled.to(device), (~is_labelled).nonzero().flatten().to(device)
+    return splits.train_x[labelled], splits.train_y[labelled], splits.train_x[unlabelled]
+
+
+def epoch_order(
+    generator: torch.Generator, n_unlabelled: int, n_labelled: int, steps: int, labelled_batch: int
+) -> tuple[Tensor, Tensor]:
+    """Unlabelled indices in a fresh random order; labelled ones, reshuffled each cycle, repeated
+    to cover `steps` batches of `labelled_batch`."""
+    device = generator.device
+    order_u = torch.randperm(n_unlabelled, generator=generator, device=device)
+    cycles = math.ceil(steps * labelled_batch / n_labelled)
+    order_l = torch.cat(
+        [torch.randperm(n_labelled, generator=generator, device=device) for _ in range(cycles)]
+    )
+    return order_u, order_l
+
+
+def loss_options(
+    variant: Variant, generator: torch.Generator, alpha: Any, temperature: Any
+) -> dict[str, Any]:
+    """m2_loss's settings, with alpha and the temperature as given (floats, or 0-d tensors
+    when compiled or graphed, so that a changing value is an input, not a recompilation or
+    a constant baked into the graph)."""
+    return {
+        "estimator": variant.estimator,
+        "alpha": alpha,
+        "temperature": temperature,
+        "y_term": variant.y_term,
+        "generator": generator,
+        "per_row": variant.term_weighting == "per-row",
+    }
+
+
+class OneSeed:
+    """The step of `variant` at its own seed: eager (the reference), with a compiled loss, or, on
+    CUDA, forward, backward and the update captured once as a graph and replayed (graphs.py)."""
+
+    def __init__(
+        self,
+        variant: Variant,
+        splits: Splits,
+        device: torch.device,
+        *,
+        precision: str = "fp32",
+        compile: bool = False,
+        cuda_graphs: bool = False,
+    ) -> None:
+        check_precision(precision)
+        if cuda_graphs and device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device; this run is on {device}")
+        self.variant, self.device, self.seeds = variant, device, (variant.seed,)
+        self.precision, self.compiled, self.cuda_graphs = precision, compile, cuda_graphs
+        self.loss_fn = torch.compile(m2_loss) if compile else m2_loss
+        torch.manual_seed(variant.seed)
+        self.model = M2.from_variant(variant).to(device)
+        self.generator = torch.Generator(device).manual_seed(variant.seed)
+        self.optimizer = make_optimizer(variant, self.model.parameters(), capturable=cuda_graphs)
+        self.x_l, self.y_l, self.x_u = labelled_split(splits, variant.labels, variant.seed, device)
+        self.n_labelled, self.n_unlabelled = len(self.x_l), len(self.x_u)
+        self.graphed: Any = None  # the captured step (graphs.py), made at the first update
+
+    def epoch_order(self, steps: int, labelled_batch: int) -> tuple[Tensor, Tensor]:
+        return epoch_order(
+            self.generator, self.n_unlabelled, self.n_labelled, steps, labelled_batch
+        )
+
+    def loss_terms(
+        self, idx_u: Tensor, idx_l: Tensor, alpha: Any, temperature: Any, cache: bool = True
+    ) -> dict[str, Tensor]:
+        """m2_loss on a batch drawn by index (`cache`: autocast's weight cache, which a CUDA
+        graph capture must do without)."""
+        options = loss_options(self.variant, self.generator, alpha, temperature)
+        with autocast(self.device, self.precision, cache):
+            return self.loss_fn(
+                self.model, self.x_l[idx_l], self.y_l[idx_l], self.x_u[idx_u], **options
+            )
+
+    def forward_backward(self, batch: Batch) -> Tensor:
+        scalar = torch.tensor if self.compiled else float
+        alpha, temperature = scalar(batch.alpha), scalar(batch.temperature)
+        terms = self.loss_terms(batch.idx_u, batch.idx_l, alpha, temperature)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        return torch.stack([terms[t].detach() for t in TERMS])[None]
+
+    def train(self, batch: Batch, before_update: BeforeUpdate | None = None) -> Tensor:
+        """Eager, `eager_train`. With CUDA graphs forward, backward and the update are one
+        replay of the step captured at the first call (after any resume), and `before_update`
+        sees the terms after it."""
+        if not self.cuda_graphs:
+            return eager_train(self, batch, before_update)
+        if self.graphed is None:
+            from harness.training.graphs import GraphedStep
+
+            self.graphed = GraphedStep(self, len(batch.idx_u), len(batch.idx_l))
+        values = self.graphed(batch)[None]
+        if before_update is not None:
+            before_update(values)
+        return values
+
+    @torch.no_grad()
+    def accuracies(self, x: Tensor, y: Tensor) -> list[float]:
+        self.model.eval()
+        accuracy = (self.model.predict(x) == y).float().mean().item()
+        self.model.train()
+        return [accuracy]
+
+    def seed_state(self, i: int) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_seed_states(self, states: Sequence[dict[str, Any]]) -> None:
+        (state,) = states
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
