@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from harness.config.variants import create_variant
-from harness.tools.bench import count_flops, harness_step, matmul_peak, synthetic_splits
+from harness.tools.bench import count_flops, harness_step, matmul_peak
 from harness.tools.reference import reference_exact_loss
+from harness.training.data import synthetic_splits
 from harness.training.loss import m2_loss
 from harness.training.model import M2
 from harness.training.trainer import Trainer, synchronize

@@ -1,5 +1,6 @@
-"""Files that several processes write at once: atomic replacement, and the lock under which a
-SQLite store (MLflow's, Optuna's) is created or migrated by one process at a time."""
+"""Files and folders: where the data lives, a folder proven writable before anything is written,
+atomic replacement that several writers can make at once, and the lock under which a SQLite store
+(MLflow's, Optuna's) is created or migrated by one process at a time."""
 
 from __future__ import annotations
 
@@ -10,6 +11,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from filelock import FileLock
+
+DATA_ROOT_ENV = "M2_DATA_ROOT"  # where the datasets live, unless --data-root says
+
+
+class OutputError(OSError):
+    """A folder the harness must write to cannot be written."""
+
+
+def ensure_writable(folder: Path, what: str) -> None:
+    """Create `folder` and prove it writable, or raise one clear error."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".m2h-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise OutputError(f"the {what} {folder} cannot be written: {err.strerror}") from None
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:

@@ -83,6 +83,6 @@ _TREE = pytest.StashKey[set]()
 @pytest.fixture(scope="session")
 def generated():
     """Generated MNIST-shaped splits with a validation split (no files needed)."""
-    from harness.tools.bench import synthetic_splits
+    from harness.training.data import synthetic_splits
 
     return synthetic_splits(torch.device("cpu"), train=1200, test=200, validation=200)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from harness.config.variants import (
-    DATA_ROOT_ENV,
     Variant,
     applicable_params,
     create_variant,
@@ -22,6 +21,7 @@ from harness.config.variants import (
     round_float,
     user_variants_path,
 )
+from harness.files import DATA_ROOT_ENV
 
 LIST_COLUMNS = (
     "estimator",
@@ -186,11 +186,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     from harness.config.ablations import load_ablation
-    from harness.experiments.ablate import run_ablation
+    from harness.experiments.ablate import AblationOptions, run_ablation
 
     ablation = load_ablation(args.name)
-    outcomes = run_ablation(
-        ablation,
+    options = AblationOptions(
         tracking_uri=args.tracking_uri,
         track=not args.no_track,
         seeds=args.seeds,
@@ -207,6 +206,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         slurm=slurm_options(args),
         wait=args.launcher == "local" or args.wait,
     )
+    outcomes = run_ablation(ablation, options)
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
@@ -218,8 +218,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 def _results_inputs(args: argparse.Namespace):
     from harness.config.ablations import load_ablation
+    from harness.files import ensure_writable
     from harness.reporting.tables import load_runs
-    from harness.runs.runner import ensure_writable
 
     ablation = load_ablation(args.name)
     ensure_writable(Path(args.out), "results folder")
@@ -255,7 +255,8 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from harness.reporting.tables import compares_with_paper, comparisons, plot
+    from harness.reporting.plots import plot
+    from harness.reporting.tables import compares_with_paper, comparisons
 
     ablation, runs, curves = _results_inputs(args)
     axis = next(iter(ablation.axes)) if len(ablation.axes) == 1 else None
@@ -421,20 +422,13 @@ def device_label(device: Any) -> str:
     return environment_params(device)["device_name"]
 
 
-def experiment_links(uri: str, address: str) -> list[tuple[str, str]]:
-    """Each experiment's page in the UI, on its runs table (MLflow 3 opens an experiment in its
-    GenAI view unless the link says `workflowType=machine_learning`)."""
-    from mlflow import MlflowClient
-
-    return [
-        (e.name, f"{address}/#/experiments/{e.experiment_id}?workflowType=machine_learning")
-        for e in MlflowClient(tracking_uri=uri).search_experiments()
-        if e.name != "Default"
-    ]
-
-
 def cmd_ui(args: argparse.Namespace) -> int:
-    from harness.tracking.server import server_command, start_server, stop_server
+    from harness.tracking.server import (
+        experiment_links,
+        server_command,
+        start_server,
+        stop_server,
+    )
     from harness.tracking.tracker import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)

@@ -218,7 +218,6 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
 _REGISTRY: dict[str, Variant] = {}
 _SPACES: dict[str, dict[str, Any]] = {}
 USER_VARIANTS_ENV = "M2H_VARIANTS"
-DATA_ROOT_ENV = "M2_DATA_ROOT"  # where the datasets live (data.py), set before any torch import
 
 
 def register_variant(

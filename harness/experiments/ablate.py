@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
-import re
 import shutil
-import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import as_completed
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,86 +121,101 @@ def plan(
     return jobs, reused
 
 
-def run_ablation(
-    ablation: Ablation,
-    *,
-    tracking_uri: str | None = None,
-    track: bool = True,
-    seeds: Sequence[int] | None = None,
-    epochs: int | None = None,
-    max_steps: int | None = None,
-    device: str | None = None,
-    data_root: str | None = None,
-    download: bool = True,
-    jobs: int = 1,
-    stack: bool = False,
-    checkpoint_dir: str | Path = "checkpoints",
-    results_dir: str | Path = "results",
-    threads: int | None = None,
-    slurm: SlurmOptions | None = None,
-    wait: bool = True,
-    echo: Any = print,
-) -> list[CellOutcome]:
-    """Run every cell and seed whose record is not yet in `results_dir`/runs, under one parent
-    MLflow run (a reused record is logged under it too), or, without `track`, with records
-    alone (where mlflow is not installed); with `stack`, the seeds of a cell train at once in
-    one process (`stacked.StackedSeeds`). With `slurm`, the jobs go to Slurm (launchers.py)
-    instead of local processes, and, unless `wait`, the command returns once they are queued."""
-    from harness.experiments.machine import default_threads
-    from harness.runs.runner import ensure_writable
+@dataclass(frozen=True)
+class AblationOptions:
+    """How an ablation runs: `m2h ablate`'s options, one typed object."""
+
+    tracking_uri: str | None = None
+    track: bool = True  # False: records alone, where mlflow is not installed
+    seeds: Sequence[int] | None = None  # None: the file's
+    epochs: int | None = None  # None: the file's budget
+    max_steps: int | None = None
+    device: str | None = None
+    data_root: str | None = None
+    download: bool = True
+    jobs: int = 1
+    stack: bool = False  # a cell's seeds train at once in one process (`StackedSeeds`)
+    checkpoint_dir: str | Path = "checkpoints"
+    results_dir: str | Path = "results"
+    threads: int | None = None
+    slurm: SlurmOptions | None = None  # send the jobs to Slurm instead of local processes
+    wait: bool = True  # with Slurm: wait for the jobs, or return once they are queued
+
+
+def checked(ablation: Ablation, options: AblationOptions) -> AblationOptions:
+    """The options with the budget filled in and, for Slurm, every path absolute; bad data, a
+    Slurm setup that cannot work and unwritable folders fail here, before anything is written."""
+    from harness.files import ensure_writable
     from harness.training.data import ensure_dataset
 
-    epochs = epochs or ablation.epochs
     for dataset in {ablation.variant(cell, 0).dataset for cell in ablation.cells()}:
-        ensure_dataset(dataset, data_root, download)  # bad data fails here, before any write
-    if slurm is not None:
-        check_slurm(track, tracking_uri)
-        results_dir, checkpoint_dir = Path(results_dir).resolve(), Path(checkpoint_dir).resolve()
-        data_root = str(Path(data_root).resolve()) if data_root else None
-    records_dir = Path(results_dir) / RUNS_FOLDER
-    ensure_writable(Path(checkpoint_dir), "checkpoint folder")
-    ensure_writable(records_dir, "results folder")
-    cell_folder = Path(checkpoint_dir) / SHARED_CHECKPOINTS
-    adopt_checkpoints(ablation, seeds, epochs, max_steps, Path(checkpoint_dir), cell_folder)
-    todo, reused = plan(ablation, seeds, epochs, max_steps, records_dir, stack, cell_folder)
-    outcomes = _announce(ablation, todo, reused, records_dir, stack, echo)
+        ensure_dataset(dataset, options.data_root, options.download)
+    options = dataclasses.replace(options, epochs=options.epochs or ablation.epochs)
+    if options.slurm is not None:
+        check_slurm(options.track, options.tracking_uri)
+        options = dataclasses.replace(
+            options,
+            results_dir=Path(options.results_dir).resolve(),
+            checkpoint_dir=Path(options.checkpoint_dir).resolve(),
+            data_root=str(Path(options.data_root).resolve()) if options.data_root else None,
+        )
+    ensure_writable(Path(options.checkpoint_dir), "checkpoint folder")
+    ensure_writable(Path(options.results_dir) / RUNS_FOLDER, "results folder")
+    return options
+
+
+def run_ablation(
+    ablation: Ablation, options: AblationOptions | None = None, echo: Any = print
+) -> list[CellOutcome]:
+    """Run every cell and seed whose record is not yet in the results folder's runs/, each
+    claimed first (a run another process holds is waited for after the others), under one parent
+    MLflow run (a reused record is logged under it too), or with records alone."""
+    from harness.experiments.machine import default_threads
+
+    o = checked(ablation, options or AblationOptions())
+    epochs = o.epochs or ablation.epochs
+    records_dir = Path(o.results_dir) / RUNS_FOLDER
+    cell_folder = Path(o.checkpoint_dir) / SHARED_CHECKPOINTS
+    adopt_checkpoints(ablation, o.seeds, epochs, o.max_steps, Path(o.checkpoint_dir), cell_folder)
+    todo, reused = plan(ablation, o.seeds, epochs, o.max_steps, records_dir, o.stack, cell_folder)
+    outcomes = _announce(ablation, todo, reused, records_dir, o.stack, echo)
     where = Setting(
         experiment=ablation.name,
         parent=None,
         tracking_uri=None,
         store=None,
-        data_root=data_root,
-        download=download,
-        device=device,
-        max_steps=max_steps,
+        data_root=o.data_root,
+        download=o.download,
+        device=o.device,
+        max_steps=o.max_steps,
         checkpoint_dir=str(cell_folder),
         records_dir=str(records_dir),
-        threads=threads or default_threads(min(jobs, max(1, len(todo)))),
+        threads=o.threads or default_threads(min(o.jobs, max(1, len(todo)))),
     )
     with contextlib.ExitStack() as tracked:
-        if track:
+        if o.track:
             from harness.tracking.tracker import Tracker
 
-            tracker = Tracker(tracking_uri, ablation.name, description=ablation.description)
+            tracker = Tracker(o.tracking_uri, ablation.name, description=ablation.description)
             parent_id = tracked.enter_context(
-                parent_run(tracker, ablation, results_dir, epochs, max_steps, jobs)
+                parent_run(tracker, ablation, o.results_dir, epochs, o.max_steps, o.jobs)
             )
             for cell, record in reused:
-                _log_once(tracker, ablation, parent_id, cell, record, max_steps)
+                _log_once(tracker, ablation, parent_id, cell, record, o.max_steps)
             where = dataclasses.replace(
                 where, parent=parent_id, tracking_uri=tracker.uri, store=tracker.uri
             )
         launched = (
-            run_jobs(todo, where, jobs)
-            if slurm is None
-            else slurm_jobs(todo, where, slurm, ablation.name, wait)
+            run_jobs(todo, where, o.jobs)
+            if o.slurm is None
+            else slurm_jobs(todo, where, o.slurm, ablation.name, o.wait)
         )
         outcomes += _report(launched, echo)
-        claimed = [o for o in outcomes if o.status == "claimed"]
-        if claimed and slurm is None:  # come back to them: wait for each, reuse its record
+        claimed = [c for c in outcomes if c.status == "claimed"]
+        if claimed and o.slurm is None:  # come back to them: wait for each, reuse its record
             waiting = dataclasses.replace(where, wait_for_claims=True)
-            outcomes = [o for o in outcomes if o.status != "claimed"]
-            outcomes += _report(run_jobs(claimed_jobs(todo, claimed), waiting, jobs), echo)
+            outcomes = [c for c in outcomes if c.status != "claimed"]
+            outcomes += _report(run_jobs(claimed_jobs(todo, claimed), waiting, o.jobs), echo)
     return outcomes
 
 
@@ -396,12 +409,6 @@ def parent_run(
         _log_cell_summary(tracker, parent_id, ablation, results_dir, epochs, max_steps)
 
 
-def metric_name(cell: str) -> str:
-    """A cell's name in the characters MLflow allows in a metric name: exact[labels=100] ->
-    exact labels:100."""
-    return re.sub(r"[^\w.\- :/]", "", cell.replace("[", " ").replace("=", ":").replace(",", " "))
-
-
 def _log_cell_summary(
     tracker: Any,
     parent_id: str,
@@ -410,8 +417,6 @@ def _log_cell_summary(
     epochs: int,
     max_steps: int | None,
 ) -> None:
-    from mlflow.entities import Metric
-
     from harness.reporting.tables import (
         ResultsError,
         comparison_frame,
@@ -426,24 +431,9 @@ def _log_cell_summary(
         return
     table = summarize(runs)
     found = comparison_frame(comparisons(ablation, runs))
-    now = int(time.time() * 1000)
-    metrics = [
-        Metric(f"{metric_name(row.cell)}/{column}", float(getattr(row, column)), now, 0)
-        for row in table.itertuples()
-        for column in ("test_error_mean", "test_error_std", "ci_low", "ci_high", "seeds")
-        if not math.isnan(getattr(row, column))
-    ] + [
-        Metric(
-            f"{metric_name(row.cell)}/vs_reference_{column}", float(getattr(row, column)), now, 0
-        )
-        for row in found.itertuples()
-        for column in ("difference", "ci_low", "ci_high", "p_exact_holm", "p_t_holm")
-        if not math.isnan(getattr(row, column))
-    ]
-    tracker.client.log_batch(parent_id, metrics=metrics)
-    tracker.client.log_text(parent_id, table.to_csv(index=False), "cells.csv")
-    if len(found):
-        tracker.client.log_text(parent_id, found.to_csv(index=False), "comparisons.csv")
+    from harness.tracking.loading import log_summary
+
+    log_summary(tracker, parent_id, table, found)
 
 
 def _log_once(
@@ -459,7 +449,9 @@ def _log_once(
     tags = run_tags(ablation, cell, record.variant, max_steps)
     if tracker.find_run({"m2h.record_key": tags["m2h.record_key"]}, parent_id) is not None:
         return False
-    tracker.log_record(record, f"{cell.name} seed {record.variant.seed}", tags, parent_id)
+    from harness.tracking.loading import log_record
+
+    log_record(tracker, record, f"{cell.name} seed {record.variant.seed}", tags, parent_id)
     return True
 
 

@@ -125,7 +125,7 @@ def _tracker(uri: str, experiment: str, store: str | None) -> Any:
 
 
 def _describe(result: Any) -> str:
-    from harness.training.trainer import run_summary
+    from harness.training.reports import run_summary
 
     s = run_summary(result.variant, result.reports)
     return (

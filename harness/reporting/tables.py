@@ -1,8 +1,8 @@
 """Result tables (pandas) and plots (seaborn) of an ablation, rebuilt from its run records.
 
-`m2h table NAME` writes `results/NAME.md` and `results/NAME.csv`; `m2h plot NAME` writes
-`results/NAME_curves.png` and `results/NAME_final.png`; both read the records in
-`results/runs/` (records.py) and need no MLflow store, so a fresh clone rebuilds every table.
+`m2h table NAME` writes `results/NAME.md` and `results/NAME.csv` (and `NAME_comparisons.csv`);
+it reads the records in `results/runs/` (records.py) and needs no MLflow store, so a fresh clone
+rebuilds every table. The plots are `plots.py`.
 Each table names the command, the commits and machines that made its runs and their time, and
 `results/README.md` keeps one such line per table.
 """
@@ -14,13 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
-from matplotlib.ticker import MaxNLocator
 
 from harness.reporting.statistics import (
     CONFIDENCE,
@@ -37,11 +31,9 @@ from harness.runs.records import RUNS_FOLDER, RunRecord, find_records, missing_r
 from harness.training.stopping import TARGET_PERCENTS
 
 if TYPE_CHECKING:
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
-
     from harness.config.ablations import Ablation, Cell
 
+PROBLEM_AXES = ("labels", "dataset")  # errors are not comparable across their values
 # Kingma et al. 2014, Table 1: M2 test error (%) on MNIST, mean and +- over runs
 PAPER_M2_ERROR = {100: (11.97, 1.71), 600: (4.94, 0.13), 1000: (3.60, 0.56), 3000: (3.92, 0.63)}
 
@@ -433,161 +425,3 @@ def update_index(out_dir: Path, name: str, meta: dict[str, str]) -> None:
     )
     text = pattern.sub(block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
     index.write_text(text.rstrip() + "\n")
-
-
-PROBLEM_AXES = ("labels", "dataset")  # errors are not comparable across their values
-
-
-def plot(
-    name: str,
-    runs: pd.DataFrame,
-    curves: pd.DataFrame,
-    out_dir: Path,
-    axis: str | None = None,
-    paper: bool = False,
-    found: Sequence[Comparison] = (),
-) -> list[Path]:
-    """The test-error curves (`plot_curves`; not drawn from runs of one epoch: a curve needs
-    two), the reported error per cell (`final_figure`, with the paper's M2 errors where `paper`)
-    and, where there are comparisons, the paired differences (`paired_figure`); the paths
-    written."""
-    sns.set_theme(style="whitegrid", context="notebook")
-    paths = []
-    if curves["epoch"].nunique() > 1:
-        paths.append(plot_curves(name, runs, curves, out_dir / f"{name}_curves.png", axis))
-    figure = final_figure(name, runs, axis, paper)
-    final = out_dir / f"{name}_final.png"
-    figure.savefig(final, dpi=120)
-    plt.close(figure)
-    paths.append(final)
-    if found:
-        figure = paired_figure(name, found)
-        paired = out_dir / f"{name}_paired.png"
-        figure.savefig(paired, dpi=120)
-        plt.close(figure)
-        paths.append(paired)
-    return paths
-
-
-def plot_curves(
-    name: str, runs: pd.DataFrame, curves: pd.DataFrame, path: Path, axis: str | None
-) -> Path:
-    """Test error by epoch per cell, mean and band over seeds; when the swept `axis` changes the
-    problem (labels or dataset), one panel per value of it and a line per variant."""
-    title = f"{name}: test error by epoch (mean ± sd over seeds)"
-    if axis in PROBLEM_AXES and axis in runs:
-        grid = sns.relplot(
-            curves,
-            kind="line",
-            x="epoch",
-            y="test_error",
-            hue="variant",
-            col=axis,
-            col_wrap=min(4, curves[axis].nunique()),
-            errorbar="sd",
-            marker="o",
-            height=3.2,
-            facet_kws={"sharey": False},
-        )
-        grid.set_axis_labels("epoch", "test error (%)")
-        grid.figure.suptitle(title)
-        for ax in grid.axes.flat:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        grid.figure.subplots_adjust(top=0.82)
-        grid.savefig(path, dpi=120)
-        plt.close(grid.figure)
-        return path
-    fig, ax = plt.subplots(figsize=(8, 5))
-    sns.lineplot(curves, x="epoch", y="test_error", hue="cell", errorbar="sd", marker="o", ax=ax)
-    ax.set(ylabel="test error (%)", title=title)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def final_figure(name: str, runs: pd.DataFrame, axis: str | None, paper: bool) -> Figure:
-    """The reported test error per cell (or along the swept `axis`, a line per variant); along
-    `labels` with `paper`, the paper's M2 mean ± std at each label count it reports, in black."""
-    fig, ax = plt.subplots(figsize=(8, 5))
-    if axis is not None and axis in runs:
-        dodge = 0.3 if runs["variant"].nunique() > 1 else False  # seaborn: one hue, no dodge
-        sns.pointplot(
-            runs,
-            x=axis,
-            y="selected_test_error",
-            hue="variant",
-            errorbar=t_interval,
-            dodge=dodge,
-            ax=ax,
-        )
-        if paper and axis == "labels":
-            _draw_paper_errors(ax)
-    else:
-        sns.pointplot(
-            runs,
-            x="cell",
-            y="selected_test_error",
-            errorbar=t_interval,
-            linestyle="none",
-            capsize=0.2,
-            ax=ax,
-        )
-        plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
-    ax.set(
-        ylabel="test error (%)",
-        title=f"{name}: reported test error (mean, {CONFIDENCE:.0%} t interval over seeds)",
-    )
-    fig.tight_layout()
-    return fig
-
-
-def paired_figure(name: str, found: Sequence[Comparison]) -> Figure:
-    """One row per comparison: the mean paired difference in error with its t interval, against
-    zero (left of it: the cell is better than its reference), the verdict beside it."""
-    fig, ax = plt.subplots(figsize=(12, 0.5 * len(found) + 1.6))
-    rows = range(len(found))[::-1]
-    for y, c in zip(rows, found, strict=True):
-        low, high = (c.difference, c.difference) if pd.isna(c.low) else (c.low, c.high)
-        color = "tab:green" if c.verdict.startswith("better") else "tab:red"
-        if c.verdict.startswith("no difference"):
-            color = "tab:gray"
-        ax.errorbar(
-            c.difference,
-            y,
-            xerr=[[c.difference - low], [high - c.difference]],
-            fmt="o",
-            color=color,
-            capsize=4,
-        )
-        ax.annotate(c.verdict, (1.01, y), xycoords=("axes fraction", "data"), va="center")
-    ax.axvline(0, color="black", linewidth=1)
-    ax.set_yticks(list(rows), [f"{c.cell} - {c.reference} ({len(c.seeds)})" for c in found])
-    ax.set(
-        xlabel="paired difference in test error (points; < 0: the cell is better)",
-        title=f"{name}: paired differences, {CONFIDENCE:.0%} t interval (pairs)",
-    )
-    fig.tight_layout(rect=(0, 0, 0.78, 1))  # the verdicts stand right of the axes
-    return fig
-
-
-def _draw_paper_errors(ax: Axes) -> None:
-    """The paper's M2 mean ± std, in black, at each label count on the categorical x axis that
-    the paper reports (left of the variants' dodged points at that count's tick)."""
-    ticks = zip(ax.get_xticks(), ax.get_xticklabels(), strict=True)
-    at = {int(label.get_text()): x for x, label in ticks}
-    reported = [n for n in at if n in PAPER_M2_ERROR]
-    if not reported:
-        return
-    ax.errorbar(
-        [at[n] - 0.3 for n in reported],
-        [PAPER_M2_ERROR[n][0] for n in reported],
-        yerr=[PAPER_M2_ERROR[n][1] for n in reported],
-        fmt="D",
-        color="black",
-        capsize=4,
-        label="paper's M2 (Kingma et al. 2014)",
-    )
-    ax.legend(title="variant")

@@ -26,7 +26,7 @@ import torch
 from harness.config.identity import cell_key, record_key, record_name
 from harness.config.variants import Variant
 from harness.files import write_atomically
-from harness.training.trainer import EpochReport, run_summary
+from harness.training.reports import EpochReport, run_summary
 
 if TYPE_CHECKING:
     from harness.config.ablations import Ablation

@@ -3,27 +3,53 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
 from harness.config.identity import run_key
 from harness.config.variants import Variant
+from harness.files import ensure_writable
 from harness.training.checkpoint import CheckpointError, load_checkpoint
 from harness.training.data import Splits, load_splits
-from harness.training.trainer import (
-    EpochReport,
-    Trainer,
-    resolve_device,
-    run_summary,
-    settings_differing,
-)
+from harness.training.model import M2
+from harness.training.reports import EpochReport, run_summary
+from harness.training.trainer import Trainer, resolve_device, settings_differing
 
-if TYPE_CHECKING:
-    from harness.tracking.tracker import Tracker
+
+class RunLog(Protocol):
+    """What a run logs to, handed to it (`RunOptions.tracker`): MLflow's tracker
+    (`harness.tracking.tracker.Tracker`) is one; the runner never imports it."""
+
+    def run(
+        self, name: str, tags: dict[str, str], parent_run_id: str | None, run_id: str | None
+    ) -> AbstractContextManager[str]: ...
+
+    def run_of_checkpoint(self, checkpoint: Path, parent_run_id: str | None) -> str | None: ...
+
+    def remember_checkpoint(self, checkpoint: Path, run_id: str) -> None: ...
+
+    def log_start(
+        self, run_id: str, variant: Variant, device: torch.device, extra: dict[str, Any]
+    ) -> None: ...
+
+    def log_epoch(self, run_id: str, report: EpochReport) -> None: ...
+
+    def log_missing_epochs(self, run_id: str, reports: list[EpochReport]) -> None: ...
+
+    def log_end(
+        self,
+        run_id: str,
+        variant: Variant,
+        reports: list[EpochReport],
+        model: M2,
+        test: tuple[torch.Tensor, torch.Tensor],
+        checkpoint: Path | None,
+    ) -> None: ...
+
 
 DEFAULT_CHECKPOINT_DIR = Path("checkpoints")
 
@@ -39,21 +65,6 @@ class RunResult:
         return self.reports[-1]
 
 
-class OutputError(OSError):
-    """A folder the harness must write to cannot be written."""
-
-
-def ensure_writable(folder: Path, what: str) -> None:
-    """Create `folder` and prove it writable, or raise one clear error."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".m2h-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise OutputError(f"the {what} {folder} cannot be written: {err.strerror}") from None
-
-
 @dataclass(frozen=True)
 class RunOptions:
     """How a run is carried out, apart from what it trains (its Variant): where the data and
@@ -64,7 +75,7 @@ class RunOptions:
     max_steps: int | None = None
     download: bool = True
     progress: bool = True
-    tracker: Tracker | None = None
+    tracker: RunLog | None = None
     parent_run_id: str | None = None
     checkpoint_dir: str | Path | None = DEFAULT_CHECKPOINT_DIR
     resume: bool = False
@@ -158,11 +169,9 @@ def run_seeds(
         for i, (v, history) in enumerate(zip(trainer.variants, histories, strict=True)):
             _write_record(options, v, history, environment, trainer.seed_segments(i))
         if tracker is not None:
-            from harness.tracking.figures import run_figures
-
+            test = (splits.test_x, splits.test_y)
             for i, (v, history) in enumerate(zip(trainer.variants, histories, strict=True)):
-                figures = run_figures(trainer.seed_model(i), splits.test_x, splits.test_y, v.name)
-                tracker.log_end(run_ids[i], v, history, figures, paths[i])
+                tracker.log_end(run_ids[i], v, history, trainer.seed_model(i), test, paths[i])
     return [
         RunResult(v, history, run_id)
         for v, history, run_id in zip(trainer.variants, histories, run_ids, strict=True)
@@ -237,7 +246,7 @@ def _checkpoint_path(options: RunOptions, variant: Variant) -> Path | None:
 
 @contextmanager
 def _tracked_run(
-    tracker: Tracker,
+    tracker: RunLog,
     options: RunOptions,
     trainer: Trainer,
     i: int,
@@ -249,12 +258,10 @@ def _tracked_run(
     """Open (or, resuming, reopen) the MLflow run of the trainer's seed i and log its start; the
     epochs a resumed checkpoint holds but the run lacks are logged first. A seed of a stack is
     named for its seed by default and tagged with the stack's seeds."""
-    from harness.tracking.tracker import read_run_pointer, write_run_pointer
-
     parent_run_id = options.parent_run_id
     variant, stacked = trainer.variants[i], len(trainer.seeds) > 1
     previous = (
-        read_run_pointer(checkpoint, tracker, parent_run_id)
+        tracker.run_of_checkpoint(checkpoint, parent_run_id)
         if options.resume and checkpoint
         else None
     )
@@ -267,7 +274,7 @@ def _tracked_run(
     }
     with tracker.run(name, tags, parent_run_id, previous) as run_id:
         if checkpoint is not None:
-            write_run_pointer(checkpoint, tracker, run_id)
+            tracker.remember_checkpoint(checkpoint, run_id)
         speed = {
             "precision": trainer.precision,
             "compile": trainer.compiled,

@@ -42,28 +42,6 @@ class Timing:
         return self.flops / self.seconds
 
 
-def synthetic_splits(
-    device: torch.device,
-    train: int = 60_000,
-    test: int = 10_000,
-    seed: int = 0,
-    validation: int = 0,
-    signal: float = 0.7,
-) -> Splits:
-    """MNIST-shaped generated images with balanced labels: each class a fixed random prototype
-    of 784 intensities (weighted `signal`) plus noise, so timing gets MNIST's shapes and tests
-    get data a classifier can learn, with no files (a small `signal` makes it hard)."""
-    g = torch.Generator().manual_seed(seed)
-    prototypes = torch.rand(10, 784, generator=g)
-
-    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        y = torch.arange(n) % 10
-        x = signal * prototypes[y] + (1 - signal) * torch.rand(n, 784, generator=g)
-        return x.to(device), y.to(device)
-
-    return Splits(*draw(train), *draw(validation), *draw(test))
-
-
 def time_call(
     fn: Callable[[], object], device: torch.device, repeats: int = 20, warmup: int = 3
 ) -> float:

@@ -1,6 +1,6 @@
 """The GPU checklist in one command, for the few sessions lent a GPU (the `device` tool).
 
-Everything is written and dry-run on the CPU beforehand (tests/test_gpu_kit.py), so a session
+Everything is written and dry-run on the CPU beforehand (tests/tools/test_gpu_kit.py), so a session
 that gets a GPU spends its minutes running, not writing. Prepare the carried folder here, commit,
 then run on the GPU machine (`$OUT` comes back; at most 8 files):
 
@@ -10,7 +10,8 @@ then run on the GPU machine (`$OUT` comes back; at most 8 files):
 
 What `run` does, each step within its share of `--time-limit`, writing as it goes:
   1. env.json       the device, torch and CUDA versions, the commit, the matmul peak
-  2. cuda-tests.xml the CUDA tests (tests/test_cuda.py), as JUnit XML; their output in kit.log
+  2. cuda-tests.xml the CUDA tests (tests/training/test_cuda.py), as JUnit XML; their output in
+                    kit.log
   3. bench.json     rows/s and fraction of the matmul peak for each estimator, eager against CUDA
                     graphs, bf16 and compile; exact with 1/4/16/64 stacked seeds
   4. accuracy.json  the seconds and epochs `exact` takes to 90% test accuracy at 100 labels
@@ -137,7 +138,15 @@ def environment(out: Path, device: Any) -> dict[str, Any]:
 
 def cuda_tests(out: Path, log: Log, timeout: float) -> None:
     repo = Path(__file__).resolve().parents[2]
-    command = [sys.executable, "-m", "pytest", "tests/test_cuda.py", "-q", "-p", "no:cacheprovider"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "tests/training/test_cuda.py",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+    ]
     command += ["-o", "addopts=", f"--junitxml={out.resolve() / 'cuda-tests.xml'}"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=repo)
     log(done.stdout[-6000:], done.stderr[-2000:])
@@ -155,7 +164,8 @@ def bench(out: Path, log: Log, device: Any, budget: dict, peak: float) -> list[d
     import torch
 
     from harness.config.variants import create_variant
-    from harness.tools.bench import count_flops, harness_step, synthetic_splits
+    from harness.tools.bench import count_flops, harness_step
+    from harness.training.data import synthetic_splits
     from harness.training.trainer import Trainer
 
     splits = synthetic_splits(device, train=60_000, test=1_000)

@@ -97,3 +97,15 @@ def local_server(uri: str, timeout: float = 120.0) -> Iterator[str]:
         yield address
     finally:
         stop_server(server)
+
+
+def experiment_links(uri: str, address: str) -> list[tuple[str, str]]:
+    """Each experiment's page in the UI, on its runs table (MLflow 3 opens an experiment in its
+    GenAI view unless the link says `workflowType=machine_learning`)."""
+    from mlflow import MlflowClient
+
+    return [
+        (e.name, f"{address}/#/experiments/{e.experiment_id}?workflowType=machine_learning")
+        for e in MlflowClient(tracking_uri=uri).search_experiments()
+        if e.name != "Default"
+    ]

@@ -14,7 +14,6 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,11 +22,11 @@ import torch
 from harness.files import sqlite_path, store_creation_lock
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    from torch import Tensor
 
     from harness.config.variants import Variant
-    from harness.runs.records import RunRecord
-    from harness.training.trainer import EpochReport
+    from harness.training.model import M2
+    from harness.training.reports import EpochReport
 
 
 EXPERIMENT_KIND = "mlflow.experimentKind"  # the UI's view of an experiment (MLflow 3)
@@ -231,15 +230,21 @@ class Tracker:
         run_id: str,
         variant: Variant,
         reports: list[EpochReport],
-        figures: dict[str, Figure],
+        model: M2,
+        test: tuple[Tensor, Tensor],
         checkpoint: Path | None,
     ) -> None:
-        """A finished run's outcome (metrics, and the tag `stopped_by`), its figures (closed
-        once logged) and where its checkpoint is (named, not copied: it is tens of MB)."""
+        """A finished run's outcome (metrics, and the tag `stopped_by`), its figures of `model`
+        on the test images `test` (closed once logged) and where its checkpoint is (named, not
+        copied: it is tens of MB)."""
         import matplotlib.pyplot as plt
         from mlflow.entities import Metric
 
-        from harness.training.trainer import run_summary
+        from harness.tracking.figures import run_figures
+
+        figures = run_figures(model, test[0], test[1], variant.name)
+
+        from harness.training.reports import run_summary
 
         now, epoch = int(time.time() * 1000), reports[-1].epoch
         summary = run_summary(variant, reports)
@@ -256,74 +261,26 @@ class Tracker:
         if checkpoint is not None:
             self.client.set_tag(run_id, "checkpoint", str(checkpoint.resolve()))
 
-    def log_record(
-        self, record: RunRecord, name: str, tags: dict[str, str], parent_run_id: str | None
-    ) -> str:
-        """A finished run from its record (records.py): its settings and provenance as params,
-        its epochs as metrics, its outcome, FINISHED at the time the record names."""
-        from mlflow.entities import Metric, Param
+    def remember_checkpoint(self, checkpoint: Path, run_id: str) -> None:
+        """Remember which MLflow run a checkpoint belongs to, so a resume continues that run."""
+        pointer = checkpoint.with_suffix(".run.json")
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        pointer.write_text(json.dumps({"tracking_uri": self.store, "run_id": run_id}))
 
-        finished = datetime.strptime(record.made["finished"], "%Y-%m-%dT%H:%M:%SZ")
-        end = int(finished.replace(tzinfo=UTC).timestamp() * 1000)
-        outcome = record.outcome
-        start = end - int(1000 * outcome["wall_seconds"])
-        v = record.variant
-        all_tags = {
-            **tags,
-            "variant": v.name,
-            "estimator": v.estimator,
-            "dataset": v.dataset,
-            "labels": str(v.labels),
-            "seed": str(v.seed),
-            "epochs": str(v.epochs),
-            "stopped_by": outcome["stopped_by"],
-            "m2h.loaded_from": record.path.name if record.path else "",
-        }
-        if parent_run_id is not None:
-            all_tags["mlflow.parentRunId"] = parent_run_id
-        run = self.client.create_run(self.experiment_id, start, all_tags, name)
-        run_id = run.info.run_id
-        params = {**v.params(), **record.made, "max_steps": record.max_steps or "none"}
-        self.client.log_batch(run_id, params=[Param(k, str(p)) for k, p in params.items()])
-        metrics = [
-            Metric(k, float(value), start, r.epoch)
-            for r in record.history
-            for k, value in r.metrics().items()
-        ]
-        metrics += [
-            Metric(k, float(value), end, record.history[-1].epoch)
-            for k, value in outcome.items()
-            if isinstance(value, int | float)
-        ]
-        for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a batch
-            self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
-        self.client.set_terminated(run_id, status="FINISHED", end_time=end)
-        return run_id
-
-
-def write_run_pointer(checkpoint: Path, tracker: Tracker, run_id: str) -> None:
-    """Remember which MLflow run a checkpoint belongs to, so a resume continues that run."""
-    pointer = checkpoint.with_suffix(".run.json")
-    pointer.parent.mkdir(parents=True, exist_ok=True)
-    pointer.write_text(json.dumps({"tracking_uri": tracker.store, "run_id": run_id}))
-
-
-def read_run_pointer(
-    checkpoint: Path, tracker: Tracker, parent_run_id: str | None = None
-) -> str | None:
-    """The run a checkpoint was logged to, if it is in this store and experiment, under the same
-    parent run: a checkpoint never continues another ablation's or search's run."""
-    pointer = checkpoint.with_suffix(".run.json")
-    if not pointer.exists():
-        return None
-    saved = json.loads(pointer.read_text())
-    if saved.get("tracking_uri") != tracker.store:
-        return None
-    try:
-        run = tracker.client.get_run(saved["run_id"])
-    except Exception:  # deleted from the store
-        return None
-    same_place = run.info.experiment_id == tracker.experiment_id
-    if not same_place or run.data.tags.get("mlflow.parentRunId") != parent_run_id:
-        return None
-    return saved["run_id"]
+    def run_of_checkpoint(self, checkpoint: Path, parent_run_id: str | None = None) -> str | None:
+        """The run a checkpoint was logged to, if it is in this store and experiment, under the
+        same parent run: a checkpoint never continues another ablation's or search's run."""
+        pointer = checkpoint.with_suffix(".run.json")
+        if not pointer.exists():
+            return None
+        saved = json.loads(pointer.read_text())
+        if saved.get("tracking_uri") != self.store:
+            return None
+        try:
+            run = self.client.get_run(saved["run_id"])
+        except Exception:  # deleted from the store
+            return None
+        same_place = run.info.experiment_id == self.experiment_id
+        if not same_place or run.data.tags.get("mlflow.parentRunId") != parent_run_id:
+            return None
+        return saved["run_id"]

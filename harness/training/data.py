@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from harness.config.variants import DATA_ROOT_ENV
+from harness.files import DATA_ROOT_ENV
 
 # MD5 of each uncompressed raw file, as torchvision and the publishers give them
 RAW_MD5 = {
@@ -170,3 +170,25 @@ def balanced_label_subset(targets: Tensor, labels: int, num_classes: int, seed: 
             )
         chosen.append(pool[torch.randperm(len(pool), generator=generator)[:per_class]])
     return torch.cat(chosen).sort().values
+
+
+def synthetic_splits(
+    device: torch.device,
+    train: int = 60_000,
+    test: int = 10_000,
+    seed: int = 0,
+    validation: int = 0,
+    signal: float = 0.7,
+) -> Splits:
+    """MNIST-shaped generated images with balanced labels: each class a fixed random prototype
+    of 784 intensities (weighted `signal`) plus noise, so timing gets MNIST's shapes and tests
+    get data a classifier can learn, with no files (a small `signal` makes it hard)."""
+    g = torch.Generator().manual_seed(seed)
+    prototypes = torch.rand(10, 784, generator=g)
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.arange(n) % 10
+        x = signal * prototypes[y] + (1 - signal) * torch.rand(n, 784, generator=g)
+        return x.to(device), y.to(device)
+
+    return Splits(*draw(train), *draw(validation), *draw(test))

@@ -15,15 +15,34 @@ the generator are put back as they were before the graph's first real replay.
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from harness.training.loss import TERMS
 
-if TYPE_CHECKING:
-    from harness.training.step import Batch, OneSeed
+
+class Capturable(Protocol):
+    """What the graph needs of one seed's step (`step.OneSeed` is one)."""
+
+    device: torch.device
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+
+    def loss_terms(
+        self, idx_u: Tensor, idx_l: Tensor, alpha: Any, temperature: Any, cache: bool = True
+    ) -> dict[str, Tensor]: ...
+
+
+class StepInput(Protocol):
+    """A step's input (`step.Batch` is one): indices, alpha and the temperature."""
+
+    idx_u: Tensor
+    idx_l: Tensor
+    alpha: float
+    temperature: float
 
 
 class GraphedStep:
@@ -32,7 +51,7 @@ class GraphedStep:
     temperature); it updates the model and returns the loss terms stacked in TERMS order."""
 
     def __init__(
-        self, step: OneSeed, batch_size: int, labelled_batch: int, warmup: int = 3
+        self, step: Capturable, batch_size: int, labelled_batch: int, warmup: int = 3
     ) -> None:
         device = step.device
         if device.type != "cuda":
@@ -65,7 +84,7 @@ class GraphedStep:
         step.optimizer.step()
         return torch.stack([terms[name].detach() for name in TERMS])
 
-    def __call__(self, batch: Batch) -> Tensor:
+    def __call__(self, batch: StepInput) -> Tensor:
         self.idx_u.copy_(batch.idx_u)
         self.idx_l.copy_(batch.idx_l)
         self.alpha.fill_(batch.alpha)
@@ -74,7 +93,7 @@ class GraphedStep:
         return self.terms.clone()
 
 
-def _snapshot(step: OneSeed) -> dict:
+def _snapshot(step: Capturable) -> dict:
     return {
         "model": copy.deepcopy(step.model.state_dict()),
         "optimizer": copy.deepcopy(step.optimizer.state_dict()["state"]),
@@ -82,7 +101,7 @@ def _snapshot(step: OneSeed) -> dict:
     }
 
 
-def _restore(step: OneSeed, before: dict) -> None:
+def _restore(step: Capturable, before: dict) -> None:
     """Put the model, the optimiser's state and the generator back in place (the same tensors:
     the graph will read and write these addresses)."""
     with torch.no_grad():

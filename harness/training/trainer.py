@@ -16,7 +16,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,10 @@ from harness.training.checkpoint import load_checkpoint, save_checkpoint
 from harness.training.data import Splits
 from harness.training.loss import TERMS
 from harness.training.model import M2
+from harness.training.reports import EpochReport
 from harness.training.schedules import alpha_ramp, alpha_scale, temperature_at
 from harness.training.step import Batch, OneSeed, TrainingStep
-from harness.training.stopping import outcome, should_stop
+from harness.training.stopping import should_stop
 
 
 class NonFiniteLossError(RuntimeError):
@@ -40,50 +41,6 @@ class NonFiniteLossError(RuntimeError):
         where = f" (seed {seed})" if seed is not None else ""
         super().__init__(f"loss term {term!r} is {value} at step {step}{where}; training stopped")
         self.step, self.term, self.seed = step, term, seed
-
-
-@dataclass
-class EpochReport:
-    epoch: int  # 1-based
-    steps: int
-    losses: dict[str, float]  # mean of each term over the epoch's steps
-    test_accuracy: float  # 0-1
-    test_error: float  # percent, as the paper reports it
-    val_accuracy: float | None
-    samples_per_sec: float  # labelled + unlabelled training rows per second
-    epoch_seconds: float
-    temperature: float
-    alpha: float
-    eval_seconds: float = 0.0  # evaluating the test and validation images after the epoch
-
-    def metrics(self) -> dict[str, float]:
-        """Flat metric names for logging."""
-        out = {
-            f"train_{term}" if term != "loss" else "train_loss": value
-            for term, value in self.losses.items()
-        }
-        out.update(
-            test_accuracy=self.test_accuracy,
-            test_error=self.test_error,
-            samples_per_sec=self.samples_per_sec,
-            epoch_seconds=self.epoch_seconds,
-            eval_seconds=self.eval_seconds,
-            temperature=self.temperature,
-            alpha=self.alpha,
-        )
-        if self.val_accuracy is not None:
-            out["val_accuracy"] = self.val_accuracy
-            out["val_error"] = 100.0 * (1.0 - self.val_accuracy)
-        return out
-
-
-def run_summary(variant: Variant, reports: list[EpochReport]) -> dict[str, Any]:
-    """The figures a run ends with (`stopping.outcome`: the selected, final and test-selected
-    test errors, how it ended, its time and time to accuracy) and its last throughput."""
-    return {
-        **outcome(reports, variant.epochs, variant.patience, variant.min_delta),
-        "final_samples_per_sec": reports[-1].samples_per_sec,
-    }
 
 
 def resolve_device(name: str | None = None) -> torch.device:

@@ -1,5 +1,6 @@
 """Ablations through Slurm (submitit), against a real single-node cluster that
-tests/slurm_cluster.sh configures and starts (Debian's slurm-wlm and munge; CI installs them)."""
+tests/experiments/slurm_cluster.sh configures and starts (Debian's slurm-wlm and munge; CI
+installs them)."""
 
 from __future__ import annotations
 

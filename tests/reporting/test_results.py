@@ -3,16 +3,11 @@ from __future__ import annotations
 import pytest
 
 from harness.config.ablations import load_ablation
-from harness.reporting.tables import (
-    PAPER_M2_ERROR,
-    compares_with_paper,
-    final_figure,
-    load_runs,
-    plot,
-)
+from harness.reporting.plots import final_figure, plot
+from harness.reporting.tables import PAPER_M2_ERROR, compares_with_paper, load_runs
 from harness.runs.records import make_record, write_record
-from tests.test_records import MACHINE
-from tests.test_stopping import history
+from tests.runs.test_records import MACHINE
+from tests.training.test_stopping import history
 
 LABELS = """
 description = "two label counts, an estimator and the control"

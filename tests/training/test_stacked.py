@@ -159,7 +159,7 @@ def test_seeds_must_be_distinct(mnist):
 def test_the_stop_rule_ends_each_stacked_seed_on_its_own(tmp_path):
     """Each seed ends at the first epoch the rule says so for its own validation errors; it
     is not logged (None) or checkpointed after that, while the others train on."""
-    from harness.tools.bench import synthetic_splits
+    from harness.training.data import synthetic_splits
     from harness.training.stopping import should_stop
 
     hard = synthetic_splits(torch.device("cpu"), 1200, 200, validation=200, signal=0.05)

@@ -10,7 +10,7 @@ import pytest
 
 from harness.cli.main import main
 from harness.tracking.server import free_port, wait_for_server
-from tests.test_records import TWO_CELLS, write_runs
+from tests.runs.test_records import TWO_CELLS, write_runs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

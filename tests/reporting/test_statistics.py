@@ -137,7 +137,7 @@ def test_an_unknown_reference_is_refused_in_one_line(tmp_path):
 @pytest.fixture
 def labels_results(tmp_path):
     """A results folder with the committed records of the labels campaign."""
-    shutil.copytree(Path(__file__).resolve().parents[1] / "results" / "runs", tmp_path / "runs")
+    shutil.copytree(Path(__file__).resolve().parents[2] / "results" / "runs", tmp_path / "runs")
     return tmp_path
 
 

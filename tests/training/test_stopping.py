@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from harness.config.variants import VariantError, create_variant
+from harness.training.reports import EpochReport
 from harness.training.stopping import best_index, outcome, should_stop, time_to_accuracy
-from harness.training.trainer import EpochReport, Trainer
+from harness.training.trainer import Trainer
 
 
 def history(val_errors, test_errors=None, seconds=10.0):

@@ -221,13 +221,11 @@ def test_a_tracking_server_on_localhost_receives_a_run_over_http(tmp_path):
 
 
 def test_a_run_pointer_follows_the_store_not_the_server_address(store, tmp_path):
-    from harness.tracking.tracker import read_run_pointer, write_run_pointer
-
     run_id = Tracker(store, "pointer").create_run("r")
     checkpoint = tmp_path / "cell.pt"
     worker = Tracker(store, "pointer", store=store)  # as behind a local server (--jobs)
     worker.uri = "http://127.0.0.1:40001"
-    write_run_pointer(checkpoint, worker, run_id)
+    worker.remember_checkpoint(checkpoint, run_id)
     worker.uri = "http://127.0.0.1:40002"  # the next launch's server has another port
-    assert read_run_pointer(checkpoint, worker) == run_id
-    assert read_run_pointer(checkpoint, Tracker(f"sqlite:///{tmp_path / 'other.db'}")) is None
+    assert worker.run_of_checkpoint(checkpoint) == run_id
+    assert Tracker(f"sqlite:///{tmp_path / 'other.db'}").run_of_checkpoint(checkpoint) is None

@@ -16,7 +16,7 @@ import pytest
 
 from harness.cli.main import main
 from harness.tracking.server import free_port, start_server, stop_server, wait_for_server
-from tests.test_ablation import TINY
+from tests.experiments.test_ablation import TINY
 
 BINARIES = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 pytestmark = pytest.mark.skipif(

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from harness.config.variants import create_variant
-from harness.tools.bench import synthetic_splits
+from harness.training.data import synthetic_splits
 from harness.training.trainer import NonFiniteWatch, Trainer
 
 pytestmark = [

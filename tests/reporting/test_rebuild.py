@@ -10,7 +10,7 @@ import pytest
 
 from harness.cli.main import main
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "results"
 TABLES = sorted(p.stem for p in RESULTS.glob("*.md") if p.stem not in ("README", "performance"))
 SNAPSHOT = "- snapshot without run records:"
 

@@ -5,7 +5,7 @@ import pytest
 from harness.cli.main import main
 from harness.config.ablations import AblationError, available, load_ablation
 from harness.experiments import ablate as ablation_module
-from harness.experiments.ablate import run_ablation
+from harness.experiments.ablate import AblationOptions, run_ablation
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -149,17 +149,16 @@ def test_an_interrupted_ablation_resumes_without_repeating_finished_cells(
         return real(job, where)
 
     monkeypatch.setattr(ablation_module, "run_job", interrupt_third)
-    kw = dict(
+    options = AblationOptions(
         tracking_uri=store,
         max_steps=2,
         checkpoint_dir=tmp_path / "ckpt",
         results_dir=tmp_path / "results",
-        echo=lambda *a: None,
     )
     with pytest.raises(KeyboardInterrupt):
-        run_ablation(ablation, **kw)
+        run_ablation(ablation, options, echo=lambda *a: None)
     monkeypatch.setattr(ablation_module, "run_job", real)
-    outcomes = run_ablation(ablation, **kw)
+    outcomes = run_ablation(ablation, options, echo=lambda *a: None)
     assert sorted(o.status for o in outcomes) == ["finished", "finished", "skipped", "skipped"]
     client = mlflow.MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
@@ -172,15 +171,14 @@ def test_an_interrupted_ablation_resumes_without_repeating_finished_cells(
 
 def test_a_stacked_ablation_trains_each_cells_seeds_together(tiny, tmp_path):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    kw = dict(
+    options = AblationOptions(
         tracking_uri=store,
         max_steps=2,
         stack=True,
         checkpoint_dir=tmp_path / "ckpt",
         results_dir=tmp_path / "results",
-        echo=lambda *a: None,
     )
-    outcomes = run_ablation(load_ablation(str(tiny)), **kw)
+    outcomes = run_ablation(load_ablation(str(tiny)), options, echo=lambda *a: None)
     assert [o.status for o in outcomes] == ["finished"] * 4, outcomes
     client = mlflow.MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
@@ -190,7 +188,7 @@ def test_a_stacked_ablation_trains_each_cells_seeds_together(tiny, tmp_path):
     assert {(r.data.tags["cell"], r.data.tags["seed"]) for r in children} == {
         (cell, seed) for cell in ("exact", "supervised-only") for seed in ("0", "1")
     }
-    again = run_ablation(load_ablation(str(tiny)), **kw)
+    again = run_ablation(load_ablation(str(tiny)), options, echo=lambda *a: None)
     assert [o.status for o in again] == ["skipped"] * 4
 
 
@@ -210,11 +208,13 @@ def test_parallel_jobs_log_every_run_through_a_local_server(tiny, tmp_path):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     outcomes = run_ablation(
         load_ablation(str(tiny)),
-        tracking_uri=store,
-        max_steps=2,
-        jobs=2,
-        checkpoint_dir=tmp_path / "ckpt",
-        results_dir=tmp_path / "results",
+        AblationOptions(
+            tracking_uri=store,
+            max_steps=2,
+            jobs=2,
+            checkpoint_dir=tmp_path / "ckpt",
+            results_dir=tmp_path / "results",
+        ),
         echo=lambda *a: None,
     )
     assert [o.status for o in outcomes] == ["finished"] * 4, outcomes
@@ -327,10 +327,12 @@ def test_two_ablations_sharing_a_cell_each_log_it_under_their_own_parent(tmp_pat
         path.write_text(TINY)
         outcomes = run_ablation(
             load_ablation(str(path)),
-            tracking_uri=store,
-            max_steps=2,
-            checkpoint_dir=tmp_path / "ckpt",
-            results_dir=tmp_path / "results",
+            AblationOptions(
+                tracking_uri=store,
+                max_steps=2,
+                checkpoint_dir=tmp_path / "ckpt",
+                results_dir=tmp_path / "results",
+            ),
             echo=lambda *a: None,
         )
         assert [o.status for o in outcomes] == [status] * 4, outcomes

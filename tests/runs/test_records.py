@@ -14,7 +14,7 @@ from harness.cli.main import main
 from harness.config.ablations import load_ablation
 from harness.config.variants import create_variant
 from harness.runs.records import cell_key, find_records, make_record, read_record, write_record
-from tests.test_stopping import history
+from tests.training.test_stopping import history
 
 TWO_CELLS = """
 description = "one estimator and the control, stop rule on"
@@ -68,7 +68,7 @@ def test_a_record_reads_back_as_written(tmp_path):
     assert len(path.read_text().splitlines()) < 80  # one line per epoch: a diff reads by epoch
 
 
-COMMITTED_RUNS = Path(__file__).resolve().parents[1] / "results" / "runs"
+COMMITTED_RUNS = Path(__file__).resolve().parents[2] / "results" / "runs"
 
 
 @pytest.mark.parametrize("path", sorted(COMMITTED_RUNS.glob("*.json")), ids=lambda p: p.stem)
@@ -211,7 +211,7 @@ def test_m2h_load_puts_records_into_mlflow_once(ablation_file, tmp_path, capsys)
 def test_a_cell_finished_in_one_ablation_is_reused_by_another(ablation_file, tmp_path, mnist):
     """The same resolved settings, seed and budget: the second ablation trains nothing and
     logs the first one's run under its own parent."""
-    from harness.experiments.ablate import run_ablation
+    from harness.experiments.ablate import AblationOptions, run_ablation
 
     mlflow = pytest.importorskip("mlflow")
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -221,16 +221,15 @@ def test_a_cell_finished_in_one_ablation_is_reused_by_another(ablation_file, tmp
     second.write_text(
         TWO_CELLS.replace("epochs = 4", "epochs = 1").replace('"exact"', '"gumbel-st"')
     )
-    kw = dict(
+    options = AblationOptions(
         tracking_uri=store,
         max_steps=2,
         results_dir=tmp_path / "results",
         checkpoint_dir=tmp_path / "ckpt",
-        echo=lambda *a: None,
     )
-    outcomes = run_ablation(load_ablation(str(first)), **kw)
+    outcomes = run_ablation(load_ablation(str(first)), options, echo=lambda *a: None)
     assert sorted(o.status for o in outcomes) == ["finished"] * 3
-    outcomes = run_ablation(load_ablation(str(second)), **kw)
+    outcomes = run_ablation(load_ablation(str(second)), options, echo=lambda *a: None)
     statuses = {(o.cell, o.seed): o.status for o in outcomes}
     assert statuses == {
         ("gumbel-st", 0): "finished",
@@ -291,7 +290,7 @@ def test_a_resumed_run_records_every_commit_and_machine_it_trained_under(generat
 
 
 def test_every_committed_record_holds_its_provenance_with_real_booleans():
-    for path in sorted((Path(__file__).resolve().parents[1] / "results" / "runs").glob("*.json")):
+    for path in sorted((Path(__file__).resolve().parents[2] / "results" / "runs").glob("*.json")):
         made = json.loads(path.read_text())["made"]
         assert isinstance(made["git_dirty"], bool), path.name
         epochs = [s["epochs"] for s in made["segments"]]

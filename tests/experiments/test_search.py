@@ -12,7 +12,7 @@ from harness.config.space import Range
 from harness.experiments.search import SearchError, SearchSpec, open_storage, run_search
 
 mlflow = pytest.importorskip("mlflow")
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUICK = ["--epochs", "2", "--max-steps", "4", "--validation", "2000"]
 
 

@@ -11,8 +11,8 @@ from harness.tools.bench import (
     reference_step,
     side_by_side,
     stacked_side_by_side,
-    synthetic_splits,
 )
+from harness.training.data import synthetic_splits
 from harness.training.trainer import Trainer
 
 
