@@ -54,10 +54,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check, ruff format --check, and the layers' import contracts (lint-imports)."""
+    """ruff check, ruff format --check, the layers' import contracts (lint-imports), mypy."""
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("lint-imports")
+    session.run("mypy")
 
 
 @nox.session

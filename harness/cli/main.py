@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.config.variants import (
     Variant,
@@ -22,6 +22,12 @@ from harness.config.variants import (
     user_variants_path,
 )
 from harness.files import DATA_ROOT_ENV
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from harness.config.ablations import Ablation
+    from harness.tracking.tracker import Tracker
 
 LIST_COLUMNS = (
     "estimator",
@@ -97,7 +103,7 @@ def verify_data(args: argparse.Namespace, dataset: str) -> None:
     ensure_dataset(dataset, args.data_root, download=not args.no_download)
 
 
-def make_tracker(args: argparse.Namespace, experiment: str):
+def make_tracker(args: argparse.Namespace, experiment: str) -> Tracker | None:
     """The MLflow store named by the flags, opened (and checked writable) before any training."""
     if args.no_track:
         return None
@@ -146,7 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     results = run_seeds(variant, seeds, options, on_epoch_end=[print_reports])
     for result in results:
         print(format_summary(result.variant, result.reports))
-        if result.run_id:
+        if result.run_id and tracker is not None:
             print(f"MLflow run {result.run_id} in experiment {args.experiment!r} at {tracker.uri}")
     return 0
 
@@ -216,7 +222,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 1 if counts.get("failed") else 0
 
 
-def _results_inputs(args: argparse.Namespace):
+def _results_inputs(args: argparse.Namespace) -> tuple[Ablation, pd.DataFrame, pd.DataFrame]:
     from harness.config.ablations import load_ablation
     from harness.files import ensure_writable
     from harness.reporting.tables import load_runs

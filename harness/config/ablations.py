@@ -186,8 +186,8 @@ def load_ablation(name: str, directory: Path = ABLATIONS_DIR) -> Ablation:
 def find_cell(spec: str, ablation_name: str | None, where: dict[str, Any]) -> tuple[Ablation, Cell]:
     """The ablation and cell that `spec` names: ABLATION:CELL, or CELL of `ablation_name`; CELL
     is a cell's name or a variant with one cell there that has every setting in `where`."""
-    name, _, cell_name = spec.rpartition(":") if ":" in spec else ("", "", spec)
-    name = name or ablation_name
+    found, _, cell_name = spec.rpartition(":") if ":" in spec else ("", "", spec)
+    name = found or ablation_name
     if not name:
         raise AblationError(f"{spec!r} names no ablation: write ABLATION:{spec} or --ablation NAME")
     ablation = load_ablation(name)

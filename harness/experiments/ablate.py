@@ -318,7 +318,7 @@ def run_states(
             elif key in queued:
                 state = "running" if queued[key] == "RUNNING" else "queued"
                 detail = f"Slurm job {entry['array_job']} ({queued[key]})"
-            elif entry:
+            elif entry and slurm is not None:
                 state = "failed"
                 detail = f"Slurm job {entry['array_job']} ended without a record; its log: "
                 detail += str(slurm.folder / entry["array_job"])

@@ -192,17 +192,19 @@ def objective(spec: SearchSpec, tracker: Tracker | None) -> Callable[[optuna.Tri
             trial.set_user_attr("interrupted", True)  # retried when the search runs again
             raise
         except TrialPruned as stop:
-            if stop.run_id:
+            if stop.run_id and tracker is not None:
                 trial.set_user_attr("mlflow_run_id", stop.run_id)
                 tracker.client.set_tag(stop.run_id, "optuna_state", "PRUNED")
             raise optuna.TrialPruned(str(stop)) from None
         except Exception as err:
             trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:1000])
             raise
-        if result.run_id:
+        if result.run_id and tracker is not None:
             trial.set_user_attr("mlflow_run_id", result.run_id)
             tracker.client.set_tag(result.run_id, "optuna_state", "COMPLETE")
-        return result.final.val_accuracy
+        accuracy = result.final.val_accuracy
+        assert accuracy is not None  # a search always holds validation images out
+        return accuracy
 
     return run_trial
 
@@ -318,6 +320,7 @@ def summary(study: optuna.Study) -> str:
     lines = [f"study {study.study_name!r}: {len(study.trials)} trials ({counts})"]
     if states.get("COMPLETE"):
         best = study.best_trial
+        assert best.value is not None  # a complete trial has its value
         test = best.user_attrs.get("test_accuracy")
         lines.append(
             f"best trial {best.number}: validation accuracy {100 * best.value:.2f}%, "
@@ -340,6 +343,7 @@ def export_best(study: optuna.Study, base: str, name: str, path: Path | None = N
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         raise SearchError(f"study {study.study_name!r} has no complete trial to export")
     best = study.best_trial
+    assert best.value is not None  # a complete trial has its value
     description = (
         f"Best trial {best.number} of Optuna study {study.study_name!r} over {base}: "
         f"validation accuracy {100 * best.value:.2f}%."

@@ -10,7 +10,7 @@ Each table names the command, the commits and machines that made its runs and th
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,7 +38,7 @@ PROBLEM_AXES = ("labels", "dataset")  # errors are not comparable across their v
 PAPER_M2_ERROR = {100: (11.97, 1.71), 600: (4.94, 0.13), 1000: (3.60, 0.56), 3000: (3.92, 0.63)}
 
 
-def compares_with_paper(axes: Sequence[str], runs: pd.DataFrame) -> bool:
+def compares_with_paper(axes: Iterable[str], runs: pd.DataFrame) -> bool:
     """Whether the paper's M2 errors belong beside these runs: MNIST alone, swept over labels."""
     return "labels" in axes and set(runs["dataset"]) == {"mnist"}
 
@@ -67,7 +67,7 @@ def load_runs(
         for record in find_records(runs_dir, expected, max_steps):
             if not every_seed and record.variant.seed not in planned:
                 continue
-            row = _row(record, cell, order, ablation.axes)
+            row = _row(record, cell, order, list(ablation.axes))
             rows.append(row)
             curves += [
                 {
@@ -176,10 +176,10 @@ def comparisons(ablation: Ablation, runs: pd.DataFrame) -> list[Comparison]:
         and reference.name in found
     ]
     made = []
-    for cell, reference in pairs:
-        errors, reference_errors = errors_by_seed(runs, cell), errors_by_seed(runs, reference)
+    for name, against in pairs:
+        errors, reference_errors = errors_by_seed(runs, name), errors_by_seed(runs, against)
         if len(set(errors) & set(reference_errors)) >= 2:
-            made.append(compare(cell, errors, reference, reference_errors))
+            made.append(compare(name, errors, against, reference_errors))
     return holm(made)
 
 

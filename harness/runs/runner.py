@@ -140,27 +140,33 @@ def run_seeds(
         cuda_graphs=options.cuda_graphs,
         made_by=segment_provenance(environment),
     )
-    paths = [_checkpoint_path(options, v) for v in trainer.variants]
-    checkpoints = None if options.checkpoint_dir is None else paths
+    checkpoints = (
+        None
+        if options.checkpoint_dir is None
+        else [
+            checkpoint_path(options.checkpoint_dir, v, options.max_steps) for v in trainer.variants
+        ]
+    )
+    paths: list[Path | None] = list(checkpoints) if checkpoints else [None] * len(trainer.seeds)
     resumed = options.resume and checkpoints is not None and trainer.resume_from(checkpoints)
     if options.announce and checkpoints is not None:
         for v, path in zip(trainer.variants, checkpoints, strict=True):
             options.announce(resume_note(v, path, options.resume, resumed, trainer.epoch))
     callbacks = list(on_epoch_end)
     tracker = options.tracker
+    run_ids: list[str | None] = [None] * len(trainer.seeds)
     with ExitStack() as runs:  # one failure or interrupt ends every seed's run alike
-        run_ids = [
-            None
-            if tracker is None
-            else runs.enter_context(
-                _tracked_run(tracker, options, trainer, i, paths[i], resumed, run_name, tags)
-            )
-            for i in range(len(trainer.seeds))
-        ]
         if tracker is not None:
+            ids = [
+                runs.enter_context(
+                    _tracked_run(tracker, options, trainer, i, paths[i], resumed, run_name, tags)
+                )
+                for i in range(len(trainer.seeds))
+            ]
+            run_ids = list(ids)
 
             def log_epoch(reports: list[EpochReport | None]) -> None:
-                for run_id, report in zip(run_ids, reports, strict=True):
+                for run_id, report in zip(ids, reports, strict=True):
                     if report is not None:  # None: the seed ended before this epoch
                         tracker.log_epoch(run_id, report)
 
@@ -171,7 +177,7 @@ def run_seeds(
         if tracker is not None:
             test = (splits.test_x, splits.test_y)
             for i, (v, history) in enumerate(zip(trainer.variants, histories, strict=True)):
-                tracker.log_end(run_ids[i], v, history, trainer.seed_model(i), test, paths[i])
+                tracker.log_end(ids[i], v, history, trainer.seed_model(i), test, paths[i])
     return [
         RunResult(v, history, run_id)
         for v, history, run_id in zip(trainer.variants, histories, run_ids, strict=True)
@@ -238,12 +244,6 @@ def resume_note(variant: Variant, checkpoint: Path, resume: bool, resumed: bool,
     return note
 
 
-def _checkpoint_path(options: RunOptions, variant: Variant) -> Path | None:
-    if options.checkpoint_dir is None:
-        return None
-    return checkpoint_path(options.checkpoint_dir, variant, options.max_steps)
-
-
 @contextmanager
 def _tracked_run(
     tracker: RunLog,
@@ -267,12 +267,12 @@ def _tracked_run(
     )
     default_name = f"{variant.name} seed {variant.seed}" if stacked else variant.name
     name = run_name(variant) if run_name else default_name
-    tags = {
+    seed_tags = {
         **(tags(variant) if tags else {}),
         **({"stacked_seeds": ",".join(map(str, trainer.seeds))} if stacked else {}),
         **({"resumed": "true"} if previous else {}),
     }
-    with tracker.run(name, tags, parent_run_id, previous) as run_id:
+    with tracker.run(name, seed_tags, parent_run_id, previous) as run_id:
         if checkpoint is not None:
             tracker.remember_checkpoint(checkpoint, run_id)
         speed = {

@@ -90,7 +90,8 @@ def pack(carry: Path, data_root: Path, level: int = 6) -> Path:
     ]
     if not files:
         raise FileNotFoundError(f"no raw dataset files under {data_root.resolve()}/*/raw")
-    with tarfile.open(archive, "w:xz", preset=level) as tar:
+    # typeshed types `preset` as the literals 0-9, and `level` is a checked int
+    with tarfile.open(archive, mode="w:xz", preset=level) as tar:  # type: ignore[call-overload]
         for path, name in files:
             tar.add(path, arcname=name)
     return archive
@@ -192,12 +193,13 @@ def bench(out: Path, log: Log, device: Any, budget: dict, peak: float) -> list[d
                 continue
             if mode == "compile" and device.type != "cuda" and budget is BUDGETS["tiny"]:
                 continue  # compiling on the CPU takes minutes; the GPU run measures it
-            options = {
+            speeds: dict[str, dict[str, Any]] = {
                 "eager": {},
                 "cuda_graphs": {"cuda_graphs": True},
                 "bf16": {"precision": "bf16"},
                 "compile": {"compile": True},
-            }[mode]
+            }
+            options = speeds[mode]
             trainer = Trainer(variant, splits, device, progress=False, **options)
             seconds = _timing(trainer, budget["repeats"], device)
             record(
@@ -234,7 +236,7 @@ def accuracy(
     splits = load_splits("mnist", data_root, device, download=False)
     result: dict[str, Any] = {"device": str(device), "to_90": [], "bf16_vs_fp32": []}
     max_steps = budget.get("max_steps")
-    modes = [{}] + ([{"cuda_graphs": True}] if device.type == "cuda" else [])
+    modes: list[dict[str, Any]] = [{}] + ([{"cuda_graphs": True}] if device.type == "cuda" else [])
     for options in modes:
         variant = create_variant("exact", {"labels": 100, "epochs": budget["to_90"]})
         trainer = Trainer(variant, splits, device, max_steps=max_steps, progress=False, **options)

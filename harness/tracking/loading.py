@@ -78,7 +78,9 @@ def log_summary(
                                         "p_t_holm")),
     ]  # fmt: skip
     metrics = [
-        Metric(f"{metric_name(row.cell)}/{prefix}{column}", float(getattr(row, column)), now, 0)
+        Metric(
+            f"{metric_name(str(row.cell))}/{prefix}{column}", float(getattr(row, column)), now, 0
+        )
         for frame, prefix, names in columns
         for row in frame.itertuples()
         for column in names

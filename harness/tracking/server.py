@@ -73,7 +73,8 @@ def wait_for_server(address: str, process: subprocess.Popen, timeout: float = 12
             return
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
-                detail = process.stderr.read().decode()[-500:] if process.poll() else ""
+                stderr = process.stderr if process.poll() else None
+                detail = stderr.read().decode()[-500:] if stderr is not None else ""
                 raise TrackingError(
                     f"the MLflow server at {address} did not start. {detail}"
                 ) from None

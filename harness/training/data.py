@@ -11,6 +11,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -95,7 +96,7 @@ def _missing_message(dataset: str, root: Path) -> str:
     )
 
 
-def _torchvision_dataset(dataset: str, root: Path, train: bool, download: bool):
+def _torchvision_dataset(dataset: str, root: Path, train: bool, download: bool) -> Any:
     from torchvision import datasets
 
     cls = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}[dataset]

@@ -26,10 +26,17 @@ from harness.training.loss import TERMS
 class Capturable(Protocol):
     """What the graph needs of one seed's step (`step.OneSeed` is one)."""
 
-    device: torch.device
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    generator: torch.Generator
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def model(self) -> torch.nn.Module: ...
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer: ...
+
+    @property
+    def generator(self) -> torch.Generator: ...
 
     def loss_terms(
         self, idx_u: Tensor, idx_l: Tensor, alpha: Any, temperature: Any, cache: bool = True

@@ -32,7 +32,7 @@ def bernoulli_log_prob(logits: Tensor, x: Tensor) -> Tensor:
 
 
 def gumbel_softmax_log(
-    logits: Tensor, temperature: float, generator: torch.Generator | None
+    logits: Tensor, temperature: float | Tensor, generator: torch.Generator | None
 ) -> Tensor:
     """log of a relaxed one-hot sample: log_softmax((logits + Gumbel noise) / temperature)."""
     gumbel = -torch.empty_like(logits).exponential_(generator=generator).log()

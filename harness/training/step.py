@@ -168,7 +168,8 @@ class OneSeed:
         check_precision(precision)
         if cuda_graphs and device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device; this run is on {device}")
-        self.variant, self.device, self.seeds = variant, device, (variant.seed,)
+        self.variant, self.device = variant, device
+        self.seeds: tuple[int, ...] = (variant.seed,)
         self.precision, self.compiled, self.cuda_graphs = precision, compile, cuda_graphs
         self.loss_fn = torch.compile(m2_loss) if compile else m2_loss
         torch.manual_seed(variant.seed)

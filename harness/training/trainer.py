@@ -93,7 +93,7 @@ class NonFiniteWatch:
         self.bad_values: torch.Tensor | None = None
 
     def see(self, values: torch.Tensor, step: int) -> None:
-        if self.first_bad is None:
+        if self.first_bad is None or self.bad_values is None:
             self.first_bad = torch.full(values.shape, -1, dtype=torch.long, device=values.device)
             self.bad_values = torch.zeros_like(values)
         bad = ~torch.isfinite(values) & (self.first_bad < 0)
@@ -101,15 +101,16 @@ class NonFiniteWatch:
         self.bad_values = torch.where(bad, values, self.bad_values)
 
     def raise_if_any(self) -> None:
-        if self.first_bad is None:
+        first_bad, bad_values = self.first_bad, self.bad_values
+        if first_bad is None or bad_values is None:
             return
-        found = (self.first_bad >= 0).nonzero().tolist()
+        found = (first_bad >= 0).nonzero().tolist()
         if found:
-            where = tuple(min(found, key=lambda index: self.first_bad[tuple(index)].item()))
+            where = tuple(min(found, key=lambda index: first_bad[tuple(index)].item()))
             raise NonFiniteLossError(
-                int(self.first_bad[where]),
+                int(first_bad[where]),
                 TERMS[where[-1]],
-                float(self.bad_values[where]),
+                float(bad_values[where]),
                 self.seed_at(where),
             )
 
@@ -255,6 +256,7 @@ class Trainer:
         seconds = time.perf_counter() - start
         watch.raise_if_any()
         self.epoch += 1
+        assert sums is not None  # an epoch has at least one step
         return sums / self.steps_per_epoch, seconds
 
     def _report(
