@@ -1,68 +1,84 @@
 """The GPU checklist in one command, for the few sessions lent a GPU (the `device` tool).
 
-Everything is written and dry-run on the CPU beforehand (tests/tools/test_gpu_kit.py), so a session
-that gets a GPU spends its minutes running, not writing. Prepare the carried folder here, commit,
-then run on the GPU machine (`$OUT` comes back; at most 8 files):
+Everything is written and dry-run on the CPU beforehand, under the device's conditions (no
+mlflow, optuna or submitit, no `.git`, `python3`, the time limit, and a stage that fails on
+purpose: tests/tools/test_gpu_kit.py, in CI), so a session that gets a GPU spends its minutes
+running, not writing. Here, prepare the carried folder and print the device command with this
+checkout's commit written out (`.git` does not travel, so `$(git rev-parse HEAD)` would expand on
+the device to nothing):
 
-    python -m harness.tools.gpu_kit pack --carry gpu-carry          # the data, compressed, here
-    M2H_GIT_COMMIT=<HEAD> PYTHONPATH=. \
-        python -m harness.tools.gpu_kit run --carry gpu-carry --out $OUT
+    python -m harness.tools.gpu_kit pack --carry gpu-carry    # the data, compressed
+    python -m harness.tools.gpu_kit command                   # the device command, to paste
 
-What `run` does, each step within its share of `--time-limit`, writing as it goes:
-  1. env.json       the device, torch and CUDA versions, the commit, the matmul peak
-  2. cuda-tests.xml the CUDA tests (tests/training/test_cuda.py), as JUnit XML; their output in
-                    kit.log
-  3. bench.json     rows/s and fraction of the matmul peak for each estimator, eager against CUDA
-                    graphs, bf16 and compile; exact with 1/4/16/64 stacked seeds
-  4. accuracy.json  the seconds and epochs `exact` takes to 90% test accuracy at 100 labels
-                    (eager and CUDA graphs); bf16 against fp32 on the same seeds
-  5. records.tar.gz run records of the `labels` campaign with stacked seeds, to the stop rule
-                    (merge them here with `tar xzf records.tar.gz -C results/runs`)
+Each stage runs in its own process with its own deadline (its share of `--time-limit`, never
+less than its floor) and writes its file as it goes; a stage that fails or runs out of time is
+logged, and the next one runs. Files in `--out` (at most 8 come back from the device):
+  1. env.json       the device, torch and CUDA versions, the commit, the fp32 and bf16 matmul
+                    peaks, the matmul precision (TF32) settings
+  2. cuda-tests.xml the CUDA tests (tests/training/test_cuda.py) as JUnit XML, each test under its
+                    own time limit; stopped at the stage's deadline, pytest still writes the XML
+                    of the tests it ran; their verbose output is in kit.log
+  3. bench.json     rows/s and fraction of the peak of the row's own precision for each estimator,
+                    eager, CUDA graphs, bf16 and compile (with its graph breaks counted); exact
+                    with 1/4/16/64 stacked seeds; a measurement that fails is a row with its error
+  4. accuracy.json  time to 90% test accuracy for exact at 600 labels (where every seed reaches
+                    it in a few epochs), eager, CUDA graphs and bf16, each with its own share
+  5. records.tar.gz only with `--steps ...,campaign`: run records of the `labels` campaign with
+                    stacked seeds (merge them here with `tar xzf records.tar.gz -C results/runs`)
   and kit.log, everything printed. mlflow and optuna are not needed there: results travel as
-run records. With `--budget tiny` every step runs a token amount (the CPU dry run).
+JSON and run records. With `--budget tiny` every stage runs a token amount (the CPU dry run).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 DATASETS = ("MNIST", "FashionMNIST")
 ESTIMATORS = ("exact", "gumbel-0.5", "gumbel-st", "tutorial-gumbel", "supervised-only")
 MODES = ("eager", "cuda_graphs", "bf16", "compile")
-STEPS = ("env", "tests", "bench", "accuracy", "campaign")
+SPEED_OPTIONS: dict[str, dict[str, Any]] = {
+    "eager": {},
+    "cuda_graphs": {"cuda_graphs": True},
+    "bf16": {"precision": "bf16"},
+    "compile": {"compile": True},
+}
+STAGES = ("env", "tests", "bench", "accuracy", "campaign")
+DEFAULT_STAGES = ("env", "tests", "bench", "accuracy")  # the campaign only when asked for
+SHARES = {"env": 0.05, "tests": 0.3, "bench": 0.3, "accuracy": 0.35, "campaign": 1.0}
+FLOORS = {"env": 30.0, "tests": 90.0, "bench": 60.0, "accuracy": 60.0, "campaign": 60.0}
+GRACE = 20.0  # seconds a stage stopped at its deadline gets to write what it has
+TEST_TIMEOUT_ENV = "M2H_TEST_TIMEOUT"  # seconds per CUDA test (tests/training/test_cuda.py)
+FAIL_ENV = "M2H_KIT_FAIL"  # a stage that raises on purpose (the dry run shows the others report)
 BUDGETS: dict[str, dict[str, Any]] = {
-    # repeats per timing, stacked seed counts, max epochs to 90%, bf16 check, campaign budget
+    # repeats per timing, stacked seed counts, epochs to 90%, campaign budget
     "full": {
         "repeats": 30,
         "stacks": (1, 4, 16, 64),
-        "to_90": 40,
-        "bf16_epochs": 10,
-        "bf16_seeds": (0, 1),
+        "to_90": 6,
+        "test_timeout": 60,
         "campaign": [],
     },
     "tiny": {
         "repeats": 2,
         "stacks": (1, 2),
         "to_90": 1,
-        "bf16_epochs": 1,
-        "bf16_seeds": (0,),
-        "campaign": ["--seeds", "0", "--epochs", "1", "--max-steps", "2"],
+        "test_timeout": 60,
         "max_steps": 2,
+        "campaign": ["--seeds", "0", "--epochs", "1", "--max-steps", "2"],
     },
 }
-SHARES = {"tests": 0.15, "bench": 0.2, "accuracy": 0.2, "campaign": 0.45}  # of --time-limit
 
 
 class Log:
@@ -103,25 +119,20 @@ def unpack(carry: Path, into: Path) -> Path:
     return into
 
 
+def device_command(commit: str, carry: str = "gpu-carry") -> str:
+    """The command to run on the device, with this checkout's commit as a literal."""
+    return (
+        f"M2H_GIT_COMMIT={commit} PYTHONPATH=. python3 -m harness.tools.gpu_kit run "
+        f"--carry {carry} --out $OUT"
+    )
+
+
 def write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=1, default=str) + "\n")
 
 
-@contextlib.contextmanager
-def step(name: str, log: Log, results: dict[str, str]) -> Iterator[None]:
-    """Run one checklist step; a failure is logged with its traceback and the next step runs."""
-    log(f"== {name}")
-    start = time.perf_counter()
-    try:
-        yield
-        results[name] = f"ok in {time.perf_counter() - start:.0f} s"
-    except Exception:
-        log(traceback.format_exc())
-        results[name] = f"failed after {time.perf_counter() - start:.0f} s"
-    log(f"== {name}: {results[name]}")
-
-
 def environment(out: Path, device: Any) -> dict[str, Any]:
+    """env.json: the device, versions, commit, both matmul peaks and the precision settings."""
     import torch
 
     from harness.runs.provenance import environment_params
@@ -129,168 +140,163 @@ def environment(out: Path, device: Any) -> dict[str, Any]:
 
     env: dict[str, Any] = dict(environment_params(device))
     env["fp32_matmul_peak_flops"] = matmul_peak(device)
+    env["bf16_matmul_peak_flops"] = matmul_peak(device, dtype=torch.bfloat16)
+    env["float32_matmul_precision"] = torch.get_float32_matmul_precision()
     if device.type == "cuda":
-        env["bf16_matmul_peak_flops"] = matmul_peak(device, dtype=torch.bfloat16)
         env["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
+        env["cuda_matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+        env["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
     env["python"] = sys.version.split()[0]
     write_json(out / "env.json", env)
     return env
 
 
-def cuda_tests(out: Path, log: Log, timeout: float) -> None:
-    repo = Path(__file__).resolve().parents[2]
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "tests/training/test_cuda.py",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-    ]
-    command += ["-o", "addopts=", f"--junitxml={out.resolve() / 'cuda-tests.xml'}"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=repo)
-    log(done.stdout[-6000:], done.stderr[-2000:])
+def peaks(out: Path, device: Any) -> dict[str, float]:
+    """The matmul peak of each precision, from env.json when its stage wrote it."""
+    path = out / "env.json"
+    env = json.loads(path.read_text()) if path.exists() else environment(out, device)
+    return {"fp32": env["fp32_matmul_peak_flops"], "bf16": env["bf16_matmul_peak_flops"]}
 
 
-def _timing(trainer: Any, repeats: int, device: Any) -> float:
-    from harness.tools.bench import harness_step, time_call
+def graph_breaks(trainer: Any) -> int | None:
+    """Graph breaks torch.compile made in the trainer's compiled loss so far (None: not
+    compiled)."""
+    if not trainer.compiled:
+        return None
+    from torch._dynamo.utils import counters
 
-    return time_call(harness_step(trainer), device, repeats)
+    return sum(counters["graph_break"].values())
 
 
-def bench(out: Path, log: Log, device: Any, budget: dict, peak: float) -> list[dict]:
-    """rows/s and the fraction of the matmul peak, per estimator and speed option, and for
-    stacked seeds; bench.json is rewritten after every measurement."""
+def bench(out: Path, log: Log, device: Any, budget: dict, deadline: float) -> None:
+    """bench.json, rewritten after every measurement: rows/s and the fraction of the peak of the
+    row's precision, per estimator and speed option, and for stacked seeds; a measurement that
+    fails is a row with its error, and none starts past the deadline."""
     import torch
 
     from harness.config.variants import create_variant
-    from harness.tools.bench import count_flops, harness_step
+    from harness.tools.bench import count_flops, harness_step, time_call
     from harness.training.data import synthetic_splits
     from harness.training.trainer import Trainer
 
+    peak = peaks(out, device)
     splits = synthetic_splits(device, train=60_000, test=1_000)
-    rows: list[dict] = []
+    result: dict[str, Any] = {"device": str(device), "peak_flops": peak, "rows": []}
 
-    def record(**row: Any) -> None:
-        row["rows_per_sec"] = row["rows"] / row["seconds"]
-        row["peak_fraction"] = row["flops"] / row["seconds"] / peak
-        rows.append(row)
-        log(
-            f"  {row['variant']:<16} {row['mode']:<12} seeds {row['seeds']:>2}  "
-            f"{1e3 * row['seconds']:8.3f} ms/step  {row['rows_per_sec']:12,.0f} rows/s  "
-            f"{100 * row['peak_fraction']:5.1f}% of peak"
-        )
-        write_json(out / "bench.json", {"device": str(device), "peak_flops": peak, "rows": rows})
+    def measure(name: str, mode: str, count: int, **options: Any) -> None:
+        row: dict[str, Any] = {"variant": name, "mode": mode, "seeds": count}
+        if time.monotonic() > deadline:
+            result["rows"].append({**row, "error": "not run: the stage's deadline had passed"})
+            return
+        try:
+            torch.manual_seed(0)
+            variant = create_variant(name)
+            trainer = Trainer(variant, splits, device, progress=False, **options)
+            rows = count * (trainer.batch_size + trainer.labelled_batch)
+            plain = Trainer(variant, splits, device, progress=False, seeds=options.get("seeds"))
+            flops = count_flops(harness_step(plain))  # the same arithmetic in every mode
+            seconds = time_call(harness_step(trainer), device, budget["repeats"])
+            precision = "bf16" if options.get("precision") == "bf16" else "fp32"
+            row.update(
+                seconds=seconds,
+                rows_per_sec=rows / seconds,
+                precision=precision,
+                peak_fraction=flops / seconds / peak[precision],
+                graph_breaks=graph_breaks(trainer),
+            )
+            log(
+                f"  {name:<16} {mode:<12} seeds {count:>2}  {1e3 * seconds:8.3f} ms/step  "
+                f"{row['rows_per_sec']:12,.0f} rows/s  {100 * row['peak_fraction']:5.1f}% of "
+                f"the {precision} peak"
+                + (
+                    f"  {row['graph_breaks']} graph breaks"
+                    if row["graph_breaks"] is not None
+                    else ""
+                )
+            )
+        except Exception as err:  # one failed measurement never loses the others
+            row["error"] = f"{type(err).__name__}: {err}"[:2000]
+            log(f"  {name:<16} {mode:<12} seeds {count:>2}  failed: {row['error'][:300]}")
+        result["rows"].append(row)
+        write_json(out / "bench.json", result)
 
     for name in ESTIMATORS:
-        variant = create_variant(name)
-        eager = Trainer(variant, splits, device, progress=False)
-        rows_per_step = eager.batch_size + eager.labelled_batch
-        flops = count_flops(harness_step(eager))  # the same arithmetic in every mode
         for mode in MODES:
             if mode == "cuda_graphs" and device.type != "cuda":
                 continue
             if mode == "compile" and device.type != "cuda" and budget is BUDGETS["tiny"]:
                 continue  # compiling on the CPU takes minutes; the GPU run measures it
-            speeds: dict[str, dict[str, Any]] = {
-                "eager": {},
-                "cuda_graphs": {"cuda_graphs": True},
-                "bf16": {"precision": "bf16"},
-                "compile": {"compile": True},
-            }
-            options = speeds[mode]
-            trainer = Trainer(variant, splits, device, progress=False, **options)
-            seconds = _timing(trainer, budget["repeats"], device)
-            record(
-                variant=name, mode=mode, seeds=1, seconds=seconds, rows=rows_per_step, flops=flops
-            )
-    variant = create_variant("exact")
+            measure(name, mode, 1, **SPEED_OPTIONS[mode])
     for seeds in budget["stacks"]:
-        torch.manual_seed(0)
-        stack = Trainer(variant, splits, device, progress=False, seeds=range(seeds))
-        rows_per_step = seeds * (stack.batch_size + stack.labelled_batch)
-        flops = count_flops(harness_step(stack))
-        seconds = _timing(stack, budget["repeats"], device)
-        record(
-            variant="exact",
-            mode="stacked",
-            seeds=seeds,
-            seconds=seconds,
-            rows=rows_per_step,
-            flops=flops,
-        )
-    return rows
+        measure("exact", "stacked", seeds, seeds=tuple(range(seeds)))
+    write_json(out / "bench.json", result)
 
 
 def accuracy(
     out: Path, log: Log, device: Any, budget: dict, data_root: Path, deadline: float
 ) -> None:
-    """Time to 90% test accuracy for exact at 100 labels (eager, then CUDA graphs), and bf16
-    against fp32 on the same seeds; accuracy.json is rewritten as results come."""
+    """accuracy.json: the epochs and training seconds exact takes to 90% test accuracy at 600
+    labels, eager, with CUDA graphs and with bf16 (fp32 is the eager run), each mode with an
+    equal share of the time left; rewritten after every epoch."""
     from harness.config.variants import create_variant
     from harness.training.data import load_splits
     from harness.training.stopping import time_to_accuracy
     from harness.training.trainer import Trainer
 
     splits = load_splits("mnist", data_root, device, download=False)
-    result: dict[str, Any] = {"device": str(device), "to_90": [], "bf16_vs_fp32": []}
-    max_steps = budget.get("max_steps")
-    modes: list[dict[str, Any]] = [{}] + ([{"cuda_graphs": True}] if device.type == "cuda" else [])
-    for options in modes:
-        variant = create_variant("exact", {"labels": 100, "epochs": budget["to_90"]})
-        trainer = Trainer(variant, splits, device, max_steps=max_steps, progress=False, **options)
-        while trainer.epoch < variant.epochs and time.monotonic() < deadline:
-            (report,) = trainer.run_epoch()
-            if report.test_accuracy >= 0.90:
-                break
-        history = trainer.seed_history(0)
-        reached = time_to_accuracy(history, 0.90)
-        entry = {
-            "mode": "cuda_graphs" if options else "eager",
-            "epochs": reached[0] if reached else None,
-            "train_seconds": reached[1] if reached else None,
-            "epochs_run": trainer.epoch,
-            "test_accuracy": [r.test_accuracy for r in history],
-        }
+    modes = ["eager"] + (["cuda_graphs"] if device.type == "cuda" else []) + ["bf16"]
+    result: dict[str, Any] = {"device": str(device), "labels": 600, "to_90": []}
+    for k, mode in enumerate(modes):
+        mine = time.monotonic() + (deadline - time.monotonic()) / (len(modes) - k)
+        entry: dict[str, Any] = {"mode": mode, "test_accuracy": []}
         result["to_90"].append(entry)
-        reached_in = f"{entry['epochs']} epochs, {entry['train_seconds']} s"
-        log(f"  exact to 90% ({entry['mode']}): {reached_in}")
-        write_json(out / "accuracy.json", result)
-    for seed in budget["bf16_seeds"]:
-        for precision in ("fp32", "bf16"):
-            if time.monotonic() > deadline:
-                break
-            variant = create_variant(
-                "exact", {"labels": 100, "seed": seed, "epochs": budget["bf16_epochs"]}
-            )
+        try:
+            variant = create_variant("exact", {"labels": 600, "epochs": budget["to_90"]})
             trainer = Trainer(
-                variant, splits, device, max_steps=max_steps, progress=False, precision=precision
+                variant,
+                splits,
+                device,
+                max_steps=budget.get("max_steps"),
+                progress=False,
+                **SPEED_OPTIONS[mode],
             )
-            error = trainer.fit()[0][-1].test_error
-            result["bf16_vs_fp32"].append(
-                {"seed": seed, "precision": precision, "test_error": error, "epochs": trainer.epoch}
+            while trainer.epoch < variant.epochs and time.monotonic() < mine:
+                (report,) = trainer.run_epoch()
+                entry["test_accuracy"].append(report.test_accuracy)
+                reached = time_to_accuracy(trainer.seed_history(0), 0.90)
+                entry.update(
+                    epochs_run=trainer.epoch,
+                    epochs=reached and reached[0],
+                    train_seconds=reached and reached[1],
+                )
+                write_json(out / "accuracy.json", result)
+                if reached:
+                    break
+            log(
+                f"  exact at 600 labels to 90% ({mode}): {entry.get('epochs')} epochs, "
+                f"{entry.get('train_seconds')} s, after {entry.get('epochs_run')} epochs run"
             )
-            log(f"  exact seed {seed} {precision}: {error:.2f}% after {trainer.epoch} epochs")
-            write_json(out / "accuracy.json", result)
+        except Exception as err:  # the next mode still runs
+            entry["error"] = f"{type(err).__name__}: {err}"[:2000]
+            log(f"  exact to 90% ({mode}) failed: {entry['error'][:300]}")
+        write_json(out / "accuracy.json", result)
 
 
-def campaign(out: Path, log: Log, budget: dict, data_root: Path, timeout: float) -> None:
-    """The `labels` ablation with each cell's seeds stacked, records only (no MLflow), in a
-    child process stopped at `timeout`; the records that finished are packed either way."""
+def campaign(out: Path, log: Log, budget: dict, data_root: Path, deadline: float) -> None:
+    """records.tar.gz: the `labels` ablation with each cell's seeds stacked, records only, in a
+    child process stopped at the deadline; the records that finished are packed either way."""
     with tempfile.TemporaryDirectory() as work:
         command = [sys.executable, "-m", "harness", "ablate", "labels", "--stack", "--no-track"]
         command += ["--out", f"{work}/results", "--checkpoint-dir", f"{work}/checkpoints"]
         command += budget["campaign"]
         env = {**os.environ, "M2_DATA_ROOT": str(data_root), "PYTHONUNBUFFERED": "1"}
+        timeout = max(1.0, deadline - time.monotonic())
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
             log(done.stdout[-6000:], done.stderr[-3000:])
         except subprocess.TimeoutExpired as stopped:
-            log(
-                (stopped.stdout or b"")[-6000:].decode(errors="replace"),
-                "(stopped at the time limit)",
-            )
+            text = stopped.stdout.decode(errors="replace") if stopped.stdout else ""
+            log(text[-6000:], "(stopped at the deadline)")
         records = sorted(Path(work, "results", "runs").glob("*.json"))
         with tarfile.open(out / "records.tar.gz", "w:gz") as tar:
             for path in records:
@@ -298,72 +304,169 @@ def campaign(out: Path, log: Log, budget: dict, data_root: Path, timeout: float)
         log(f"  {len(records)} run records in records.tar.gz")
 
 
-def run(args: argparse.Namespace) -> int:
+def stage(args: argparse.Namespace) -> int:
+    """One stage, in this process (the `run` command starts one process per stage)."""
     import torch
 
     from harness.training.trainer import resolve_device
 
     out = Path(args.out)
+    log = Log(out / "kit.log")
+    deadline = time.monotonic() + args.seconds
+    budget = BUDGETS[args.budget]
+    if os.environ.get(FAIL_ENV) == args.name:
+        raise RuntimeError(f"stage {args.name} fails on purpose (${FAIL_ENV})")
+    device = resolve_device(args.device)
+    torch.set_num_threads(os.cpu_count() or 1)
+    if args.name == "env":
+        log(json.dumps(environment(out, device), indent=1, default=str))
+    elif args.name == "bench":
+        bench(out, log, device, budget, deadline)
+    elif args.name == "accuracy":
+        accuracy(out, log, device, budget, Path(args.data_root), deadline)
+    elif args.name == "campaign":
+        campaign(out, log, budget, Path(args.data_root), deadline)
+    return 0
+
+
+def stage_command(args: argparse.Namespace, name: str, seconds: float, data_root: Path) -> list:
+    """The process a stage runs in: the CUDA tests are pytest itself, the others `stage`."""
+    if name == "tests":
+        xml = Path(args.out).resolve() / "cuda-tests.xml"
+        return [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/training/test_cuda.py",
+            "-v",
+            "-rA",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+            f"--junitxml={xml}",
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "harness.tools.gpu_kit",
+        "stage",
+        name,
+        "--out",
+        args.out,
+        "--budget",
+        args.budget,
+        "--seconds",
+        f"{seconds:.0f}",
+        "--data-root",
+        str(data_root),
+    ] + (["--device", args.device] if args.device else [])
+
+
+def run_stage(command: list, seconds: float, log: Log, env: dict[str, str]) -> str:
+    """Run a stage's process until it ends or its deadline; then SIGINT (pytest writes its XML
+    of the tests so far, a stage what it has), and SIGKILL after a grace. Its output goes to
+    kit.log as it comes."""
+    repo = Path(__file__).resolve().parents[2]
+    with open(log.file.name, "a") as sink:
+        process = subprocess.Popen(command, cwd=repo, env=env, stdout=sink, stderr=sink)
+        try:
+            code = process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=GRACE)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            return f"stopped at its deadline ({seconds:.0f} s)"
+    return "ok" if code == 0 else f"failed (exit {code}; kit.log says why)"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Every chosen stage, each in its own process with its own deadline."""
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = Log(out / "kit.log")
-    budget = BUDGETS[args.budget]
     start = time.monotonic()
-    results: dict[str, str] = {}
-    chosen = args.steps.split(",") if args.steps else list(STEPS)
-
-    def until(name: str) -> float:
-        """This step's deadline: its share of the time left for the steps still to come."""
-        left = args.time_limit - (time.monotonic() - start)
-        todo = [s for s in chosen[chosen.index(name) :] if s in SHARES]
-        return left * SHARES[name] / sum(SHARES[s] for s in todo)
-
-    device = resolve_device(args.device)
+    chosen = args.steps.split(",") if args.steps else list(DEFAULT_STAGES)
+    unknown = sorted(set(chosen) - set(STAGES))
+    if unknown:
+        raise SystemExit(f"unknown stages {', '.join(unknown)}; the stages: {', '.join(STAGES)}")
     data_root = Path(os.environ.get("M2_DATA_ROOT") or tempfile.mkdtemp(prefix="m2h-data-"))
     if args.carry and (Path(args.carry) / "data.tar.xz").exists():
         data_root = unpack(Path(args.carry), Path(tempfile.mkdtemp(prefix="m2h-data-")))
-    torch.set_num_threads(os.cpu_count() or 1)
-    peak = 1.0
-    with step("env", log, results):
-        env = environment(out, device)
-        peak = env["fp32_matmul_peak_flops"]
-        log(json.dumps(env, indent=1, default=str))
-    if "tests" in chosen:
-        with step("tests", log, results):
-            cuda_tests(out, log, until("tests"))
-    if "bench" in chosen:
-        with step("bench", log, results):
-            bench(out, log, device, budget, peak)
-    if "accuracy" in chosen:
-        with step("accuracy", log, results):
-            accuracy(out, log, device, budget, data_root, time.monotonic() + until("accuracy"))
-    if "campaign" in chosen:
-        with step("campaign", log, results):
-            campaign(out, log, budget, data_root, until("campaign"))
+    env = {
+        **os.environ,
+        TEST_TIMEOUT_ENV: str(BUDGETS[args.budget]["test_timeout"]),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(
+            [
+                str(Path(__file__).resolve().parents[2]),
+                *filter(None, [os.environ.get("PYTHONPATH")]),
+            ]
+        ),
+    }
+    results: dict[str, str] = {}
+    for k, name in enumerate(chosen):
+        left = args.time_limit - (time.monotonic() - start) - GRACE * (len(chosen) - k)
+        share = SHARES[name] / sum(SHARES[s] for s in chosen[k:])
+        seconds = max(FLOORS[name], left * share)
+        log(f"== {name} ({seconds:.0f} s)")
+        began = time.monotonic()
+        results[name] = run_stage(stage_command(args, name, seconds, data_root), seconds, log, env)
+        log(f"== {name}: {results[name]} after {time.monotonic() - began:.0f} s")
     log("== summary", json.dumps(results), f"{time.monotonic() - start:.0f} s in all")
-    return 0 if all(r.startswith("ok") for r in results.values()) else 1
+    return 0 if all(r == "ok" for r in results.values()) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m harness.tools.gpu_kit", description=__doc__.split("\n")[0]
+        prog="python -m harness.tools.gpu_kit", description=(__doc__ or "").split("\n")[0]
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pack", help="compress the datasets into the carried folder")
     p.add_argument("--carry", default="gpu-carry")
     p.add_argument("--data-root", default=os.environ.get("M2_DATA_ROOT", "data"))
     p.add_argument("--level", type=int, default=6, help="xz preset (0 fast ... 9 small)")
+    c = sub.add_parser("command", help="print the device command with this checkout's commit")
+    c.add_argument("--carry", default="gpu-carry")
     r = sub.add_parser("run", help="the GPU checklist, results into --out")
     r.add_argument("--carry", default="gpu-carry")
     r.add_argument("--out", required=True)
     r.add_argument("--budget", choices=sorted(BUDGETS), default="full")
     r.add_argument("--device", help="default: CUDA when present")
-    r.add_argument("--steps", help=f"a comma-separated subset of {','.join(STEPS)}")
+    r.add_argument(
+        "--steps",
+        help=f"a comma-separated subset of {','.join(STAGES)} (default: all but campaign)",
+    )
     r.add_argument("--time-limit", type=float, default=540.0, help="seconds for everything")
+    s = sub.add_parser("stage", help="one stage in this process (what `run` starts)")
+    s.add_argument("name", choices=[n for n in STAGES if n != "tests"])
+    s.add_argument("--out", required=True)
+    s.add_argument("--budget", choices=sorted(BUDGETS), default="full")
+    s.add_argument("--device")
+    s.add_argument("--seconds", type=float, required=True)
+    s.add_argument("--data-root", required=True)
     args = parser.parse_args(argv)
     if args.command == "pack":
         archive = pack(Path(args.carry), Path(args.data_root), args.level)
         print(f"wrote {archive} ({archive.stat().st_size / 2**20:.1f} MiB)")
         return 0
+    if args.command == "command":
+        from harness.runs.provenance import git_commit
+
+        commit, dirty = git_commit()
+        if dirty:
+            print("# the tree has uncommitted changes: commit them first", file=sys.stderr)
+        print(device_command(commit, args.carry))
+        return 0
+    if args.command == "stage":
+        try:
+            return stage(args)
+        except Exception:
+            Log(Path(args.out) / "kit.log")(traceback.format_exc())
+            return 1
     return run(args)
 
 

@@ -35,6 +35,7 @@ from harness.training.step import (
     eager_train,
     epoch_order,
     labelled_split,
+    load_optimizer_state,
     loss_options,
     make_optimizer,
 )
@@ -149,5 +150,5 @@ class StackedSeeds:
             for k in state:
                 if k != "step":
                     state[k] = torch.stack([s["optimizer"]["state"][index][k] for s in states])
-        self.optimizer.load_state_dict(optimizer)
+        load_optimizer_state(self.optimizer, optimizer)
         self.generator.set_state(states[0]["generator"])

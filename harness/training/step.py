@@ -109,6 +109,26 @@ def make_optimizer(
     return cls(params, lr=variant.lr, fused=fused, capturable=capturable)
 
 
+# how this process runs the update, not what was learned: kept when a state is loaded
+EXECUTION_FLAGS = ("capturable", "fused", "foreach", "differentiable")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load a saved optimiser `state`, keeping this optimiser's execution flags: a checkpoint
+    saved by an eager or CPU run says capturable=False, and loading it as it is would make the
+    first CUDA-graph capture fail. Where capturable, the step counts move onto the parameters'
+    device, where the captured update reads them."""
+    kept = [{k: g[k] for k in EXECUTION_FLAGS if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, flags in zip(optimizer.param_groups, kept, strict=True):
+        group.update(flags)
+        if group.get("capturable"):
+            for param in group["params"]:
+                saved = optimizer.state.get(param, {})
+                if "step" in saved:
+                    saved["step"] = saved["step"].to(param.device, torch.float32)
+
+
 def labelled_split(
     splits: Splits, labels: int, seed: int, device: torch.device
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -236,5 +256,5 @@ class OneSeed:
     def load_seed_states(self, states: Sequence[dict[str, Any]]) -> None:
         (state,) = states
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.generator.set_state(state["generator"])

@@ -10,6 +10,8 @@ the same generator state.
 
 from __future__ import annotations
 
+import os
+import signal
 import warnings
 
 import pytest
@@ -24,6 +26,31 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
 ]
 ESTIMATORS = ["exact", "gumbel-0.5", "gumbel-st", "tutorial-gumbel", "supervised-only"]
+
+
+@pytest.fixture(autouse=True)
+def _pinned_precision_and_a_time_limit():
+    """Every CUDA test in full fp32 (no TF32 matmuls, whatever the machine's default), and, where
+    $M2H_TEST_TIMEOUT says (the GPU kit), stopped with a TimeoutError after that many seconds so
+    one hung test never costs the others."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    precision = torch.get_float32_matmul_precision()
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    limit = float(os.environ.get("M2H_TEST_TIMEOUT", "0"))
+
+    def stop(signum, frame):
+        raise TimeoutError(f"the test ran past its {limit:.0f} s")
+
+    if limit:
+        signal.signal(signal.SIGALRM, stop)
+        signal.setitimer(signal.ITIMER_REAL, limit)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+        torch.set_float32_matmul_precision(precision)
 
 
 def _splits(device: str):
@@ -87,6 +114,57 @@ def test_cuda_graphs_replay_the_eager_step(name):
         before, after = eager.stepper.model, graphed.stepper.model
         for a, b in zip(before.parameters(), after.parameters(), strict=True):
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_a_replayed_graph_draws_new_noise_every_step():
+    """Frozen noise would replay the capture's draw: the same batch twice, from the same
+    weights, must give other loss terms each time for a noisy estimator."""
+    graphed = _trainer("cuda", "gumbel-0.5", cuda_graphs=True)
+    (batch,) = _batches(graphed, 1)
+    graphed.train_step(batch[0].cuda(), batch[1].cuda())  # captures the graph
+    stepper = graphed.stepper
+    weights = {k: v.clone() for k, v in stepper.model.state_dict().items()}
+    moments = {p: {k: v.clone() for k, v in s.items()} for p, s in stepper.optimizer.state.items()}
+    first = graphed.train_step(batch[0].cuda(), batch[1].cuda())
+    with torch.no_grad():  # back to the same weights and optimiser state, in place
+        for k, v in stepper.model.state_dict().items():
+            v.copy_(weights[k])
+        for param, saved in stepper.optimizer.state.items():
+            for k, v in saved.items():
+                v.copy_(moments[param][k])
+    second = graphed.train_step(batch[0].cuda(), batch[1].cuda())
+    assert not torch.equal(first, second)
+
+
+@pytest.mark.parametrize("setting", ["alpha", "temperature"])
+def test_a_replayed_graph_reads_the_schedule_value_of_each_step(setting):
+    """alpha and the temperature change between replays (warm-up, annealing): the graph must
+    read this step's values, as the eager step does, not the capture's."""
+    from harness.training.step import Batch
+
+    eager = _trainer("cuda", "gumbel-0.5")
+    graphed = _trainer("cuda", "gumbel-0.5", cuda_graphs=True)
+    batches = _batches(eager, 3)
+    values = {"alpha": [1.0, 50.0, 400.0], "temperature": [1.0, 0.5, 0.2]}[setting]
+    for trainer in (eager, graphed):
+        trainer.stepper.generator.manual_seed(5)
+    terms = []
+    for trainer in (eager, graphed):
+        steps = []
+        for (u, lab), value in zip(batches, values, strict=True):
+            batch = Batch(u.cuda(), lab.cuda(), 10.0, 0.5)._replace(**{setting: value})
+            steps.append(trainer.stepper.train(batch))
+        terms.append(torch.stack(steps))
+    torch.testing.assert_close(terms[1], terms[0], rtol=0.05, atol=0.05)
+
+
+def test_resuming_with_cuda_graphs_from_an_eager_checkpoint(tmp_path):
+    """The checkpoint's optimiser state says capturable=False; the graphed run keeps its own."""
+    _trainer("cuda", "gumbel-st", epochs=1).fit(checkpoints=[tmp_path / "c.pt"])
+    resumed = _trainer("cuda", "gumbel-st", cuda_graphs=True)
+    assert resumed.resume_from([tmp_path / "c.pt"])
+    (reports,) = resumed.fit()
+    assert len(reports) == 2 and reports[-1].test_accuracy > 0.1
 
 
 def test_cuda_graphs_train_an_epoch_to_the_eager_accuracy():

@@ -176,3 +176,23 @@ def test_a_compiled_loss_equals_the_eager_one(mnist):
     torch._dynamo.utils.counters.clear()
     torch.testing.assert_close(_one_step_terms(compiled), _one_step_terms(eager))
     assert not torch._dynamo.utils.counters["stats"].get("unique_graphs")
+
+
+def test_loading_an_optimiser_state_keeps_how_this_process_runs_the_update():
+    """A checkpoint of an eager or CPU run says capturable=False; a CUDA-graph run that resumes
+    from it must keep capturable=True, or its first capture fails."""
+    from harness.training.step import load_optimizer_state
+
+    param = torch.nn.Parameter(torch.ones(3))
+    eager = torch.optim.Adam([param], lr=0.1)
+    param.grad = torch.ones(3)
+    eager.step()
+    saved = eager.state_dict()
+    plain = torch.optim.Adam([param], lr=0.1, capturable=True)
+    plain.load_state_dict(saved)
+    assert plain.param_groups[0]["capturable"] is False  # what loading as it is does
+    graphed = torch.optim.Adam([param], lr=0.1, capturable=True)
+    load_optimizer_state(graphed, saved)
+    assert graphed.param_groups[0]["capturable"] is True
+    assert torch.equal(graphed.state[param]["exp_avg"], eager.state[param]["exp_avg"])
+    assert graphed.state[param]["step"].dtype == torch.float32
