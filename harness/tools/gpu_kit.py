@@ -158,11 +158,9 @@ def peaks(out: Path, device: Any) -> dict[str, float]:
     return {"fp32": env["fp32_matmul_peak_flops"], "bf16": env["bf16_matmul_peak_flops"]}
 
 
-def graph_breaks(trainer: Any) -> int | None:
-    """Graph breaks torch.compile made in the trainer's compiled loss so far (None: not
-    compiled)."""
-    if not trainer.compiled:
-        return None
+def graph_breaks() -> int:
+    """Graph breaks torch.compile has made in this process so far (a row's are the difference
+    across its measurement)."""
     from torch._dynamo.utils import counters
 
     return sum(counters["graph_break"].values())
@@ -190,6 +188,7 @@ def bench(out: Path, log: Log, device: Any, budget: dict, deadline: float) -> No
             return
         try:
             torch.manual_seed(0)
+            breaks = graph_breaks()
             variant = create_variant(name)
             trainer = Trainer(variant, splits, device, progress=False, **options)
             rows = count * (trainer.batch_size + trainer.labelled_batch)
@@ -202,7 +201,7 @@ def bench(out: Path, log: Log, device: Any, budget: dict, deadline: float) -> No
                 rows_per_sec=rows / seconds,
                 precision=precision,
                 peak_fraction=flops / seconds / peak[precision],
-                graph_breaks=graph_breaks(trainer),
+                graph_breaks=graph_breaks() - breaks if trainer.compiled else None,
             )
             log(
                 f"  {name:<16} {mode:<12} seeds {count:>2}  {1e3 * seconds:8.3f} ms/step  "
