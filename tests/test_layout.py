@@ -66,3 +66,14 @@ def test_no_class_subclasses_the_trainer():
         if any(getattr(base, "id", getattr(base, "attr", None)) == "Trainer" for base in node.bases)
     ]
     assert subclasses == []
+
+
+def test_the_readmes_variants_table_names_every_registered_variant():
+    from harness.config.variants import list_variants
+
+    readme = (PACKAGE.parent / "README.md").read_text()
+    table = readme.split("## Variants")[1].split("\n\n")[1]
+    named = {
+        part.strip("` ") for row in table.splitlines()[2:] for part in row.split("|")[1].split(",")
+    }
+    assert named == {v.name for v in list_variants()}

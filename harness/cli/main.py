@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from harness.config.variants import (
     Variant,
@@ -195,6 +195,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from harness.experiments.ablate import AblationOptions, run_ablation
 
     ablation = load_ablation(args.name)
+    print(f"ablation {ablation.name}: read {ablation.source}", flush=True)
     options = AblationOptions(
         tracking_uri=args.tracking_uri,
         track=not args.no_track,
@@ -501,8 +502,16 @@ def _add_launcher_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with its errors (`--epochs abc`) in one line; the usage stays one `--help`
+    away."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="m2h", description=__doc__)
+    parser = OneLineParser(prog="m2h", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -709,9 +718,13 @@ def set_threads(args: argparse.Namespace) -> None:
     """This process's CPU threads: --threads, else the idle cores (machine.default_threads)."""
     import torch
 
-    from harness.experiments.machine import default_threads
+    from harness.experiments.machine import default_threads, threads_note
 
-    torch.set_num_threads(args.threads or default_threads())
+    threads = args.threads or default_threads()
+    torch.set_num_threads(threads)
+    note = None if args.threads else threads_note(threads)
+    if note:
+        print(f"m2h: {note}", file=sys.stderr, flush=True)
 
 
 def check_counts(args: argparse.Namespace) -> None:

@@ -58,6 +58,7 @@ class Ablation:
     seeds_by_variant: dict[str, list[int]] = field(default_factory=dict)
     # the variant compared against ("": the first of `variants`), or axis settings
     reference: str | dict[str, Any] = ""
+    source: Path | None = field(default=None, compare=False)  # the file it was read from
 
     def seeds_of(self, cell: Cell, seeds: Sequence[int] | None = None) -> list[int]:
         """The seeds `cell` runs: `seeds` when given (the command line's), else its variant's
@@ -117,13 +118,31 @@ class Ablation:
         )
 
 
-def available(directory: Path = ABLATIONS_DIR) -> list[str]:
-    return sorted(p.stem for p in directory.glob("*.toml"))
+def search_path(directory: Path | None = None) -> list[Path]:
+    """Where ablation files are looked for: `directory` when given, else `./ablations` of the
+    folder m2h runs in (the files a user edits there), then the package's own."""
+    if directory is not None:
+        return [directory]
+    local = Path.cwd() / "ablations"
+    return [local, ABLATIONS_DIR] if local.resolve() != ABLATIONS_DIR else [ABLATIONS_DIR]
 
 
-def load_ablation(name: str, directory: Path = ABLATIONS_DIR) -> Ablation:
-    """Read `ablations/NAME.toml` (or a path to a .toml file) and check every name in it."""
-    path = Path(name) if name.endswith(".toml") else directory / f"{name}.toml"
+def available(directory: Path | None = None) -> list[str]:
+    return sorted({p.stem for folder in search_path(directory) for p in folder.glob("*.toml")})
+
+
+def ablation_file(name: str, directory: Path | None = None) -> Path:
+    """The file `name` reads: a path to a .toml file, or NAME.toml in the first folder of
+    `search_path` that has one (a missing one is named by the first folder)."""
+    if name.endswith(".toml"):
+        return Path(name)
+    candidates = [folder / f"{name}.toml" for folder in search_path(directory)]
+    return next((c for c in candidates if c.exists()), candidates[-1])
+
+
+def load_ablation(name: str, directory: Path | None = None) -> Ablation:
+    """Read the ablation file `name` (`ablation_file`) and check every name in it."""
+    path = ablation_file(name, directory)
     if not path.exists():
         known = available(directory)
         hint = difflib.get_close_matches(name, known, n=1)
@@ -141,6 +160,7 @@ def load_ablation(name: str, directory: Path = ABLATIONS_DIR) -> Ablation:
     if unknown:
         raise AblationError(f"{path}: unknown keys {', '.join(sorted(unknown))}")
     ablation = Ablation(
+        source=path.resolve(),
         name=path.stem,
         description=spec.get("description", ""),
         variants=list(spec.get("variants", [])),

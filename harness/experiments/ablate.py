@@ -23,10 +23,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shutil
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import as_completed
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -170,7 +171,7 @@ def run_ablation(
     """Run every cell and seed whose record is not yet in the results folder's runs/, each
     claimed first (a run another process holds is waited for after the others), under one parent
     MLflow run (a reused record is logged under it too), or with records alone."""
-    from harness.experiments.machine import default_threads
+    from harness.experiments.machine import default_threads, threads_note
 
     o = checked(ablation, options or AblationOptions())
     epochs = o.epochs or ablation.epochs
@@ -192,6 +193,9 @@ def run_ablation(
         records_dir=str(records_dir),
         threads=o.threads or default_threads(min(o.jobs, max(1, len(todo)))),
     )
+    note = None if o.threads else threads_note(where.threads, min(o.jobs, max(1, len(todo))))
+    if note and todo:
+        echo(f"  {note}")
     with contextlib.ExitStack() as tracked:
         if o.track:
             from harness.tracking.tracker import Tracker
@@ -210,21 +214,47 @@ def run_ablation(
             if o.slurm is None
             else slurm_jobs(todo, where, o.slurm, ablation.name, o.wait)
         )
-        outcomes += _report(launched, echo)
+        progress = Progress(len(outcomes) + sum(len(j.variants) for j in todo))
+        progress.done += len(outcomes)
+        outcomes += _report(launched, echo, progress)
         claimed = [c for c in outcomes if c.status == "claimed"]
         if claimed and o.slurm is None:  # come back to them: wait for each, reuse its record
             waiting = dataclasses.replace(where, wait_for_claims=True)
             outcomes = [c for c in outcomes if c.status != "claimed"]
-            outcomes += _report(run_jobs(claimed_jobs(todo, claimed), waiting, o.jobs), echo)
+            again = run_jobs(claimed_jobs(todo, claimed), waiting, o.jobs)
+            outcomes += _report(again, echo, progress)
     return outcomes
 
 
-def _report(launched: Iterator[CellOutcome], echo: Any) -> list[CellOutcome]:
-    """Say each outcome as it comes; the outcomes."""
+@dataclass
+class Progress:
+    """The overall line of an ablation: runs done of planned, and the time left at the pace
+    so far (wall time per run trained, the jobs running side by side, times the runs left)."""
+
+    planned: int
+    done: int = 0
+    trained: int = 0
+    start: float = field(default_factory=time.monotonic)
+
+    def line(self, outcome: CellOutcome) -> str:
+        if outcome.status != "claimed":
+            self.done += 1
+            self.trained += outcome.status in ("finished", "failed")
+        left = ""
+        if self.trained and self.done < self.planned:
+            pace = (time.monotonic() - self.start) / self.trained
+            minutes = pace * (self.planned - self.done) / 60
+            left = f", about {minutes:.0f} min left"
+        return f"  [{self.done} of {self.planned} runs done{left}]"
+
+
+def _report(launched: Iterator[CellOutcome], echo: Any, progress: Progress) -> list[CellOutcome]:
+    """Say each outcome as it comes, with the overall line; the outcomes."""
     outcomes = []
     for outcome in launched:
         then = ", waiting for it after the others" if outcome.status == "claimed" else ""
         echo(f"  {outcome.cell} seed {outcome.seed}: {outcome.status} {outcome.detail}{then}")
+        echo(progress.line(outcome))
         outcomes.append(outcome)
     return outcomes
 

@@ -10,6 +10,7 @@ from harness.config.variants import Variant
 
 if TYPE_CHECKING:
     from harness.config.ablations import Cell
+    from harness.training.reports import EpochReport
 
 
 @dataclass
@@ -83,7 +84,7 @@ def _train(job: Job, variants: tuple[Variant, ...], where: Setting) -> list[Cell
     """Train the claimed runs of one job, their seeds stacked where there are several."""
     import torch
 
-    from harness.runs.runner import RunOptions, run_seeds
+    from harness.runs.runner import RunOptions, format_report, run_seeds
 
     torch.set_num_threads(where.threads)
     tags = {v.seed: t for v, t in zip(job.variants, job.tags, strict=True)}
@@ -104,13 +105,23 @@ def _train(job: Job, variants: tuple[Variant, ...], where: Setting) -> list[Cell
         records_dir=where.records_dir,
         announce=lambda note: print(f"  {job.cell.name}: {note}", flush=True),
     )
+    seeds = [v.seed for v in variants]
+
+    def progress(reports: list[EpochReport | None]) -> None:
+        """One line per epoch of every seed this job trains, with its cell and seed."""
+        for seed, report in zip(seeds, reports, strict=True):
+            if report is not None:
+                line = format_report(report, variants[0].epochs)
+                print(f"  {job.cell.name} seed {seed}: {line}", flush=True)
+
     try:
         results = run_seeds(
             variants[0],
-            [v.seed for v in variants],
+            seeds,
             options,
             run_name=lambda v: f"{job.cell.name} seed {v.seed}",
             tags=lambda v: tags[v.seed],
+            on_epoch_end=[progress],
         )
     except Exception as err:  # a failed cell is logged FAILED; the ablation goes on
         reason = f"{type(err).__name__}: {err}"

@@ -42,3 +42,16 @@ def busy_note() -> str | None:
         f"the machine is busy (load {taken:.1f} on {cores} cores): timings and ratios taken now "
         "are not reliable; measure on a quiet machine"
     )
+
+
+def threads_note(threads: int, jobs: int = 1) -> str | None:
+    """A line saying that the runs take fewer threads than the machine's cores, why (the load
+    average), and how to choose otherwise; None where they take them all."""
+    cores = usable_cores()
+    if threads * max(1, jobs) >= cores:
+        return None
+    plural = "s" * (threads > 1)
+    return (
+        f"each run takes {threads} thread{plural} of {cores} cores: the load average says "
+        f"{round(load())} of them are busy (--threads N sets it)"
+    )

@@ -112,13 +112,25 @@ def ensure_dataset(
     root = resolve_data_root(root)
     raw = root / FOLDERS[dataset] / "raw"
     if not all((raw / name).exists() for name in RAW_MD5[FOLDERS[dataset]]):
+        if not root.is_dir():  # a typo is not a place to download into: nothing is created
+            raise DataError(
+                f"the data root {root.resolve()} does not exist; point --data-root / "
+                f"${DATA_ROOT_ENV} at the folder that holds {FOLDERS[dataset]}/raw/"
+            )
         if not download:
             raise DataError(_missing_message(dataset, root))
+        made = [f for f in (root / FOLDERS[dataset], raw) if not f.exists()]
         try:
             for train in (True, False):
                 _torchvision_dataset(dataset, root, train, download=True)
-        except Exception as err:  # offline, or a mirror refused: one clear message
-            raise DataError(f"{_missing_message(dataset, root)} (download failed: {err})") from None
+        except Exception as err:  # offline, or a mirror refused: one clear line
+            for folder in reversed(made):  # leave no empty folder behind
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+            reason = " ".join(str(err).split())[:200]
+            raise DataError(
+                f"{_missing_message(dataset, root)} (download failed: {reason})"
+            ) from None
     verify_raw_files(dataset, root)
     return root
 

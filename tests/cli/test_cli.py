@@ -60,7 +60,7 @@ def test_show_prints_every_setting(capsys):
         (["run", "exact", "--threads", "0"], "--threads must be >= 1, got 0"),
         (
             ["run", "exact", "--data-root", "/nonexistent/m2", "--no-download"],
-            "not under /nonexistent/m2/MNIST/raw",
+            "the data root /nonexistent/m2 does not exist",
         ),
     ],
 )
@@ -172,9 +172,11 @@ def test_unwritable_folders_are_clear_errors_before_any_work(tmp_path, capsys):
 
 def test_missing_data_writes_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "none").mkdir()
     assert main(["run", "exact", "--data-root", str(tmp_path / "none"), "--no-download"]) == 1
     assert "could not be downloaded" in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []  # no store, no checkpoint folder
+    assert [p.name for p in tmp_path.iterdir()] == ["none"]  # no store, no checkpoint folder
+    assert list((tmp_path / "none").iterdir()) == []
 
 
 def test_debug_shows_the_traceback(capsys):
@@ -315,3 +317,22 @@ def test_a_table_touches_no_mlflow_store(tmp_path, capsys):
     assert main(["table", "estimator", "--out", str(tmp_path / "results")]) == 1
     assert "no run records" in capsys.readouterr().err
     assert not list(tmp_path.rglob("*.db"))
+
+
+def test_a_missing_data_root_is_one_line_and_creates_nothing(tmp_path, capsys):
+    root = tmp_path / "no" / "such"
+    assert main(["run", "exact", "--data-root", str(root), "--no-track"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"the data root {root} does not exist" in err
+    assert not (tmp_path / "no").exists()
+
+
+def test_a_badly_typed_option_is_one_line_with_the_usage_one_help_away(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["run", "exact", "--epochs", "abc"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert (
+        err
+        == "m2h run: error: argument --epochs: invalid int value: 'abc' (see `m2h run --help`)\n"
+    )

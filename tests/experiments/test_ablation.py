@@ -350,3 +350,38 @@ def test_slurm_without_sbatch_is_a_clear_error(tiny, tmp_path, capsys, monkeypat
     assert main(["ablate", str(tiny), "--launcher", "slurm", "--no-track"]) == 1
     assert "needs Slurm's sbatch here" in capsys.readouterr().err
     assert not (tmp_path / "submitit").exists()
+
+
+def test_an_ablations_folder_where_m2h_runs_comes_before_the_packages(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ablations").mkdir()
+    (tmp_path / "ablations" / "quickstart.toml").write_text(
+        'description = "edited"\nvariants = ["exact"]\nepochs = 1\n[set]\nlabels = 100\n'
+    )
+    edited = load_ablation("quickstart")
+    assert edited.description == "edited"
+    assert edited.source == tmp_path / "ablations" / "quickstart.toml"
+    assert load_ablation("labels").source.parent.parent != tmp_path  # the package's, still
+    assert {"quickstart", "labels"} <= set(available())
+
+
+@pytest.mark.e2e
+def test_an_ablation_says_its_file_every_epoch_of_every_run_and_its_progress(tmp_path, data_root):
+    import subprocess
+    import sys
+
+    tiny = tmp_path / "tiny.toml"
+    tiny.write_text(TINY)
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "ablate", str(tiny), "--epochs", "2",
+         "--max-steps", "2", "--no-track", "--out", str(tmp_path / "results")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert f"ablation tiny: read {tiny}" in out
+    for cell in ("exact", "supervised-only"):
+        for seed in (0, 1):
+            for epoch in (1, 2):
+                assert f"  {cell} seed {seed}: epoch   {epoch}/2" in out, out
+    assert "[4 of 4 runs done]" in out and "runs done, about" in out

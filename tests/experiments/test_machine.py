@@ -19,3 +19,15 @@ def test_bench_says_when_the_machine_is_busy(monkeypatch):
     assert machine.busy_note() is None
     monkeypatch.setattr(machine, "load", lambda: 1.9)
     assert "busy (load 1.9 on 2 cores)" in machine.busy_note()
+
+
+def test_a_run_on_fewer_threads_than_cores_says_why_and_how_to_choose(monkeypatch):
+    monkeypatch.setattr(machine, "usable_cores", lambda: 2)
+    monkeypatch.setattr(machine, "load", lambda: 1.2)
+    note = machine.threads_note(1)
+    assert note == (
+        "each run takes 1 thread of 2 cores: the load average says 1 of them are busy "
+        "(--threads N sets it)"
+    )
+    assert machine.threads_note(1, jobs=2) is None  # two runs, a core each: every core used
+    assert machine.threads_note(2) is None
