@@ -1,17 +1,6 @@
-"""Named ablations: a declarative TOML file expanded into a grid of cells, each run per seed as a
-child MLflow run under one parent run, skipping cells the store already holds as finished.
-
-An ablation file (`ablations/NAME.toml`) says:
-  description  one line
-  variants     registered variants, each crossed with every combination of `axes`
-  controls     registered variants run beside them (crossed with the `labels`/`dataset` axes only)
-  seeds        default seeds; epochs  default epoch budget (the most a run trains)
-  [seeds_by_variant]  seeds for some variants or controls instead of `seeds` (gumbel-st = [0, 1])
-  reference    what every cell is compared with, paired by seed, at the same problem settings
-               (labels, dataset): a variant (by default the first of `variants`), or settings
-               of the axes ({ y_term = "analytic" }: each cell against its twin with those)
-  [set]        settings applied to every cell (the stop rule too: validation, patience,
-               min_delta); [axes]  settings swept (cartesian product)
+"""Running an ablation (its file's schema is `config/ablations.py`): the grid of cells, each run
+per seed, as child MLflow runs under one parent run, or as records alone; locally in worker
+processes or on Slurm; each run claimed before it trains (`runs/claims.py`).
 
 Every finished run leaves a record in `<results>/runs/` (records.py); a run whose record is
 there already, made by this ablation or by any other that lists the same cell, is not trained
