@@ -724,7 +724,7 @@ def set_threads(args: argparse.Namespace) -> None:
     torch.set_num_threads(threads)
     note = None if args.threads else threads_note(threads)
     if note:
-        print(f"m2h: {note}", file=sys.stderr, flush=True)
+        print(f"m2h: {note}", flush=True)  # a note, not an error: stdout
 
 
 def check_counts(args: argparse.Namespace) -> None:
