@@ -56,6 +56,7 @@ def test_ablate_without_tracking_leaves_records_alone_and_honours_no_download(
     assert main([*args, "--out", str(results), "--checkpoint-dir", str(tmp_path / "c")]) == 0
     assert len(list((results / "runs").glob("*.json"))) == 2  # a record a run
     assert not list(tmp_path.rglob("*.db"))  # and no MLflow store
+    (tmp_path / "none").mkdir()  # a data root without the files, which may not be downloaded
     assert (
         main(
             [
