@@ -443,16 +443,13 @@ def _log_cell_summary(
         load_runs,
         summarize,
     )
+    from harness.tracking.loading import log_summary
 
     try:
         runs, _ = load_runs(ablation, results_dir, epochs, max_steps)
     except ResultsError:  # nothing finished yet
         return
-    table = summarize(runs)
-    found = comparison_frame(comparisons(ablation, runs))
-    from harness.tracking.loading import log_summary
-
-    log_summary(tracker, parent_id, table, found)
+    log_summary(tracker, parent_id, summarize(runs), comparison_frame(comparisons(ablation, runs)))
 
 
 def _log_once(
