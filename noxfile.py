@@ -1,13 +1,35 @@
-"""nox sessions for m2-harness. `nox -l` lists them; `nox -s ablate -- estimator --seeds 0 1`.
+"""nox sessions for m2-harness. `nox -l` lists them; plain `nox` runs `lint` and `quick` (the
+tests without the end-to-end runs, a few minutes); `nox -s ablate -- estimator --seeds 0 1`.
 
 Sessions run in the environment nox itself runs in (`pip install -e '.[dev]'` first): the CUDA
 torch wheels are several GB, too heavy to install again per session.
 """
 
+import logging
+
 import nox
+from nox.logger import logger
 
 nox.options.default_venv_backend = "none"
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "quick"]
+
+
+class _NoUvNote(logging.Filter):
+    """nox looks for uv before every session, and says it did not find it; these sessions
+    create no environment, so uv has nothing to do here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "uv binary not found."
+
+
+logger.addFilter(_NoUvNote())
+
+
+def _names_and_options(posargs: list[str], default: str) -> tuple[list[str], list[str]]:
+    """`NAME [NAME ...] [--option ...]`: the ablations named (default: `default`) and the
+    options m2h gets for each."""
+    cut = next((i for i, a in enumerate(posargs) if a.startswith("-")), len(posargs))
+    return posargs[:cut] or [default], posargs[cut:]
 
 
 @nox.session
@@ -20,17 +42,18 @@ def ablate(session: nox.Session) -> None:
 
 @nox.session
 def table(session: nox.Session) -> None:
-    """Write results/NAME.md and .csv from the run records of each named ablation (default:
-    labels)."""
-    for name in session.posargs or ["labels"]:
-        session.run("m2h", "table", name)
+    """Tables: nox -s table -- NAME [NAME ...] [--out DIR] [--epochs E] (default: labels)."""
+    names, options = _names_and_options(session.posargs, "labels")
+    for name in names:
+        session.run("m2h", "table", name, *options)
 
 
 @nox.session
 def plot(session: nox.Session) -> None:
-    """Draw results/NAME_*.png from the run records of each named ablation (default: labels)."""
-    for name in session.posargs or ["labels"]:
-        session.run("m2h", "plot", name)
+    """Plots: nox -s plot -- NAME [NAME ...] [--out DIR] [--epochs E] (default: labels)."""
+    names, options = _names_and_options(session.posargs, "labels")
+    for name in names:
+        session.run("m2h", "plot", name, *options)
 
 
 @nox.session
@@ -48,13 +71,19 @@ def ui(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite (the e2e checks included) against $M2_DATA_ROOT."""
+    """The whole test suite, the e2e checks on $M2_DATA_ROOT included (about 15 minutes)."""
     session.run("python", "-m", "pytest", *session.posargs)
 
 
 @nox.session
+def quick(session: nox.Session) -> None:
+    """The tests without the end-to-end runs (a few minutes): pytest -m "not e2e"."""
+    session.run("python", "-m", "pytest", "-m", "not e2e", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check, ruff format --check, the layers' import contracts (lint-imports), mypy."""
+    """ruff check, ruff format --check, the layers' import contracts (lint-imports) and mypy."""
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("lint-imports")

@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from harness.config.networks import NETWORKS
 from harness.config.variants import (
+    USER_VARIANTS_ENV,
     Variant,
     applicable_params,
     create_variant,
@@ -85,6 +87,10 @@ def cmd_show(args: argparse.Namespace) -> int:
             f"\n({left_out} settings that do not apply to this variant left out; "
             f"`m2h show {variant.name} --all` lists every one)"
         )
+    print("\nnetworks that classifier_net and encoder_net can name (`--set classifier_net=cnn`):")
+    width = max(len(name) for name in NETWORKS)
+    for name, description in NETWORKS.items():
+        print(f"  {name.ljust(width)}  {description}")
     return 0
 
 
@@ -513,6 +519,12 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="m2h", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument(
+        "--variants",
+        metavar="FILE",
+        help="your own variants and networks: a Python module (@register_variant, "
+        "@register_network) or a TOML file (default: $M2H_VARIANTS, else ./m2h-variants.toml)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="the registered variants and their knobs").set_defaults(
@@ -751,7 +763,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         check_counts(args)
-        load_user_variants(user_variants_path())  # exported variants, explicitly
+        if args.variants:  # for this process and every worker it starts
+            os.environ[USER_VARIANTS_ENV] = str(Path(args.variants).resolve())
+        load_user_variants(user_variants_path())
         return args.func(args)
     except BrokenPipeError:  # `m2h show x | head` closed the pipe: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -44,6 +44,17 @@ class Cell:
     overrides: dict[str, Any]
     control: bool = False
 
+    @property
+    def title(self) -> str:
+        """The cell's name with what differs first, so that a name the UI cuts short still
+        tells cells apart: "labels=100 · exact" for exact[labels=100]."""
+        variant, _, swept = self.name.partition("[")
+        return " · ".join([*filter(None, swept.rstrip("]").split(",")), variant])
+
+    def run_name(self, seed: int) -> str:
+        """A run's name in MLflow: "labels=100 · exact · seed 0"."""
+        return f"{self.title} · seed {seed}"
+
 
 @dataclass(frozen=True)
 class Ablation:

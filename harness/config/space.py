@@ -1,7 +1,8 @@
 """Search spaces: the knobs of a variant family that a search may tune, and their ranges.
 
 Declared next to each variant's registration (`@register_variant(space=...)`); `--space` narrows
-them (`lr=1e-4:1e-3`, `hidden=256,512`, or one value to fix a knob). Nothing here imports optuna:
+them (`lr=1e-4:1e-3`, `hidden=256,512`, or one value to fix a knob) or extends them with any other
+setting (`classifier_layers=1,3`, `batch_size=64:256`). Nothing here imports optuna:
 `suggest` asks any object with optuna's trial interface.
 """
 
@@ -56,7 +57,9 @@ def suggest(trial: Any, space: Space) -> dict[str, Any]:
 
 
 def narrow(space: Space, specs: list[str]) -> Space:
-    """Apply `--space key=low:high`, `key=a,b,c` or `key=value` to `space`."""
+    """Apply `--space key=low:high`, `key=a,b,c` or `key=value` to `space`: a knob of the space
+    narrowed, or any other variant setting added (`classifier_layers=1,3`), each value parsed
+    and checked as `--set` checks it."""
     narrowed = dict(space)
     for spec in specs:
         key, sep, text = spec.partition("=")
@@ -65,11 +68,7 @@ def narrow(space: Space, specs: list[str]) -> Space:
             raise VariantError(
                 f"a --space entry is key=low:high, key=a,b or key=value; got {spec!r}"
             )
-        if key not in space:
-            raise VariantError(
-                f"unknown search parameter {key!r}; this variant searches {', '.join(space)}"
-            )
-        dim = space[key]
+        dim = space.get(key)  # a setting the variant's space lacks extends it
         if ":" in text:
             low, high = (parse_value(key, part) for part in text.split(":", 1))
             log = isinstance(dim, Range) and dim.log

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from harness.config.networks import NETWORKS
+
 Estimator = Literal["exact", "gumbel", "gumbel-st", "supervised"]
 Dataset = Literal["mnist", "fashion-mnist"]
 NUM_CLASSES = 10
@@ -57,11 +59,21 @@ class Variant:
     labels: int = 100
     validation: int = 0  # images held out from the end of the training file (never trained on)
     seed: int = 0
-    # architecture
+    # architecture: the networks (config/networks.py names them) and their sizes
     hidden: int = 512
     activation: Literal["relu", "softplus"] = "relu"
     z_dim: int = 64
     init_std: float = 0.0  # 0: PyTorch's default init; >0: weights ~ N(0, init_std^2), zero biases
+    classifier_net: str = "mlp"  # q(y|x)
+    classifier_layers: int = 1  # hidden layers
+    classifier_hidden: int = 0  # units per hidden layer (0: `hidden`)
+    encoder_net: str = "mlp"  # the part of q(z|x,y) that reads x
+    encoder_layers: int = 1  # hidden layers of q(z|x,y), the one where x and y meet included
+    encoder_hidden: int = 0
+    decoder_layers: int = 1  # hidden layers of p(x|y,z), the one where z and y meet included
+    decoder_hidden: int = 0
+    batch_norm: bool = False  # after each hidden layer (of the networks reading x: not q(z|x,y)'s
+    dropout: float = 0.0  # merge with y, nor the decoder, whose rows are y's K copies)
     # optimisation
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = 1e-3
@@ -88,6 +100,9 @@ class Variant:
             "labelled_batch_size",
             "epochs",
             "anneal_every",
+            "classifier_layers",
+            "encoder_layers",
+            "decoder_layers",
         ]
         for key in positive:
             if not getattr(self, key) > 0:
@@ -101,9 +116,22 @@ class Variant:
             "seed",
             "patience",
             "min_delta",
+            "classifier_hidden",
+            "encoder_hidden",
+            "decoder_hidden",
         ]:
             if getattr(self, key) < 0:
                 raise VariantError(f"{key} must be >= 0, got {getattr(self, key)!r}")
+        if not 0 <= self.dropout < 1:
+            raise VariantError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for key in ("classifier_net", "encoder_net"):
+            if getattr(self, key) not in NETWORKS:
+                hint = difflib.get_close_matches(getattr(self, key), NETWORKS, n=1)
+                raise VariantError(
+                    f"{key} {getattr(self, key)!r} is not a registered network"
+                    + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                    + f"; networks: {', '.join(NETWORKS)}"
+                )
         if self.labels <= 0 or self.labels % NUM_CLASSES:
             raise VariantError(
                 f"labels must be a positive multiple of the {NUM_CLASSES} classes, "
@@ -142,6 +170,16 @@ APPLIES: dict[str, Callable[[Variant], bool]] = {
     "anneal_every": lambda v: v.temperature_schedule == "anneal",
     "alpha_warmup_epochs": lambda v: v.alpha_schedule != "constant",
     "z_dim": lambda v: v.estimator != "supervised",
+    **{
+        key: lambda v: v.estimator != "supervised"
+        for key in (
+            "encoder_net",
+            "encoder_layers",
+            "encoder_hidden",
+            "decoder_layers",
+            "decoder_hidden",
+        )
+    },
     "term_weighting": lambda v: v.estimator != "supervised",
     "batch_size": lambda v: v.batch_rule == "fixed",
     "labelled_batch_size": lambda v: v.batch_rule == "fixed",
@@ -155,11 +193,37 @@ def applicable_params(variant: Variant) -> dict[str, Any]:
     return {k: v for k, v in variant.params().items() if APPLIES.get(k, lambda _: True)(variant)}
 
 
+# the network settings, added after checkpoints began: left out of a checkpoint's settings at
+# their defaults, so a checkpoint written before them (the same networks) still resumes
+LATER_SETTINGS = (
+    "classifier_net",
+    "classifier_layers",
+    "classifier_hidden",
+    "encoder_net",
+    "encoder_layers",
+    "encoder_hidden",
+    "decoder_layers",
+    "decoder_hidden",
+    "batch_norm",
+    "dropout",
+)
+
+
 def resumable_settings(params: dict[str, Any]) -> dict[str, Any]:
     """The settings a checkpoint must share to be continued: all but the epoch budget and the
     stop rule (they decide when training ends, not what it does), so a longer run, or one with
-    more patience, can resume a shorter one."""
-    return {k: v for k, v in params.items() if k not in STOP_SETTINGS}
+    more patience, can resume a shorter one; LATER_SETTINGS only where not at their default."""
+    defaults = _later_defaults()
+    return {
+        k: v
+        for k, v in params.items()
+        if k not in STOP_SETTINGS and not (k in defaults and v == defaults[k])
+    }
+
+
+@functools.cache
+def _later_defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in fields(Variant) if f.name in LATER_SETTINGS}
 
 
 @functools.cache
@@ -211,6 +275,11 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
         key, sep, text = pair.partition("=")
         if not sep:
             raise VariantError(f"an override is key=value, got {pair!r}")
+        if key.strip() in overrides:
+            raise VariantError(
+                f"{key.strip()} is set twice ({key.strip()}={overrides[key.strip()]} and {pair}): "
+                "one run takes one value of each setting"
+            )
         overrides[key.strip()] = parse_value(key.strip(), text.strip())
     return overrides
 
@@ -244,26 +313,62 @@ def register_variant(
 
 
 def user_variants_path() -> Path:
-    """Where exported variants live: $M2H_VARIANTS, else ./m2h-variants.toml."""
+    """The user's variants file (`--variants FILE` sets $M2H_VARIANTS, which worker processes
+    inherit), else ./m2h-variants.toml; exported variants go there too."""
     return Path(os.environ.get(USER_VARIANTS_ENV) or "m2h-variants.toml")
 
 
+_LOADED: set[Path] = set()
+
+
 def load_user_variants(path: Path) -> None:
-    """Register each `[name]` table of `path`: `base`, `description` and a `[name.set]` table."""
+    """Register the user's variants (and networks) from `path`, once per process: a Python
+    module (`@register_variant`, `@register_network`: it runs as imported) or a TOML file whose
+    `[name]` tables give `base`, `description` and a `[name.set]` table. A missing default file
+    is no error; a broken one is one line naming the file and the line."""
+    path = path.resolve()
+    if path in _LOADED or (not path.exists() and path.name == "m2h-variants.toml"):
+        return
     if not path.exists():
+        raise VariantError(f"variants file {path} does not exist")
+    _LOADED.add(path)
+    if path.suffix == ".py":
+        _run_module(path)
         return
     try:
         spec = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise VariantError(f"{path} is not valid TOML: {err}") from None
     for name, entry in spec.items():
-        base = get_variant(entry["base"])
-        variant = create_variant(base.name, entry.get("set", {}))
+        try:
+            variant = create_variant(entry["base"], entry.get("set", {}))
+        except (VariantError, KeyError, TypeError, AttributeError) as err:
+            raise VariantError(f"{path}: variant [{name}]: {err}") from None
         register_variant(
             name,
             variant.replace(description=entry.get("description", "")),
-            space=_SPACES.get(base.name),
+            space=_SPACES.get(variant.name),
         )
+
+
+def _run_module(path: Path) -> None:
+    """Import the user's module; an error in it names its file and line."""
+    import importlib.util
+    import sys
+    import traceback
+
+    spec = importlib.util.spec_from_file_location(f"m2h_user_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # pickled variants and networks find their module again
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as err:
+        raise VariantError(f"{path}:{err.lineno}: {err.msg}") from None
+    except Exception as err:
+        frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename == str(path)]
+        line = f":{frames[-1].lineno}" if frames else ""
+        raise VariantError(f"{path}{line}: {type(err).__name__}: {err}") from None
 
 
 def save_user_variant(
@@ -271,6 +376,11 @@ def save_user_variant(
 ) -> Path:
     """Add (or replace) `name` in the user variants file and register it."""
     path = path or user_variants_path()
+    if path.suffix == ".py":
+        raise VariantError(
+            f"exports are written to a TOML file, and {path} is your Python module: "
+            "add the exported settings to it yourself, or export with another --variants file"
+        )
     spec = tomllib.loads(path.read_text()) if path.exists() else {}
     spec[name] = {"base": base, "description": description, "set": settings}
     lines = []
@@ -285,6 +395,7 @@ def save_user_variant(
         lines += [f"{k} = {json.dumps(v)}" for k, v in entry["set"].items()]
         lines.append("")
     path.write_text("\n".join(lines))
+    _LOADED.discard(path.resolve())
     load_user_variants(path)
     return path
 

@@ -60,9 +60,17 @@ def run_tags(ablation: Ablation, cell: Cell, variant: Variant, max_steps: int | 
     return {
         "m2h.record_key": identity.record_key(variant, max_steps),
         "cell": cell.name,
+        "cell_title": cell.title,  # what the UI groups runs by (tracking/views.py)
         "ablation": ablation.name,
         "control": str(cell.control).lower(),
     }
+
+
+def varied_settings(ablation: Ablation, epochs: int) -> list[str]:
+    """The settings (variant parameters) whose values differ between the ablation's cells."""
+    params = [ablation.variant(cell, 0, epochs).params() for cell in ablation.cells()]
+    keys = dict.fromkeys(k for p in params for k in p)
+    return [k for k in keys if k != "seed" and len({str(p.get(k)) for p in params}) > 1]
 
 
 def plan(
@@ -404,10 +412,16 @@ def parent_run(
     epochs: int,
     max_steps: int | None,
     jobs: int = 1,
+    span: tuple[int, int] | None = None,
 ) -> Iterator[str]:
     """The ablation's parent MLflow run for this budget, opened again if it exists; when its
     block ends, the parent gets each cell's mean and standard deviation over the records so far
-    (so the collapsed row of the ablation in the UI already says something)."""
+    (so the collapsed row of the ablation in the UI already says something). The experiment
+    gets its m2h view (tracking/views.py) over the settings its cells vary. `span`: the
+    times of the runs loaded from records (tracker.run)."""
+    from harness.tracking.views import save_view
+
+    save_view(tracker.client, tracker.experiment_id, varied_settings(ablation, epochs))
     key = identity.ablation_key(ablation, epochs, max_steps)
     parent = tracker.find_run({"m2h.ablation_key": key, "m2h.role": "ablation"})
     tags = {
@@ -417,7 +431,8 @@ def parent_run(
         "epochs": str(epochs),
         "max_steps": str(max_steps or "none"),
     }
-    with tracker.run(f"{ablation.name} (ablation)", tags, run_id=parent) as parent_id:
+    name = f"{ablation.name} (ablation)"
+    with tracker.run(name, tags, run_id=parent, span=span) as parent_id:
         tracker.client.set_tag(parent_id, "jobs", str(jobs))  # this invocation's
         tracker.client.log_dict(
             parent_id,
@@ -467,7 +482,7 @@ def _log_once(
         return False
     from harness.tracking.loading import log_record
 
-    log_record(tracker, record, f"{cell.name} seed {record.variant.seed}", tags, parent_id)
+    log_record(tracker, record, cell.run_name(record.variant.seed), tags, parent_id)
     return True
 
 
@@ -491,8 +506,12 @@ def log_records(
     ]
     if not found:
         raise AblationError(missing_records(ablation, runs_dir, epochs, max_steps))
+    from harness.tracking.loading import record_span
+
     tracker = Tracker(tracking_uri, ablation.name, description=ablation.description)
-    with parent_run(tracker, ablation, results_dir, epochs, max_steps) as parent_id:
+    spans = [record_span(record) for _, record in found]
+    span = (min(s for s, _ in spans), max(e for _, e in spans))
+    with parent_run(tracker, ablation, results_dir, epochs, max_steps, span=span) as parent_id:
         loaded = sum(
             _log_once(tracker, ablation, parent_id, cell, record, max_steps)
             for cell, record in found

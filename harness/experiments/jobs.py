@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from harness.config.variants import Variant
+from harness.config.variants import Variant, load_user_variants, user_variants_path
 
 if TYPE_CHECKING:
     from harness.config.ablations import Cell
@@ -55,6 +55,7 @@ def run_job(job: Job, where: Setting) -> list[CellOutcome]:
     from harness.runs.claims import Claim, claim_path, holder
     from harness.runs.records import record_path
 
+    load_user_variants(user_variants_path())  # a worker process (or Slurm job) starts bare
     outcomes, mine, held = [], [], []
     try:
         for variant in job.variants:
@@ -119,7 +120,7 @@ def _train(job: Job, variants: tuple[Variant, ...], where: Setting) -> list[Cell
             variants[0],
             seeds,
             options,
-            run_name=lambda v: f"{job.cell.name} seed {v.seed}",
+            run_name=lambda v: job.cell.run_name(v.seed),
             tags=lambda v: tags[v.seed],
             on_epoch_end=[progress],
         )

@@ -95,37 +95,37 @@ def plot_curves(
 
 
 def final_figure(name: str, runs: pd.DataFrame, axis: str | None, paper: bool) -> Figure:
-    """The reported test error per cell (or along the swept `axis`, a line per variant); along
-    `labels` with `paper`, the paper's M2 mean ± std at each label count it reports, in black."""
-    fig, ax = plt.subplots(figsize=(8, 5))
-    if axis is not None and axis in runs:
-        dodge = 0.3 if runs["variant"].nunique() > 1 else False  # seaborn: one hue, no dodge
-        sns.pointplot(
-            runs,
-            x=axis,
-            y="selected_test_error",
-            hue="variant",
-            errorbar=t_interval,
-            dodge=dodge,
-            ax=ax,
-        )
-        if paper and axis == "labels":
-            _draw_paper_errors(ax)
-    else:
-        sns.pointplot(
-            runs,
-            x="cell",
-            y="selected_test_error",
-            errorbar=t_interval,
-            linestyle="none",
-            capsize=0.2,
-            ax=ax,
-        )
-        plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
-    ax.set(
-        ylabel="test error (%)",
-        title=f"{name}: reported test error (mean, {CONFIDENCE:.0%} t interval over seeds)",
-    )
+    """Two panels: the reported test error per cell (or along the swept `axis`, a line per
+    variant; along `labels` with `paper`, the paper's M2 mean ± std at each label count it
+    reports, in black) and the training speed (rows/s at the last epoch), each with its t
+    interval over seeds; what an ablation weighs is accuracy against speed."""
+    fig, (error_ax, speed_ax) = plt.subplots(1, 2, figsize=(13, 5))
+    for ax, column in ((error_ax, "selected_test_error"), (speed_ax, "samples_per_sec")):
+        if axis is not None and axis in runs:
+            dodge = 0.3 if runs["variant"].nunique() > 1 else False  # seaborn: one hue, no dodge
+            sns.pointplot(
+                runs, x=axis, y=column, hue="variant", errorbar=t_interval, dodge=dodge, ax=ax
+            )
+        else:
+            sns.pointplot(
+                runs,
+                x="cell",
+                y=column,
+                errorbar=t_interval,
+                linestyle="none",
+                capsize=0.2,
+                ax=ax,
+            )
+            plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
+    if paper and axis == "labels":
+        _draw_paper_errors(error_ax)
+    error_ax.set(ylabel="test error (%)", title="reported test error")
+    speed_ax.set(ylabel="training rows/s (last epoch)", title="speed")
+    seeds = runs.groupby("cell")["seed"].nunique()
+    interval = f"mean, {CONFIDENCE:.0%} t interval over seeds"
+    if seeds.min() < 2:
+        interval += "; one seed has no interval"
+    fig.suptitle(f"{name}: error and speed per cell ({interval})")
     fig.tight_layout()
     return fig
 

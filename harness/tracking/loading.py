@@ -17,6 +17,14 @@ if TYPE_CHECKING:
     from harness.tracking.tracker import Tracker
 
 
+def record_span(record: RunRecord) -> tuple[int, int]:
+    """When a recorded run started and finished, in ms since the epoch: its record's finish
+    time, less its wall time."""
+    finished = datetime.strptime(record.made["finished"], "%Y-%m-%dT%H:%M:%SZ")
+    end = int(finished.replace(tzinfo=UTC).timestamp() * 1000)
+    return end - int(1000 * record.outcome["wall_seconds"]), end
+
+
 def log_record(
     tracker: Tracker, record: RunRecord, name: str, tags: dict[str, str], parent_run_id: str | None
 ) -> str:
@@ -24,10 +32,8 @@ def log_record(
     its epochs as metrics, its outcome, FINISHED at the time the record names."""
     from mlflow.entities import Metric, Param
 
-    finished = datetime.strptime(record.made["finished"], "%Y-%m-%dT%H:%M:%SZ")
-    end = int(finished.replace(tzinfo=UTC).timestamp() * 1000)
+    start, end = record_span(record)
     outcome = record.outcome
-    start = end - int(1000 * outcome["wall_seconds"])
     v = record.variant
     all_tags = {
         **tags,
@@ -68,7 +74,8 @@ def log_summary(
     """An ablation's summary on its parent run, so its collapsed row in the UI says
     something: each cell's mean, sd, t interval and seeds (`CELL/test_error_mean`, ...) and
     each comparison with its reference (`CELL/vs_reference_difference`, ...) as metrics, and
-    both tables as `cells.csv` and `comparisons.csv`."""
+    both tables as `cells.csv` and `comparisons.csv`; each child run gets its cell's mean and
+    interval (`cell/test_error_mean`, `cell/ci_low`, `cell/ci_high`) beside its own error."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
@@ -87,9 +94,21 @@ def log_summary(
         if not math.isnan(getattr(row, column))
     ]
     tracker.client.log_batch(parent_id, metrics=metrics)
+    by_cell = {str(row.cell): row for row in cells.itertuples()}
+    for child in tracker.child_runs(parent_id):  # each run's row shows its cell's interval
+        row = by_cell.get(child.data.tags.get("cell", ""))
+        if row is not None:
+            values = {f"cell/{c}": round(float(getattr(row, c)), 3) for c in CELL_METRICS}
+            tracker.client.log_batch(
+                child.info.run_id,
+                metrics=[Metric(k, v, now, 0) for k, v in values.items() if not math.isnan(v)],
+            )
     tracker.client.log_text(parent_id, cells.to_csv(index=False), "cells.csv")
     if len(comparisons):
         tracker.client.log_text(parent_id, comparisons.to_csv(index=False), "comparisons.csv")
+
+
+CELL_METRICS = ("test_error_mean", "ci_low", "ci_high", "seeds")
 
 
 def metric_name(cell: str) -> str:

@@ -12,16 +12,20 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import entry_points
 from typing import Any
 
 from harness.files import sqlite_path
 from harness.tracking.tracker import TrackingError
 
+UI_APP = "m2h"  # the `mlflow.app` entry point in pyproject.toml: harness/tracking/ui_app.py
+
 
 def server_command(
     uri: str, host: str = "127.0.0.1", port: int = 5000, ui_only: bool = False
 ) -> list[str]:
-    """`mlflow server` (or `mlflow ui`) over the store at `uri`, artifacts beside a SQLite file."""
+    """`mlflow server` (or `mlflow ui`, through m2h's app plugin when it is installed: ui_app.py)
+    over the store at `uri`, artifacts beside a SQLite file."""
     command = [
         sys.executable,
         "-m",
@@ -34,6 +38,8 @@ def server_command(
         "--port",
         str(port),
     ]
+    if ui_only and entry_points(group="mlflow.app", name=UI_APP):
+        command += ["--app-name", UI_APP]
     path = sqlite_path(uri)
     if path is not None:
         command += ["--artifacts-destination", str(path.parent / "mlartifacts")]
@@ -46,10 +52,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# MLflow's own server imports Starlette's deprecated WSGI middleware: a warning per worker that
+# says nothing to an m2h user
+QUIET = "ignore:starlette.middleware.wsgi is deprecated"
+
+
 def start_server(command: list[str], **popen: Any) -> subprocess.Popen:
     """Start an MLflow server in a process group of its own (it spawns a job runner and queue
     consumers), so that `stop_server` ends all of it."""
-    return subprocess.Popen(command, start_new_session=True, **{"stderr": subprocess.PIPE, **popen})
+    warnings = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), QUIET]))
+    env = {**os.environ, "PYTHONWARNINGS": warnings}
+    return subprocess.Popen(
+        command, start_new_session=True, **{"stderr": subprocess.PIPE, "env": env, **popen}
+    )
 
 
 def stop_server(server: subprocess.Popen) -> None:
@@ -101,12 +116,20 @@ def local_server(uri: str, timeout: float = 120.0) -> Iterator[str]:
 
 
 def experiment_links(uri: str, address: str) -> list[tuple[str, str]]:
-    """Each experiment's page in the UI, on its runs table (MLflow 3 opens an experiment in its
-    GenAI view unless the link says `workflowType=machine_learning`)."""
+    """Each experiment's page in the UI: its runs table in the m2h view where it has one
+    (views.py), else its runs table (the link says `workflowType=machine_learning`, which
+    MLflow 3 needs to open the runs table rather than its GenAI pages)."""
     from mlflow import MlflowClient
 
+    from harness.tracking.views import VIEW_TAG, view_link
+
     return [
-        (e.name, f"{address}/#/experiments/{e.experiment_id}?workflowType=machine_learning")
+        (
+            e.name,
+            view_link(address, e.experiment_id)
+            if VIEW_TAG in e.tags
+            else f"{address}/#/experiments/{e.experiment_id}/runs?workflowType=machine_learning",
+        )
         for e in MlflowClient(tracking_uri=uri).search_experiments()
         if e.name != "Default"
     ]

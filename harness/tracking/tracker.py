@@ -124,12 +124,18 @@ class Tracker:
 
     # runs -----------------------------------------------------------------------------------
     def create_run(
-        self, name: str, tags: dict[str, str] | None = None, parent_run_id: str | None = None
+        self,
+        name: str,
+        tags: dict[str, str] | None = None,
+        parent_run_id: str | None = None,
+        start_time: int | None = None,
     ) -> str:
         tags = dict(tags or {})
         if parent_run_id is not None:
             tags["mlflow.parentRunId"] = parent_run_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        run = self.client.create_run(
+            self.experiment_id, start_time=start_time, run_name=name, tags=tags
+        )
         return run.info.run_id
 
     @contextmanager
@@ -139,11 +145,14 @@ class Tracker:
         tags: dict[str, str] | None = None,
         parent_run_id: str | None = None,
         run_id: str | None = None,
+        span: tuple[int, int] | None = None,
     ) -> Iterator[str]:
         """Open (or, with `run_id`, reopen) a run; it ends FINISHED, KILLED on an interrupt,
-        or FAILED with the reason in the tag `failure`."""
+        or FAILED with the reason in the tag `failure`. `span` (start and end, ms since the
+        epoch) gives a run made from records the times its runs trained, not the load's."""
+        start_time, end_time = span or (None, None)
         if run_id is None:
-            run_id = self.create_run(name, tags, parent_run_id)
+            run_id = self.create_run(name, tags, parent_run_id, start_time)
         else:
             self.client.update_run(run_id, status="RUNNING")
         try:
@@ -160,7 +169,7 @@ class Tracker:
             self.client.set_tag(run_id, "failure", f"{type(err).__name__}: {err}"[:5000])
             self.client.set_terminated(run_id, status="FAILED")
             raise
-        self.client.set_terminated(run_id, status="FINISHED")
+        self.client.set_terminated(run_id, status="FINISHED", end_time=end_time)
 
     def run_status(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.status

@@ -11,11 +11,14 @@ import torch
 from torch import Tensor, nn
 
 from harness.config.variants import NUM_CLASSES, Variant
-
-ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus}
+from harness.training.networks import ACTIVATIONS, NetworkSpec, build_network, mlp
 
 
 class M2(nn.Module):
+    """The three networks, from registered parts (training/networks.py). With one hidden layer
+    each (the defaults) they are the tutorial's, parameter for parameter and in the order
+    they are drawn, so a seed gives the same initial weights it always gave."""
+
     def __init__(
         self,
         x_dim: int = 784,
@@ -24,34 +27,58 @@ class M2(nn.Module):
         z_dim: int = 64,
         activation: str = "relu",
         init_std: float = 0.0,
+        *,
+        classifier_net: str = "mlp",
+        classifier: NetworkSpec | None = None,
+        encoder_net: str = "mlp",
+        encoder: NetworkSpec | None = None,
+        decoder: NetworkSpec | None = None,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.act = ACTIVATIONS[activation]()
-        self.classifier = nn.Sequential(
-            nn.Linear(x_dim, hidden), ACTIVATIONS[activation](), nn.Linear(hidden, num_classes)
-        )
-        self.enc_x = nn.Linear(x_dim, hidden)
-        self.enc_y = nn.Linear(num_classes, hidden, bias=False)
-        self.enc_loc = nn.Linear(hidden, z_dim)
-        self.enc_logvar = nn.Linear(hidden, z_dim)
-        self.dec_z = nn.Linear(z_dim, hidden)
-        self.dec_y = nn.Linear(num_classes, hidden, bias=False)
-        self.dec_out = nn.Linear(hidden, x_dim)
+        one_layer = NetworkSpec(hidden=(hidden,), activation=activation)
+        classifier, encoder, decoder = (s or one_layer for s in (classifier, encoder, decoder))
+        self.classifier = build_network(classifier_net, x_dim, num_classes, classifier)
+        # q(z|x,y): the x part (all its layers but the last hidden one, where y joins), then
+        # act(x part + W_y y), then the mean and log-variance
+        width = encoder.hidden[-1]
+        self.enc_x = build_network(encoder_net, x_dim, width, _drop_last(encoder))
+        self.enc_y = nn.Linear(num_classes, width, bias=False)
+        self.enc_loc = nn.Linear(width, z_dim)
+        self.enc_logvar = nn.Linear(width, z_dim)
+        # p(x|y,z): act(W_z z + W_y y + b), then the decoder's other hidden layers
+        width = decoder.hidden[0]
+        self.dec_z = nn.Linear(z_dim, width)
+        self.dec_y = nn.Linear(num_classes, width, bias=False)
+        self.dec_out = mlp(width, x_dim, NetworkSpec(decoder.hidden[1:], activation))
         if init_std > 0:
             for module in self.modules():
-                if isinstance(module, nn.Linear):
+                if isinstance(module, nn.Linear | nn.Conv2d):
                     nn.init.normal_(module.weight, std=init_std)
                     if module.bias is not None:
                         nn.init.zeros_(module.bias)
 
     @classmethod
     def from_variant(cls, variant: Variant) -> M2:
+        def spec(layers: int, width: int, regularised: bool = True) -> NetworkSpec:
+            return NetworkSpec(
+                hidden=(width or variant.hidden,) * layers,
+                activation=variant.activation,
+                batch_norm=variant.batch_norm and regularised,
+                dropout=variant.dropout if regularised else 0.0,
+            )
+
         return cls(
             hidden=variant.hidden,
             z_dim=variant.z_dim,
             activation=variant.activation,
             init_std=variant.init_std,
+            classifier_net=variant.classifier_net,
+            classifier=spec(variant.classifier_layers, variant.classifier_hidden),
+            encoder_net=variant.encoder_net,
+            encoder=spec(variant.encoder_layers, variant.encoder_hidden),
+            decoder=spec(variant.decoder_layers, variant.decoder_hidden, regularised=False),
         )
 
     def classify(self, x: Tensor) -> Tensor:
@@ -75,3 +102,8 @@ class M2(nn.Module):
     def predict(self, x: Tensor, chunk: int = 10_000) -> Tensor:
         """Most probable class under q(y|x), in chunks."""
         return torch.cat([self.classify(part).argmax(-1) for part in x.split(chunk)])
+
+
+def _drop_last(spec: NetworkSpec) -> NetworkSpec:
+    """The x part of the encoder: its hidden layers before the one where y joins."""
+    return NetworkSpec(spec.hidden[:-1], spec.activation, spec.batch_norm, spec.dropout)

@@ -70,6 +70,11 @@ class StackedSeeds:
         precision: str = "fp32",
     ) -> None:
         check_precision(precision)
+        if variant.batch_norm or variant.dropout:
+            raise ValueError(
+                "stacked seeds train without batch norm and dropout (their running statistics "
+                "and train/eval modes are per model); run these seeds one at a time"
+            )
         self.seeds, self.device, self.precision = tuple(seeds), device, precision
         self.variants = [variant.replace(seed=seed) for seed in self.seeds]
         models = []

@@ -73,7 +73,7 @@ def settings_differing(variant: Variant, state: dict[str, Any]) -> list[str]:
     """The settings a checkpoint `state` would need to share with `variant` to be continued
     (all but the epoch budget and the stop rule) and does not, by name."""
     ours, theirs = resumable_settings(variant.params()), resumable_settings(state["variant"])
-    return sorted(k for k in ours if ours[k] != theirs.get(k))
+    return sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
 
 
 def check_resumable(variant: Variant, state: dict[str, Any]) -> None:

@@ -25,10 +25,24 @@ def test_narrowing_ranges_choices_and_fixed_values():
     assert "lr in [0.0001, 0.001] (log)" in describe(space)
 
 
+def test_a_space_is_extended_with_any_variant_setting():
+    """A researcher's own knob: a deeper classifier, another batch size, a network by name."""
+    space = narrow(
+        search_space("gumbel-0.5"),
+        ["classifier_layers=1,2,3", "batch_size=64:256", "classifier_net=mlp,cnn"],
+    )
+    assert space["classifier_layers"] == Choice((1, 2, 3))
+    assert space["batch_size"] == Range(64, 256, integer=True)
+    assert space["classifier_net"] == Choice(("mlp", "cnn"))
+    assert set(search_space("gumbel-0.5")) < set(space)
+    with pytest.raises(VariantError, match="classifier_layers must be int"):
+        narrow(search_space("exact"), ["classifier_layers=1.5,2"])
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("bogus=1:2", "unknown search parameter 'bogus'"),
+        ("bogus=1:2", "unknown setting 'bogus'"),
         ("lr=1e-3:1e-4", "empty range"),
         ("lr=0.001:0.001", "empty range"),
         ("hidden=big", "hidden must be int"),

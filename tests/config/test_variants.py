@@ -5,11 +5,13 @@ import math
 import pytest
 
 from harness.config.variants import (
+    _REGISTRY,
     Variant,
     VariantError,
     create_variant,
     get_variant,
     list_variants,
+    load_user_variants,
     parse_overrides,
     register_variant,
 )
@@ -138,3 +140,32 @@ def test_every_registered_variant_trains_on_generated_data(name, generated):
     (report,) = Trainer(variant, generated, "cpu", max_steps=2, progress=False).run_epoch()
     assert all(math.isfinite(v) for v in report.losses.values()), report.losses
     assert 0.0 <= report.test_accuracy <= 1.0 and report.samples_per_sec > 0
+
+
+def test_a_setting_given_twice_is_refused_not_silently_the_last():
+    with pytest.raises(VariantError, match="temperature is set twice"):
+        parse_overrides(["temperature=0.2", "temperature=1.0"])
+
+
+def test_a_users_variants_module_registers_and_a_broken_one_names_its_line(tmp_path):
+    good = tmp_path / "mine.py"
+    good.write_text(
+        "from harness.config.variants import get_variant, register_variant\n\n\n"
+        "@register_variant\ndef deep_classifier():\n"
+        '    """Two hidden layers in q(y|x), z of 128."""\n'
+        '    return get_variant("gumbel-0.5").replace(classifier_layers=2, z_dim=128)\n'
+    )
+    load_user_variants(good)
+    try:
+        variant = get_variant("deep-classifier")
+        assert variant.classifier_layers == 2 and variant.description.startswith("Two hidden")
+    finally:
+        _REGISTRY.pop("deep-classifier")
+    broken = tmp_path / "broken.py"
+    broken.write_text("x = 1\n\nraise RuntimeError('oops')\n")
+    with pytest.raises(VariantError, match=rf"^{broken}:3: RuntimeError: oops$"):
+        load_user_variants(broken)
+    table = tmp_path / "v.toml"
+    table.write_text('[a]\nbase = "exact"\n[a.set]\nclassifier_layerz = 2\n')
+    with pytest.raises(VariantError, match=r"v.toml: variant \[a\]: unknown setting"):
+        load_user_variants(table)

@@ -386,3 +386,11 @@ def test_an_ablation_says_its_file_every_epoch_of_every_run_and_its_progress(tmp
             for epoch in (1, 2):
                 assert f"  {cell} seed {seed}: epoch   {epoch}/2" in out, out
     assert "[4 of 4 runs done]" in out and "runs done, about" in out
+
+
+def test_a_run_name_says_what_its_cell_varies_before_the_variant():
+    """The UI cuts long names: labels=100 and labels=1000 must differ in the first characters."""
+    ablation = load_ablation("labels")
+    names = {cell.run_name(0) for cell in ablation.cells()}
+    assert "labels=100 · exact · seed 0" in names and "labels=1000 · exact · seed 0" in names
+    assert all(not name.startswith(("exact", "gumbel")) for name in names)

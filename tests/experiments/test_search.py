@@ -170,7 +170,7 @@ def test_two_worker_processes_share_one_study(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--space", "bogus=1:2"], "unknown search parameter 'bogus'"),
+        (["--space", "bogus=1:2"], "unknown setting 'bogus'"),
         (["--space", "lr=0.01:0.001"], "empty range"),
         (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open the Optuna storage"),
         (["--validation", "0"], "needs a validation split"),

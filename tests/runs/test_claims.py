@@ -18,7 +18,7 @@ from harness.config.variants import create_variant
 from harness.experiments.jobs import Job, Setting, run_job
 from harness.runs.claims import Claim, claim_path, holder
 
-QUICK = ["--epochs", "1", "--max-steps", "5", "--no-track"]
+QUICK = ["--epochs", "1", "--max-steps", "5", "--no-track", "--seeds", "0"]
 HOLD = """
 import sys, time
 from pathlib import Path
@@ -150,7 +150,8 @@ def test_two_ablations_started_together_train_each_shared_run_once(tmp_path, dat
 @pytest.mark.e2e
 def test_an_ablation_killed_mid_run_is_taken_over_and_resumes(tmp_path, data_root):
     out = ["--out", str(tmp_path / "results")]
-    args = ["ablate", "quickstart", "--epochs", "3", "--max-steps", "40", "--no-track", *out]
+    args = ["ablate", "quickstart", "--epochs", "3", "--max-steps", "40", "--no-track"]
+    args += ["--seeds", "0", *out]
     first = m2h(*args, cwd=tmp_path)
     ablation = load_ablation("quickstart")
     variant = ablation.variant(ablation.cells()[0], 0, 3)

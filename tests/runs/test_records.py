@@ -14,6 +14,8 @@ from harness.cli.main import main
 from harness.config.ablations import load_ablation
 from harness.config.variants import create_variant
 from harness.runs.records import cell_key, find_records, make_record, read_record, write_record
+from harness.tracking.loading import record_span
+from harness.tracking.views import VIEW_TAG
 from tests.training.test_stopping import history
 
 TWO_CELLS = """
@@ -206,6 +208,23 @@ def test_m2h_load_puts_records_into_mlflow_once(ablation_file, tmp_path, capsys)
         21.0,
         22.0,
     ]
+    # its row in the UI: a name that says what differs first, its cell's mean and interval
+    assert exact0.info.run_name == "exact · seed 0"
+    assert exact0.data.tags["cell_title"] == "exact"
+    assert exact0.data.metrics["cell/test_error_mean"] == pytest.approx(19.5)
+    assert exact0.data.metrics["cell/ci_low"] < 19.5 < exact0.data.metrics["cell/ci_high"]
+    # honest durations: each run's from its record; the parent spans its runs, not the load
+    spans = [record_span(read_record(p)) for p in sorted((tmp_path / "runs").glob("*.json"))]
+    assert sorted((r.info.start_time, r.info.end_time) for r in children) == sorted(spans)
+    assert parent.info.start_time == min(s for s, _ in spans)
+    assert parent.info.end_time == max(e for _, e in spans)
+    # the experiment opens on the m2h view: the key columns and the settings the cells vary
+    tags = client.get_experiment_by_name("two").tags
+    state = json.loads(json.loads(tags[VIEW_TAG])["state"])
+    assert state["selectedColumns"][0] == "metrics.`selected_test_error`"
+    assert "params.`estimator`" in state["selectedColumns"]
+    assert "params.`labels`" not in state["selectedColumns"]  # both cells have 100 labels
+    assert tags["mlflow.experiment.primaryMetric.name"] == "selected_test_error"
 
 
 def test_a_cell_finished_in_one_ablation_is_reused_by_another(ablation_file, tmp_path, mnist):

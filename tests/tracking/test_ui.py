@@ -1,10 +1,16 @@
-"""The MLflow UI, opened in a real (headless) browser on what `m2h ui` links to."""
+"""The MLflow UI as a new user meets it, in a real (headless) browser: Debian's chromium driven
+by Playwright, over what `m2h ui` serves and links to.
+
+With M2H_UI_SHOTS=DIR the test browses the committed `labels` records instead of generated ones
+and saves its screenshots in DIR (the README's are made so: docs/ui)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,50 +19,88 @@ from harness.tracking.server import free_port, wait_for_server
 from tests.runs.test_records import TWO_CELLS, write_runs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SHOTS = os.environ.get("M2H_UI_SHOTS") and Path(os.environ["M2H_UI_SHOTS"]).resolve()
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _store(tmp_path: Path) -> tuple[str, str]:
+    """A store holding one loaded ablation: (its URI, the ablation's name)."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    if SHOTS:
+        name, load = "labels", ["load", "labels", "--out", str(REPO / "results")]
+    else:
+        ablation = tmp_path / "two.toml"
+        ablation.write_text(TWO_CELLS)
+        write_runs(ablation, tmp_path / "results")
+        name, load = "two", ["load", str(ablation), "--out", str(tmp_path / "results")]
+    assert main([*load, "--tracking-uri", store]) == 0
+    return store, name
+
+
+def _settle(page, shot: str | None = None) -> None:
+    page.wait_for_timeout(4000)
+    if SHOTS and shot:
+        page.screenshot(path=str(SHOTS / f"{shot}.png"))
 
 
 @pytest.mark.e2e
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (CI installs it)")
-def test_an_ablation_opens_on_its_runs_table_in_a_browser(tmp_path):
+def test_the_ui_opens_an_ablation_on_its_runs_table_with_the_key_columns(tmp_path):
     pytest.importorskip("mlflow")
-    ablation = tmp_path / "two.toml"
-    ablation.write_text(TWO_CELLS)
-    write_runs(ablation, tmp_path / "results")
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert (
-        main(["load", str(ablation), "--out", str(tmp_path / "results"), "--tracking-uri", store])
-        == 0
-    )
+    playwright = pytest.importorskip("playwright.sync_api")
+    store, name = _store(tmp_path)
     port = free_port()
     ui = subprocess.Popen(
         [sys.executable, "-m", "harness", "ui", "--port", str(port), "--tracking-uri", store],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
     )
+    address = f"http://127.0.0.1:{port}"
     try:
         assert "MLflow UI for" in ui.stdout.readline()
-        name, _, link = ui.stdout.readline().strip().partition(": ")
-        assert name == "two" and "workflowType=machine_learning" in link
-        wait_for_server(f"http://127.0.0.1:{port}", ui)
-        page = subprocess.run(
-            [
-                CHROMIUM,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--virtual-time-budget=30000",
-                "--dump-dom",
-                link,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=180,
-        ).stdout
+        experiment, _, link = ui.stdout.readline().strip().partition(": ")
+        assert experiment == name and "viewStateShareKey=m2h-key-columns" in link
+        wait_for_server(address, ui)
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+
+            # a new user: the home page, then the experiment list, then the experiment
+            page.goto(f"{address}/")
+            _settle(page, "home")
+            assert "Ask questions about your" not in page.inner_text("body")  # assistant shut
+            page.get_by_role("link", name=name, exact=True).first.click()
+            _settle(page)
+            assert "/runs" in page.url and "matching runs" in page.inner_text("body")
+            page.goto(f"{address}/#/experiments")
+            page.get_by_test_id("experiment-list-item-link").get_by_text(name, exact=True).click()
+            _settle(page, "from-the-experiment-list")
+            assert "/runs" in page.url and "Detect Issues" not in page.content()
+            assert "matching runs" in page.inner_text("body")  # the runs table
+            # the one click the README shows: Views > m2h: key columns
+            page.get_by_test_id("saved-views-trigger").click()
+            page.get_by_text("m2h: key columns").click()
+            _settle(page)
+            headers = page.locator("[data-testid^='sort-header-']").evaluate_all(
+                "els => els.map(e => e.dataset.testid.slice('sort-header-'.length))"
+            )
+            for key in ("selected_test_error", "cell/ci_low", "cell/ci_high",
+                        "final_samples_per_sec", "labels" if SHOTS else "estimator"):  # fmt: skip
+                assert key in headers, (key, headers)
+
+            # the link `m2h ui` printed: the same view at once
+            page.goto(link)
+            _settle(page, "key-columns")
+            table = page.inner_text("body")
+            assert "selected_test_error" in table and "Group: " in table
+            assert ("labels=100 · exact" if SHOTS else "exact · seed 0") in table  # run names
+            page.locator("label:has(input[value='CHART'])").first.click()
+            _settle(page, "cells-side-by-side")
+            charts = page.inner_text("body")
+            assert "cells side by side" in charts and "final_samples_per_sec" in charts
+            browser.close()
     finally:
         ui.terminate()
         ui.wait(timeout=60)
-    assert "two (ablation)" in page  # the parent run's row in the runs table
-    assert "matching runs" in page  # the table, counting the parent and its child runs
-    assert "one estimator and the control" in page  # the experiment's description
-    assert "Detect Issues" not in page  # not the GenAI view
+    assert "StarletteDeprecationWarning" not in ui.stderr.read()  # no noise in `m2h ui`
