@@ -270,7 +270,7 @@ def parse_value(key: str, text: str) -> Any:
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
     """`["temperature=0.5", "labels=600"]` -> typed overrides."""
-    overrides = {}
+    overrides: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep:
