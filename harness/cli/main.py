@@ -764,6 +764,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_counts(args)
         if args.variants:  # for this process and every worker it starts
+            if not Path(args.variants).is_file():
+                raise UsageError(f"--variants {args.variants}: no such file")
             os.environ[USER_VARIANTS_ENV] = str(Path(args.variants).resolve())
         load_user_variants(user_variants_path())
         return args.func(args)

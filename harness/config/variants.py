@@ -209,6 +209,13 @@ LATER_SETTINGS = (
 )
 
 
+def recorded_params(variant: Variant) -> dict[str, Any]:
+    """The settings a run record stores: all but LATER_SETTINGS at their defaults (a record
+    read back gets them), so records before and after those settings read alike."""
+    defaults = _later_defaults()
+    return {k: v for k, v in variant.params().items() if not (k in defaults and v == defaults[k])}
+
+
 def resumable_settings(params: dict[str, Any]) -> dict[str, Any]:
     """The settings a checkpoint must share to be continued: all but the epoch budget and the
     stop rule (they decide when training ends, not what it does), so a longer run, or one with
@@ -324,13 +331,12 @@ _LOADED: set[Path] = set()
 def load_user_variants(path: Path) -> None:
     """Register the user's variants (and networks) from `path`, once per process: a Python
     module (`@register_variant`, `@register_network`: it runs as imported) or a TOML file whose
-    `[name]` tables give `base`, `description` and a `[name.set]` table. A missing default file
-    is no error; a broken one is one line naming the file and the line."""
+    `[name]` tables give `base`, `description` and a `[name.set]` table. A missing file
+    is no error (`--variants` checks the file it names exists); a broken one is one line naming
+    the file and the line."""
     path = path.resolve()
-    if path in _LOADED or (not path.exists() and path.name == "m2h-variants.toml"):
+    if path in _LOADED or not path.exists():  # no file yet: exports may create it
         return
-    if not path.exists():
-        raise VariantError(f"variants file {path} does not exist")
     _LOADED.add(path)
     if path.suffix == ".py":
         _run_module(path)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from harness.config.identity import cell_key, record_key, record_name
-from harness.config.variants import Variant
+from harness.config.variants import Variant, recorded_params
 from harness.files import write_atomically
 from harness.training.reports import EpochReport, run_summary
 
@@ -108,7 +108,7 @@ def write_record(runs_dir: str | Path, record: RunRecord) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     head = {
         "format": FORMAT,
-        "variant": record.variant.params(),
+        "variant": recorded_params(record.variant),
         "max_steps": record.max_steps,
         "made": record.made,
         "outcome": {k: _rounded(v) for k, v in record.outcome.items()},
