@@ -119,6 +119,8 @@ def make_tracker(args: argparse.Namespace, experiment: str) -> Tracker | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from harness.files import ensure_writable
+    from harness.runs.records import RUNS_FOLDER, record_path
     from harness.runs.runner import (
         RunOptions,
         format_report,
@@ -133,6 +135,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     variant = variant_from_args(args)
     verify_data(args, variant.dataset)
     set_threads(args)
+    records_dir = Path(args.out) / RUNS_FOLDER
+    ensure_writable(records_dir, "records folder")
     tracker = make_tracker(args, args.experiment)
     options = RunOptions(
         data_root=args.data_root,
@@ -146,6 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         compile=args.compile,
         cuda_graphs=args.cuda_graphs,
         announce=print,
+        records_dir=records_dir,  # an ablation listing this run reuses it
     )
     seeds = [variant.seed] if args.seeds is None else args.seeds
 
@@ -158,6 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     results = run_seeds(variant, seeds, options, on_epoch_end=[print_reports])
     for result in results:
         print(format_summary(result.variant, result.reports))
+        print(f"record: {record_path(records_dir, result.variant, args.max_steps)}")
         if result.run_id and tracker is not None:
             print(f"MLflow run {result.run_id} in experiment {args.experiment!r} at {tracker.uri}")
     return 0
@@ -565,6 +571,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--validation", type=int, help="training images held out for validation")
     run.add_argument("--experiment", default="runs", help="MLflow experiment (default: runs)")
+    run.add_argument(
+        "--out",
+        default="results",
+        help="results folder: the run's record goes to OUT/runs, where every ablation finds it "
+        "(default: results)",
+    )
     run.add_argument(
         "--precision",
         choices=["fp32", "bf16"],

@@ -394,3 +394,20 @@ def test_a_run_name_says_what_its_cell_varies_before_the_variant():
     names = {cell.run_name(0) for cell in ablation.cells()}
     assert "labels=100 · exact · seed 0" in names and "labels=1000 · exact · seed 0" in names
     assert all(not name.startswith(("exact", "gumbel")) for name in names)
+
+
+@pytest.mark.e2e
+def test_a_run_made_with_m2h_run_leaves_a_record_no_ablation_trains_again(
+    tmp_path, data_root, capsys
+):
+    ablation = tmp_path / "one.toml"
+    ablation.write_text('variants = ["exact"]\nseeds = [0]\nepochs = 1\n[set]\nlabels = 100\n')
+    results = tmp_path / "results"
+    run = ["run", "exact", "--labels", "100", "--epochs", "1", "--max-steps", "3"]
+    assert main([*run, "--no-track", "--out", str(results)]) == 0
+    assert f"record: {results / 'runs'}" in capsys.readouterr().out
+    options = AblationOptions(
+        track=False, max_steps=3, results_dir=results, checkpoint_dir=tmp_path / "ckpt"
+    )
+    outcomes = run_ablation(load_ablation(str(ablation)), options, echo=lambda *a: None)
+    assert [o.status for o in outcomes] == ["skipped"]
