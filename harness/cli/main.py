@@ -169,6 +169,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_sweep(args: argparse.Namespace) -> str:
+    """An ad-hoc sweep written as ./ablations/NAME.toml (NAME: the positional name, else the
+    base and the swept keys), so that it runs, tables and plots by its name like any ablation;
+    a different file of that name is never overwritten."""
+    from harness.config.ablations import sweep_spec
+    from harness.files import ensure_writable, write_atomically
+
+    if not args.base:
+        raise UsageError("--sweep needs --base VARIANT (the variant whose settings it sweeps)")
+    default, text = sweep_spec(
+        args.base, args.sweep, parse_overrides(args.set or []), args.seeds, args.epochs
+    )
+    name = args.name or default
+    path = Path("ablations") / f"{name}.toml"
+    if path.exists() and path.read_text() != text:
+        raise UsageError(f"{path} exists with other settings; name this sweep: m2h ablate NAME ...")
+    if not path.exists():
+        ensure_writable(path.parent, "ablations folder")
+        write_atomically(path, lambda tmp: tmp.write_text(text))
+    print(f"ablation {name}: the sweep is {path}; `m2h table {name}` and `m2h plot {name}` "
+          "table and plot it", flush=True)  # fmt: skip
+    return name
+
+
 def slurm_options(args: argparse.Namespace) -> Any:
     """The Slurm settings of `--launcher slurm` (None for the local launcher)."""
     if args.launcher != "slurm":
@@ -206,6 +230,12 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from harness.config.ablations import load_ablation
     from harness.experiments.ablate import AblationOptions, run_ablation
 
+    if args.sweep:
+        args.name = write_sweep(args)
+    elif args.name is None:
+        raise UsageError("name an ablation, or sweep one: --base VARIANT --sweep KEY=A,B ...")
+    elif args.base or args.set:
+        raise UsageError("--base and --set go with --sweep")
     ablation = load_ablation(args.name)
     print(f"ablation {ablation.name}: read {ablation.source}", flush=True)
     options = AblationOptions(
@@ -257,7 +287,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     )
 
     ablation, runs, _ = _results_inputs(args)
-    table = summarize(runs, paper_column=compares_with_paper(ablation.axes, runs))
+    table = summarize(runs, compares_with_paper(ablation.axes, runs), list(ablation.axes))
     meta = provenance(ablation, runs, args.epochs or ablation.epochs, args.max_steps)
     md, csv = write_table(
         ablation.name,
@@ -281,10 +311,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
     axis = next(iter(ablation.axes)) if len(ablation.axes) == 1 else None
     paper = compares_with_paper(ablation.axes, runs)
     found = comparisons(ablation, runs)
-    paths = plot(ablation.name, runs, curves, Path(args.out), axis, paper, found)
+    grid = list(ablation.axes) if len(ablation.axes) == 2 else []
+    paths = plot(ablation.name, runs, curves, Path(args.out), axis, paper, found, grid)
     for path in paths:
         print(f"wrote {path}")
-    if len(paths) == 1:
+    if not any(p.name.endswith("_curves.png") for p in paths):
         print("no curves: the runs have one epoch each, and a curve needs two")
     return 0
 
@@ -600,7 +631,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     ablate = sub.add_parser("ablate", help="run a named ablation from ablations/")
-    ablate.add_argument("name", help="an ablation in ablations/ (or a path to a .toml file)")
+    ablate.add_argument(
+        "name",
+        nargs="?",
+        help="an ablation in ./ablations or the package's (or a path to a .toml file); with "
+        "--sweep, the name the sweep gets",
+    )
+    ablate.add_argument(
+        "--sweep",
+        nargs="+",
+        metavar="KEY=A,B",
+        help="an ad-hoc sweep of --base over these settings (a grid), written as "
+        "./ablations/NAME.toml and run like any ablation",
+    )
+    ablate.add_argument("--base", help="with --sweep: the variant swept")
+    ablate.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="with --sweep: a fixed setting"
+    )
     ablate.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the file's)")
     ablate.add_argument("--epochs", type=int, help="epochs per run (default: the file's)")
     ablate.add_argument("--jobs", type=int, default=1, help="runs at once, in processes")

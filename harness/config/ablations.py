@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import json
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -233,3 +234,43 @@ def find_cell(spec: str, ablation_name: str | None, where: dict[str, Any]) -> tu
         what = "several cells" if named else "no cell"
         raise AblationError(f"{cell_name!r} is {what} of ablation {name!r} ({known})")
     return ablation, named[0]
+
+
+def sweep_spec(
+    base: str,
+    sweep: Sequence[str],
+    settings: dict[str, Any],
+    seeds: Sequence[int] | None,
+    epochs: int | None,
+) -> tuple[str, str]:
+    """An ad-hoc sweep from the command line (`--base gumbel-0.5 --sweep temperature=0.2,1.0
+    z_dim=32,128`) as an ablation file: (the name it gets unless the user names it, its TOML).
+    Each value is parsed and checked as `--set` checks it; a key swept twice is refused."""
+    axes: dict[str, list[Any]] = {}
+    for spec in sweep:
+        key, sep, text = spec.partition("=")
+        key = key.strip()
+        if not sep or not text:
+            raise AblationError(f"a --sweep entry is key=a,b,...; got {spec!r}")
+        if key in axes:
+            raise AblationError(f"{key} is swept twice: give its values once, comma-separated")
+        if key in settings:
+            raise AblationError(f"{key} is both swept and --set: one or the other")
+        axes[key] = [parse_value(key, part.strip()) for part in text.split(",")]
+    if not axes:
+        raise AblationError("--sweep needs at least one key=a,b,...")
+    get_variant(base)  # an unknown base fails here, with a did-you-mean
+    name = "-".join([base, *axes])
+    lines = [
+        f"description = {json.dumps(f'ad-hoc sweep of {base} over ' + ', '.join(axes))}",
+        f"variants = {json.dumps([base])}",
+        f"seeds = {json.dumps(list(seeds or [0]))}",
+        *([f"epochs = {epochs}"] if epochs else []),
+        "",
+        "[set]",
+        *(f"{k} = {json.dumps(v)}" for k, v in settings.items()),
+        "",
+        "[axes]",
+        *(f"{k} = {json.dumps(v)}" for k, v in axes.items()),
+    ]
+    return name, "\n".join(lines) + "\n"

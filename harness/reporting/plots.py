@@ -32,11 +32,12 @@ def plot(
     axis: str | None = None,
     paper: bool = False,
     found: Sequence[Comparison] = (),
+    grid: Sequence[str] = (),
 ) -> list[Path]:
     """The test-error curves (`plot_curves`; not drawn from runs of one epoch: a curve needs
-    two), the reported error per cell (`final_figure`, with the paper's M2 errors where `paper`)
-    and, where there are comparisons, the paired differences (`paired_figure`); the paths
-    written."""
+    two), the reported error per cell (`final_figure`, with the paper's M2 errors where `paper`),
+    for a sweep over two settings `grid` the grid of them (`grid_figure`), and, where there are
+    comparisons, the paired differences (`paired_figure`); the paths written."""
     sns.set_theme(style="whitegrid", context="notebook")
     paths = []
     if curves["epoch"].nunique() > 1:
@@ -46,6 +47,12 @@ def plot(
     figure.savefig(final, dpi=120)
     plt.close(figure)
     paths.append(final)
+    if len(grid) == 2:
+        figure = grid_figure(name, runs, grid[0], grid[1])
+        path = out_dir / f"{name}_grid.png"
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+        paths.append(path)
     if found:
         figure = paired_figure(name, found)
         paired = out_dir / f"{name}_paired.png"
@@ -126,6 +133,29 @@ def final_figure(name: str, runs: pd.DataFrame, axis: str | None, paper: bool) -
     if seeds.min() < 2:
         interval += "; one seed has no interval"
     fig.suptitle(f"{name}: error and speed per cell ({interval})")
+    fig.tight_layout()
+    return fig
+
+
+def grid_figure(name: str, runs: pd.DataFrame, rows: str, columns: str) -> Figure:
+    """A sweep over two settings as a grid per variant: each cell's mean test error (the colour)
+    with its t interval over seeds written in it."""
+    swept = runs[~runs["control"]]
+    variants = list(dict.fromkeys(swept["variant"]))
+    fig, axes = plt.subplots(1, len(variants), figsize=(5.5 * len(variants), 4.5), squeeze=False)
+    for ax, variant in zip(axes[0], variants, strict=True):
+        cells = swept[swept["variant"] == variant].groupby([rows, columns])["selected_test_error"]
+        means = cells.mean().unstack(columns)
+        intervals = cells.agg(t_interval).unstack(columns)
+        text = means.copy().astype(object)
+        for r in means.index:
+            for c in means.columns:
+                low, high = intervals.loc[r, c]
+                text.loc[r, c] = f"{means.loc[r, c]:.2f}\n[{low:.2f}, {high:.2f}]"
+        sns.heatmap(means, annot=text, fmt="", cmap="viridis_r", ax=ax,
+                    cbar_kws={"label": "test error (%)"})  # fmt: skip
+        ax.set_title(variant)
+    fig.suptitle(f"{name}\ntest error (%): mean, {CONFIDENCE:.0%} t interval over seeds")
     fig.tight_layout()
     return fig
 

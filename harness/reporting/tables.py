@@ -117,20 +117,24 @@ def _commit(segment: dict) -> str:
     return segment.get("git_commit", "unknown") + (" (uncommitted changes)" if dirty else "")
 
 
-def summarize(runs: pd.DataFrame, paper_column: bool = False) -> pd.DataFrame:
+def summarize(
+    runs: pd.DataFrame, paper_column: bool = False, axes: Sequence[str] = ()
+) -> pd.DataFrame:
     """Per cell, over seeds: the reported test error (at the best validation epoch when the runs
     hold validation images out, else the last epoch) as mean and standard deviation, the
     test-selected best beside it, epochs run and how the runs ended, time to each of
     ACCURACY_TARGETS (the mean over the runs that reached it, and how many did), throughput and
-    seed count."""
+    seed count; with `axes`, a column per swept setting beside the cell's name."""
     grouped = runs.groupby("cell", sort=False)
     to_targets = {}
     for pct in TARGET_PERCENTS:
         to_targets[f"seconds_to_{pct}"] = (f"seconds_to_{pct}", "mean")
         to_targets[f"reached_{pct}"] = (f"seconds_to_{pct}", "count")
+    swept = {a: (a, "first") for a in axes if a not in ("variant", "labels")}
     table = grouped.agg(
         variant=("variant", "first"),
         labels=("labels", "first"),
+        **swept,  # a column per swept setting
         test_error_mean=("selected_test_error", "mean"),
         test_error_std=("selected_test_error", "std"),
         test_selected_best=("best_test_error_test_selected", "mean"),
@@ -354,6 +358,9 @@ def write_table(
     if found:
         comparison_frame(found).to_csv(out_dir / f"{name}_comparisons.csv", index=False)
     shown = pd.DataFrame({"cell": table["cell"], "labels": table["labels"]})
+    columns = list(table.columns)
+    for column in columns[columns.index("labels") + 1 : columns.index("test_error_mean")]:
+        shown[column] = table[column]  # the swept settings (summarize's `axes`)
     shown["test error (%)"] = [
         f"{m:.2f} ± {s:.2f}"
         for m, s in zip(table["test_error_mean"], table["test_error_std"], strict=True)
