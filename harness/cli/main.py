@@ -18,10 +18,9 @@ from harness.config.variants import (
     create_variant,
     get_variant,
     list_variants,
-    load_user_variants,
+    load_configured_variants,
     parse_overrides,
     round_float,
-    user_variants_path,
 )
 from harness.files import DATA_ROOT_ENV
 
@@ -411,7 +410,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     study = run_search(spec, jobs=args.jobs) if args.trials else load_study(spec)
     print(summary(study))
     if args.export:
-        path = export_best(study, args.name, args.export)
+        path = export_best(study, spec, args.export)
         print(
             f"registered the best trial as variant {args.export!r} in {path}; "
             f"see it with `m2h show {args.export}`"
@@ -826,7 +825,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not Path(args.variants).is_file():
                 raise UsageError(f"--variants {args.variants}: no such file")
             os.environ[USER_VARIANTS_ENV] = str(Path(args.variants).resolve())
-        load_user_variants(user_variants_path())
+        load_configured_variants()
         return args.func(args)
     except BrokenPipeError:  # `m2h show x | head` closed the pipe: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -377,28 +377,48 @@ def _run_module(path: Path) -> None:
         raise VariantError(f"{path}{line}: {type(err).__name__}: {err}") from None
 
 
+EXPORTS_ENV = "M2H_EXPORTS"
+EXPORTS_HEADER = (
+    "# Variants exported by `m2h search --export`, each with the study and budget it was tuned\n"
+    "# at ([NAME.tuned]). m2h rewrites this file: keep your own variants in your --variants file.\n"
+)
+
+
+def exports_path() -> Path:
+    """Where `m2h search --export` writes: $M2H_EXPORTS, else ./m2h-exports.toml, a file of
+    its own (never the user's variants file, whose comments and code it would not keep)."""
+    return Path(os.environ.get(EXPORTS_ENV) or "m2h-exports.toml")
+
+
+def load_configured_variants() -> None:
+    """What every command and worker loads: the exports, then the user's variants file."""
+    load_user_variants(exports_path())
+    load_user_variants(user_variants_path())
+
+
 def save_user_variant(
-    name: str, base: str, settings: dict[str, Any], description: str, path: Path | None = None
+    name: str,
+    base: str,
+    settings: dict[str, Any],
+    description: str,
+    tuned: dict[str, Any],
+    path: Path | None = None,
 ) -> Path:
-    """Add (or replace) `name` in the user variants file and register it."""
-    path = path or user_variants_path()
-    if path.suffix == ".py":
-        raise VariantError(
-            f"exports are written to a TOML file, and {path} is your Python module: "
-            "add the exported settings to it yourself, or export with another --variants file"
-        )
+    """Add (or replace) `name` in the exports file, with where it was `tuned` (study, budget),
+    and register it."""
+    path = path or exports_path()
     spec = tomllib.loads(path.read_text()) if path.exists() else {}
-    spec[name] = {"base": base, "description": description, "set": settings}
-    lines = []
+    spec[name] = {"base": base, "description": description, "set": settings, "tuned": tuned}
+    lines = [EXPORTS_HEADER]
     for key, entry in spec.items():
         lines += [
             f"[{json.dumps(key)}]",
             f"base = {json.dumps(entry['base'])}",
             f"description = {json.dumps(entry['description'])}",
-            "",
-            f"[{json.dumps(key)}.set]",
         ]
-        lines += [f"{k} = {json.dumps(v)}" for k, v in entry["set"].items()]
+        for table in ("set", "tuned"):
+            lines += ["", f"[{json.dumps(key)}.{table}]"]
+            lines += [f"{k} = {json.dumps(v)}" for k, v in entry.get(table, {}).items()]
         lines.append("")
     path.write_text("\n".join(lines))
     _LOADED.discard(path.resolve())

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from harness.config.variants import Variant, load_user_variants, user_variants_path
+from harness.config.variants import Variant, load_configured_variants
 
 if TYPE_CHECKING:
     from harness.config.ablations import Cell
@@ -55,7 +55,7 @@ def run_job(job: Job, where: Setting) -> list[CellOutcome]:
     from harness.runs.claims import Claim, claim_path, holder
     from harness.runs.records import record_path
 
-    load_user_variants(user_variants_path())  # a worker process (or Slurm job) starts bare
+    load_configured_variants()  # a worker process (or Slurm job) starts bare
     outcomes, mine, held = [], [], []
     try:
         for variant in job.variants:

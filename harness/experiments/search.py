@@ -21,11 +21,10 @@ import optuna
 from harness.config.space import Space, describe, narrow, suggest
 from harness.config.variants import (
     create_variant,
-    load_user_variants,
+    load_configured_variants,
     round_float,
     save_user_variant,
     search_space,
-    user_variants_path,
 )
 from harness.experiments.machine import default_threads
 from harness.experiments.workers import process_pool, visible_gpus
@@ -212,7 +211,7 @@ def objective(spec: SearchSpec, tracker: Tracker | None) -> Callable[[optuna.Tri
 def work(spec: SearchSpec) -> None:
     """Run trials until the study holds `spec.trials` (or the timeout passes); trials run here.
     A worker process loads the user variants as the command did (a search may tune one)."""
-    load_user_variants(user_variants_path())
+    load_configured_variants()
     if spec.threads:
         import torch
 
@@ -265,6 +264,7 @@ def run_search(spec: SearchSpec, jobs: int = 1, echo: Callable[[str], Any] = pri
     """Open the study (checking the storage before any trial), then run its trials here or in
     `jobs` worker processes; returns the study."""
     study = load_study(spec)  # a bad storage fails here, before any trial
+    study.set_user_attr("budget", budget_of(spec))  # what an export says it was tuned at
     retried = retry_interrupted(study)
     for params in spec.enqueue:
         study.enqueue_trial(params)
@@ -338,8 +338,10 @@ def summary(study: optuna.Study) -> str:
     return "\n".join(lines)
 
 
-def export_best(study: optuna.Study, base: str, name: str, path: Path | None = None) -> Path:
-    """Register the best trial's settings as variant `name` (written to the user variants file)."""
+def export_best(study: optuna.Study, spec: SearchSpec, name: str, path: Path | None = None) -> Path:
+    """Register the best trial's settings as variant `name`, written to the exports file with
+    the study and the budget it was tuned at (a variant tuned at 3 epochs says so)."""
+    base = spec.variant
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         raise SearchError(f"study {study.study_name!r} has no complete trial to export")
     best = study.best_trial
@@ -349,4 +351,25 @@ def export_best(study: optuna.Study, base: str, name: str, path: Path | None = N
         f"validation accuracy {100 * best.value:.2f}%."
     )
     settings = {k: round_float(v) for k, v in best.params.items()}
-    return save_user_variant(name, base, settings, description, path)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    budget = study.user_attrs.get("budget") or budget_of(spec)
+    tuned = {
+        "study": study.study_name,
+        "storage": spec.storage or "in memory",
+        "trial": best.number,
+        "complete_trials": len(complete),
+        "val_accuracy": round(best.value, 4),
+        **{k: v for k, v in budget.items() if k != "settings"},
+    }
+    fixed = budget.get("settings", {})
+    return save_user_variant(name, base, {**fixed, **settings}, description, tuned, path)
+
+
+def budget_of(spec: SearchSpec) -> dict[str, Any]:
+    """The budget a study's trials ran at: epochs, step cap, validation images, fixed settings."""
+    return {
+        "epochs": spec.epochs or create_variant(spec.variant, spec.settings).epochs,
+        "max_steps": spec.max_steps or "none",
+        "validation": spec.validation,
+        "settings": {k: round_float(v) for k, v in spec.settings.items()},
+    }

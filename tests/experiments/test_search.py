@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 
 import optuna
 import pytest
@@ -22,7 +23,9 @@ def _trials(storage, study):
 
 def test_a_small_study_end_to_end_in_optuna_and_mlflow(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("M2H_VARIANTS", str(tmp_path / "variants.toml"))
+    monkeypatch.setenv("M2H_EXPORTS", str(tmp_path / "exports.toml"))
+    mine = '# my own variants, with my comments\n[mine]\nbase = "exact"\n[mine.set]\nlr = 0.0005\n'
+    (tmp_path / "m2h-variants.toml").write_text(mine)
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     args = [
@@ -98,9 +101,16 @@ def test_a_small_study_end_to_end_in_optuna_and_mlflow(tmp_path, monkeypatch, ca
     lr_line = next(line for line in shown.stdout.splitlines() if line.split()[:1] == ["lr"])
     # exported to 4 significant digits, not 17
     assert float(lr_line.split()[1]) == pytest.approx(best.params["lr"], rel=1e-3)
-    exported = (tmp_path / "variants.toml").read_text()
+    exported = (tmp_path / "exports.toml").read_text()
     rounded = float("{:.4g}".format(best.params["lr"]))
     assert f"lr = {rounded}" in exported
+    # the export says the study and the budget it was tuned at, in a file of its own
+    tuned = tomllib.loads(exported)["tuned-gumbel"]["tuned"]
+    complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in again)
+    assert tuned["study"] == "s" and tuned["complete_trials"] == complete
+    assert tuned["trial"] == best.number
+    assert tuned["epochs"] == int(QUICK[QUICK.index("--epochs") + 1])
+    assert (tmp_path / "m2h-variants.toml").read_text() == mine  # the user's file untouched
 
 
 def _lr_search(tmp_path, study, **settings) -> SearchSpec:
