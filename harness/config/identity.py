@@ -9,6 +9,8 @@
   stop rule, with the step cap), so a longer budget continues a shorter run's checkpoint.
 - ablation key: one ablation grid at one budget, the MLflow parent run that holds its runs.
 - job key: a job of one or more runs (their record keys), in the Slurm ledger.
+- twin key: one run whatever its variant's name (a cell named differently in two ablations, with
+  every setting alike, is one run).
 """
 
 from __future__ import annotations
@@ -40,6 +42,19 @@ def cell_key(variant: Variant, max_steps: int | None) -> str:
         k: v
         for k, v in applicable_params(variant).items()
         if k != "seed" and v != defaults.get(k, object())
+    }
+    return _digest([settings, max_steps])
+
+
+def twin_key(variant: Variant, max_steps: int | None) -> str:
+    """One run whatever its variant is called: every setting that changes what it does, its
+    seed and the step cap, but not the variant's name. Two cells of different names with this
+    key in common are the same run (records.adopt_twin: trained once, recorded under both)."""
+    defaults = Variant().params()
+    settings = {
+        k: v
+        for k, v in applicable_params(variant).items()
+        if k != "name" and v != defaults.get(k, object())
     }
     return _digest([settings, max_steps])
 

@@ -26,10 +26,12 @@ from harness.experiments.jobs import CellOutcome, Job, Setting, run_job
 from harness.runs.records import (
     RUNS_FOLDER,
     RunRecord,
+    adopt_twin,
     find_records,
     missing_records,
     read_record,
     record_path,
+    twin_index,
 )
 from harness.runs.runner import checkpoint_path
 
@@ -88,6 +90,7 @@ def plan(
     cells = ablation.cells()
     pending: list[list[Variant]] = [[] for _ in cells]
     reused = []
+    twins: dict[str, RunRecord] | None = None  # read once, when a run has no record of its own
     seeds_of = [ablation.seeds_of(cell, seeds) for cell in cells]
     for rank in range(max(len(s) for s in seeds_of)):
         for cell, cell_seeds, waiting in zip(cells, seeds_of, pending, strict=True):
@@ -97,6 +100,11 @@ def plan(
             path = record_path(records_dir, variant, max_steps)
             if path.exists():
                 reused.append((cell, read_record(path)))
+                continue
+            twins = twins if twins is not None else twin_index(records_dir)
+            twin = twins.get(identity.twin_key(variant, max_steps))
+            if twin is not None:  # the same run under another variant's name: recorded again
+                reused.append((cell, adopt_twin(records_dir, variant, twin)))
             else:
                 waiting.append(variant)
     if stack:

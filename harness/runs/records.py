@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from harness.config.identity import cell_key, record_key, record_name
+from harness.config.identity import cell_key, record_key, record_name, twin_key
 from harness.config.variants import Variant, recorded_params
 from harness.files import write_atomically
 from harness.training.reports import EpochReport, run_summary
@@ -143,6 +143,20 @@ def find_records(runs_dir: str | Path, variant: Variant, max_steps: int | None) 
     pattern = f"{variant.name}-{cell_key(variant, max_steps)}-s*.json"
     records = [read_record(p) for p in Path(runs_dir).glob(pattern)]
     return sorted(records, key=lambda r: r.variant.seed)
+
+
+def twin_index(runs_dir: str | Path) -> dict[str, RunRecord]:
+    """Every record in `runs_dir` by its twin key (identity.twin_key)."""
+    return {twin_key(r.variant, r.max_steps): r for r in all_records(runs_dir)}
+
+
+def adopt_twin(runs_dir: str | Path, variant: Variant, twin: RunRecord) -> RunRecord:
+    """`twin`'s run recorded again as `variant`'s (the same settings and seed under another
+    name), saying whose record it copies, so the cell that lists `variant` reads it and nothing
+    trains it a second time."""
+    made = {**twin.made, "twin_of": twin.path.name if twin.path else twin.key}
+    copy = RunRecord(variant, twin.max_steps, made, twin.history)
+    return read_record(write_record(runs_dir, copy))
 
 
 def all_records(runs_dir: str | Path) -> list[RunRecord]:

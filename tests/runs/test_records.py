@@ -317,3 +317,25 @@ def test_every_committed_record_holds_its_provenance_with_real_booleans():
         assert epochs[0][0] == 1 and all(isinstance(s["git_dirty"], bool) for s in known)
         assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(epochs)), path.name
         assert epochs[-1][1] == len(json.loads(path.read_text())["epochs"]), path.name
+
+
+def test_a_cell_named_otherwise_with_every_setting_alike_is_not_trained_again(tmp_path):
+    """y-term's gumbel-0.1[y_term=sampled] is estimator's tutorial-gumbel under another name: its
+    record is adopted (copied under the new name, saying whose it is), not trained."""
+    from harness.experiments.ablate import plan
+
+    runs = tmp_path / "runs"
+    tutorial = create_variant("tutorial-gumbel", {"labels": 100, "epochs": 4})
+    write_record(runs, make_record(tutorial, history([30.0, 20.0, 21.0, 22.0]), MACHINE))
+    path = tmp_path / "sampled.toml"
+    path.write_text(
+        'variants = ["gumbel-0.1", "gumbel-0.5"]\nseeds = [0]\nepochs = 4\n'
+        '[set]\nlabels = 100\ny_term = "sampled"\n'
+    )
+    ablation = load_ablation(str(path))
+    jobs, reused = plan(ablation, None, 4, None, runs, False, tmp_path / "ckpt")
+    assert [cell.name for cell, _ in reused] == ["gumbel-0.1"]
+    assert [job.cell.name for job in jobs] == ["gumbel-0.5"]  # no twin: it trains
+    (adopted,) = find_records(runs, ablation.variant(ablation.cells()[0], 0, 4), None)
+    assert adopted.made["twin_of"].startswith("tutorial-gumbel-")
+    assert adopted.history == read_record(next(runs.glob("tutorial-gumbel-*.json"))).history
