@@ -101,8 +101,10 @@ def test_one_epoch_run_on_real_mnist_with_100_labels():
     lines = [line for line in done.stdout.strip().splitlines() if not line.startswith(NOTE)]
     assert lines[0].startswith("starting fresh: no checkpoint of these settings")
     assert lines[1].startswith("epoch   1/1") and "rows/s" in lines[1]
-    accuracy = float(lines[-1].split("test accuracy ")[1].split("%")[0])
-    assert accuracy >= 75.0, lines[-1]
+    summary = next(line for line in lines if "test accuracy " in line)
+    accuracy = float(summary.split("test accuracy ")[1].split("%")[0])
+    assert accuracy >= 75.0, summary
+    assert lines[-1].startswith("record: ") and lines[-1].endswith("-s0.json")  # issue 29
 
 
 def _final_figures(stdout: str) -> tuple[str, str]:
