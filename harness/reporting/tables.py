@@ -359,8 +359,13 @@ def write_table(
         comparison_frame(found).to_csv(out_dir / f"{name}_comparisons.csv", index=False)
     shown = pd.DataFrame({"cell": table["cell"], "labels": table["labels"]})
     columns = list(table.columns)
-    for column in columns[columns.index("labels") + 1 : columns.index("test_error_mean")]:
+    swept = columns[columns.index("labels") + 1 : columns.index("test_error_mean")]
+    for column in swept:
         shown[column] = table[column]  # the swept settings (summarize's `axes`)
+    if swept and table["variant"].nunique() == 1:  # a sweep of one variant: name what varies
+        shown["cell"] = [
+            ", ".join(f"{c}={getattr(row, c)}" for c in swept) for row in table.itertuples()
+        ]
     shown["test error (%)"] = [
         f"{m:.2f} ± {s:.2f}"
         for m, s in zip(table["test_error_mean"], table["test_error_std"], strict=True)

@@ -65,6 +65,8 @@ def test_a_researchers_own_variant_is_listed_run_swept_tabled_and_plotted(tmp_pa
     assert "gumbel-bigz-temperature-z_dim_grid.png" in plotted
     table = pd.read_csv(tmp_path / "results" / "gumbel-bigz-temperature-z_dim.csv")
     assert {"temperature", "z_dim"} <= set(table.columns)
+    shown = (tmp_path / "results" / "gumbel-bigz-temperature-z_dim.md").read_text()
+    assert "| temperature=0.2, z_dim=32 " in shown  # the name says what varies, and only that
     assert sorted(zip(table["temperature"], table["z_dim"], strict=True)) == [
         (0.2, 32), (0.2, 128), (1.0, 32), (1.0, 128),
     ]  # fmt: skip
