@@ -30,6 +30,16 @@ def _digest(payload: object) -> str:
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _changed_settings(variant: Variant, leave_out: str) -> dict[str, object]:
+    """The settings that change what `variant` does and differ from their defaults, but one."""
+    defaults = Variant().params()
+    return {
+        k: v
+        for k, v in applicable_params(variant).items()
+        if k != leave_out and v != defaults.get(k, object())
+    }
+
+
 def cell_key(variant: Variant, max_steps: int | None) -> str:
     """What makes two runs the same cell: every setting that changes what the run does but the
     seed (the epoch budget and the stop rule included), and the step cap. A setting that has no
@@ -37,26 +47,14 @@ def cell_key(variant: Variant, max_steps: int | None) -> str:
     marginalisation) does not split a cell from its twin. Settings at their default value are
     left out of the hash, so a setting added to `Variant` later leaves the committed records'
     keys as they are."""
-    defaults = Variant().params()
-    settings = {
-        k: v
-        for k, v in applicable_params(variant).items()
-        if k != "seed" and v != defaults.get(k, object())
-    }
-    return _digest([settings, max_steps])
+    return _digest([_changed_settings(variant, "seed"), max_steps])
 
 
 def twin_key(variant: Variant, max_steps: int | None) -> str:
     """One run whatever its variant is called: every setting that changes what it does, its
     seed and the step cap, but not the variant's name. Two cells of different names with this
     key in common are the same run (records.adopt_twin: trained once, recorded under both)."""
-    defaults = Variant().params()
-    settings = {
-        k: v
-        for k, v in applicable_params(variant).items()
-        if k != "name" and v != defaults.get(k, object())
-    }
-    return _digest([settings, max_steps])
+    return _digest([_changed_settings(variant, "name"), max_steps])
 
 
 def record_key(variant: Variant, max_steps: int | None) -> str:
