@@ -341,6 +341,21 @@ def provenance(ablation: Ablation, runs: pd.DataFrame, epochs: int, max_steps: i
     }
 
 
+def _cells_shown(table: pd.DataFrame) -> pd.DataFrame:
+    """The table's first columns as a reader sees them: the cell, its labels and the settings
+    swept (summarize's `axes`); a sweep of one variant names its cells by what varies only."""
+    shown = pd.DataFrame({"cell": table["cell"], "labels": table["labels"]})
+    columns = list(table.columns)
+    swept = columns[columns.index("labels") + 1 : columns.index("test_error_mean")]
+    for column in swept:
+        shown[column] = table[column]
+    if swept and table["variant"].nunique() == 1:
+        shown["cell"] = [
+            ", ".join(f"{c}={getattr(row, c)}" for c in swept) for row in table.itertuples()
+        ]
+    return shown
+
+
 def write_table(
     name: str,
     table: pd.DataFrame,
@@ -357,15 +372,7 @@ def write_table(
     table.to_csv(csv, index=False)
     if found:
         comparison_frame(found).to_csv(out_dir / f"{name}_comparisons.csv", index=False)
-    shown = pd.DataFrame({"cell": table["cell"], "labels": table["labels"]})
-    columns = list(table.columns)
-    swept = columns[columns.index("labels") + 1 : columns.index("test_error_mean")]
-    for column in swept:
-        shown[column] = table[column]  # the swept settings (summarize's `axes`)
-    if swept and table["variant"].nunique() == 1:  # a sweep of one variant: name what varies
-        shown["cell"] = [
-            ", ".join(f"{c}={getattr(row, c)}" for c in swept) for row in table.itertuples()
-        ]
+    shown = _cells_shown(table)
     shown["test error (%)"] = [
         f"{m:.2f} ± {s:.2f}"
         for m, s in zip(table["test_error_mean"], table["test_error_std"], strict=True)
