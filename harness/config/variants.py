@@ -209,23 +209,23 @@ LATER_SETTINGS = (
 )
 
 
+def _without_later_defaults(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` less the LATER_SETTINGS that are at their defaults."""
+    defaults = _later_defaults()
+    return {k: v for k, v in params.items() if not (k in defaults and v == defaults[k])}
+
+
 def recorded_params(variant: Variant) -> dict[str, Any]:
     """The settings a run record stores: all but LATER_SETTINGS at their defaults (a record
     read back gets them), so records before and after those settings read alike."""
-    defaults = _later_defaults()
-    return {k: v for k, v in variant.params().items() if not (k in defaults and v == defaults[k])}
+    return _without_later_defaults(variant.params())
 
 
 def resumable_settings(params: dict[str, Any]) -> dict[str, Any]:
     """The settings a checkpoint must share to be continued: all but the epoch budget and the
     stop rule (they decide when training ends, not what it does), so a longer run, or one with
     more patience, can resume a shorter one; LATER_SETTINGS only where not at their default."""
-    defaults = _later_defaults()
-    return {
-        k: v
-        for k, v in params.items()
-        if k not in STOP_SETTINGS and not (k in defaults and v == defaults[k])
-    }
+    return {k: v for k, v in _without_later_defaults(params).items() if k not in STOP_SETTINGS}
 
 
 @functools.cache
@@ -321,7 +321,7 @@ def register_variant(
 
 def user_variants_path() -> Path:
     """The user's variants file (`--variants FILE` sets $M2H_VARIANTS, which worker processes
-    inherit), else ./m2h-variants.toml; exported variants go there too."""
+    inherit), else ./m2h-variants.toml (exports go to their own file: `exports_path`)."""
     return Path(os.environ.get(USER_VARIANTS_ENV) or "m2h-variants.toml")
 
 
