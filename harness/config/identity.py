@@ -11,6 +11,8 @@
 - job key: a job of one or more runs (their record keys), in the Slurm ledger.
 - twin key: one run whatever its variant's name (a cell named differently in two ablations, with
   every setting alike, is one run).
+- M1 key: one trained M1 (its settings, `config/m1.py`), shared by every M1+M2 run that reads it:
+  its weights, record, claim and MLflow run (tag `m1_key`) are named by it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from harness.config.m1 import M1Settings
 from harness.config.variants import Variant, applicable_params, resumable_settings
 
 if TYPE_CHECKING:
@@ -91,3 +94,8 @@ def ablation_key(ablation: Ablation, epochs: int, max_steps: int | None) -> str:
 def job_key(record_keys: Sequence[str]) -> str:
     """A job of several runs (a stack): their record keys."""
     return ",".join(record_keys)
+
+
+def m1_key(settings: M1Settings) -> str:
+    """One trained M1: "m1-" and a hash of its settings."""
+    return f"m1-{_digest(settings.params())}"

@@ -74,6 +74,27 @@ class Variant:
     decoder_hidden: int = 0
     batch_norm: bool = False  # after each hidden layer (of the networks reading x: not q(z|x,y)'s
     dropout: float = 0.0  # merge with y, nor the decoder, whose rows are y's K copies)
+    # what M2 models: the pixels, or M1+M2 (Kingma et al. 2014, section 3.1.3): the features
+    # z1 ~ q(z1|x) of an M1 VAE trained first on the training images without labels
+    features: Literal["pixels", "m1"] = "pixels"
+    # p(x|y,z): Bernoulli (pixels in [0, 1]), or Gaussian with a learned variance per dimension
+    # (the decoder gives a mean and a log-variance; M1's features are real-valued)
+    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
+    # M1, trained once per these settings (and the dataset and validation split), then reused:
+    # `m1_layers` hidden layers of `m1_hidden` softplus units, a Bernoulli likelihood of the
+    # pixels binarised afresh in each batch, Adam; its stop rule on the validation ELBO (nats)
+    m1_hidden: int = 500
+    m1_layers: int = 2
+    m1_z_dim: int = 50
+    m1_lr: float = 1e-3
+    m1_batch_size: int = 256
+    m1_epochs: int = 500
+    m1_patience: int = 10
+    m1_min_delta: float = 0.1
+    m1_seed: int = 0
+    # M1's latent dimensions M2 reads: those whose posterior mean varies over the training
+    # images with a standard deviation above this (0 keeps all), as the authors dropped the rest
+    m1_min_std: float = 0.1
     # optimisation
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = 1e-3
@@ -103,6 +124,12 @@ class Variant:
             "classifier_layers",
             "encoder_layers",
             "decoder_layers",
+            "m1_hidden",
+            "m1_layers",
+            "m1_z_dim",
+            "m1_lr",
+            "m1_batch_size",
+            "m1_epochs",
         ]
         for key in positive:
             if not getattr(self, key) > 0:
@@ -119,6 +146,10 @@ class Variant:
             "classifier_hidden",
             "encoder_hidden",
             "decoder_hidden",
+            "m1_patience",
+            "m1_min_delta",
+            "m1_seed",
+            "m1_min_std",
         ]:
             if getattr(self, key) < 0:
                 raise VariantError(f"{key} must be >= 0, got {getattr(self, key)!r}")
@@ -137,10 +168,30 @@ class Variant:
                 f"labels must be a positive multiple of the {NUM_CLASSES} classes, "
                 f"got {self.labels}"
             )
+        if self.features == "m1":
+            self._check_m1()
         if self.patience and not self.validation:
             raise VariantError(
                 "the stop rule (patience) needs validation images held out of training, "
                 "e.g. validation=10000: the test set never decides when a run stops"
+            )
+
+    def _check_m1(self) -> None:
+        if self.likelihood != "gaussian":
+            raise VariantError(
+                "features=m1 gives M2 real-valued features, which a Bernoulli cannot model: "
+                "set likelihood=gaussian"
+            )
+        images = [k for k in ("classifier_net", "encoder_net") if getattr(self, k) == "cnn"]
+        if images:
+            raise VariantError(
+                f"{images[0]}=cnn reads 28x28 images; with features=m1 the networks read M1's "
+                "features: use mlp"
+            )
+        if self.m1_patience and not self.validation:
+            raise VariantError(
+                "M1's stop rule (m1_patience) needs validation images held out of training, "
+                "e.g. validation=10000, or m1_patience=0 to train M1 for m1_epochs"
             )
 
     def replace(self, **changes: Any) -> Variant:
@@ -181,6 +232,22 @@ APPLIES: dict[str, Callable[[Variant], bool]] = {
         )
     },
     "term_weighting": lambda v: v.estimator != "supervised",
+    "likelihood": lambda v: v.estimator != "supervised",
+    **{
+        key: lambda v: v.features == "m1"
+        for key in (
+            "m1_hidden",
+            "m1_layers",
+            "m1_z_dim",
+            "m1_lr",
+            "m1_batch_size",
+            "m1_epochs",
+            "m1_patience",
+            "m1_seed",
+            "m1_min_std",
+        )
+    },
+    "m1_min_delta": lambda v: v.features == "m1" and v.m1_patience > 0,
     "batch_size": lambda v: v.batch_rule == "fixed",
     "labelled_batch_size": lambda v: v.batch_rule == "fixed",
     "min_delta": lambda v: v.patience > 0,
@@ -193,8 +260,8 @@ def applicable_params(variant: Variant) -> dict[str, Any]:
     return {k: v for k, v in variant.params().items() if APPLIES.get(k, lambda _: True)(variant)}
 
 
-# the network settings, added after checkpoints began: left out of a checkpoint's settings at
-# their defaults, so a checkpoint written before them (the same networks) still resumes
+# the settings added after checkpoints began (the networks, M1+M2): left out of a checkpoint's
+# settings at their defaults, so a checkpoint written before them (the same run) still resumes
 LATER_SETTINGS = (
     "classifier_net",
     "classifier_layers",
@@ -206,6 +273,18 @@ LATER_SETTINGS = (
     "decoder_hidden",
     "batch_norm",
     "dropout",
+    "features",
+    "likelihood",
+    "m1_hidden",
+    "m1_layers",
+    "m1_z_dim",
+    "m1_lr",
+    "m1_batch_size",
+    "m1_epochs",
+    "m1_patience",
+    "m1_min_delta",
+    "m1_seed",
+    "m1_min_std",
 )
 
 

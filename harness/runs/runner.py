@@ -40,6 +40,8 @@ class RunLog(Protocol):
 
     def log_missing_epochs(self, run_id: str, reports: list[EpochReport]) -> None: ...
 
+    def log_m1(self, record: dict[str, Any]) -> None: ...
+
     def log_end(
         self,
         run_id: str,
@@ -83,6 +85,7 @@ class RunOptions:
     compile: bool = False
     cuda_graphs: bool = False
     records_dir: str | Path | None = None  # where a finished run leaves its record (records.py)
+    m1_dir: str | Path | None = None  # M1+M2's M1s (None: runs/m1.py's m1_folder)
     announce: Callable[[str], Any] | None = None  # told whether a run resumes, and from what
 
 
@@ -128,6 +131,9 @@ def run_seeds(
 
     torch_device, splits = _prepare(variant, options)
     environment = environment_params(torch_device)
+    m1_params: dict[str, Any] = {}
+    if variant.features == "m1":
+        splits, m1_params = _m1_features(variant, splits, torch_device, options, environment)
     trainer = Trainer(
         variant,
         splits,
@@ -159,7 +165,9 @@ def run_seeds(
         if tracker is not None:
             ids = [
                 runs.enter_context(
-                    _tracked_run(tracker, options, trainer, i, paths[i], resumed, run_name, tags)
+                    _tracked_run(
+                        tracker, options, trainer, i, paths[i], resumed, run_name, tags, m1_params
+                    )
                 )
                 for i in range(len(trainer.seeds))
             ]
@@ -173,7 +181,8 @@ def run_seeds(
             callbacks.insert(0, log_epoch)
         histories = trainer.fit(callbacks, checkpoints)
         for i, (v, history) in enumerate(zip(trainer.variants, histories, strict=True)):
-            _write_record(options, v, history, environment, trainer.seed_segments(i))
+            made = {**environment, **m1_params}
+            _write_record(options, v, history, made, trainer.seed_segments(i))
         if tracker is not None:
             test = (splits.test_x, splits.test_y)
             for i, (v, history) in enumerate(zip(trainer.variants, histories, strict=True)):
@@ -198,6 +207,28 @@ def _write_record(
 
     record = make_record(variant, reports, environment, options.max_steps, segments)
     write_record(options.records_dir, record)
+
+
+def _m1_features(
+    variant: Variant,
+    splits: Splits,
+    device: torch.device,
+    options: RunOptions,
+    environment: dict[str, Any],
+) -> tuple[Splits, dict[str, Any]]:
+    """M1+M2: the M1 `variant` reads (trained first if no process has), logged to the store
+    once, and the splits of its features; with what a run says of it (`m1`, `m1_dims`)."""
+    from harness.runs.m1 import ensure_m1, m1_folder
+    from harness.runs.provenance import segment_provenance
+    from harness.training.features import feature_splits
+
+    folder = Path(options.m1_dir) if options.m1_dir else m1_folder(options.records_dir)
+    made_by = segment_provenance(environment)
+    m1 = ensure_m1(variant, splits, device, folder, made_by, options.announce or (lambda _: None))
+    if options.tracker is not None:
+        options.tracker.log_m1(m1.record)
+    features = feature_splits(splits, m1.model, variant.m1_min_std)
+    return features, {"m1": m1.key, "m1_dims": features.train_x.shape[1]}
 
 
 def _prepare(variant: Variant, options: RunOptions) -> tuple[torch.device, Splits]:
@@ -254,6 +285,7 @@ def _tracked_run(
     resumed: bool,
     run_name: Callable[[Variant], str] | None,
     tags: Callable[[Variant], dict[str, str]] | None,
+    m1_params: dict[str, Any],
 ) -> Iterator[str]:
     """Open (or, resuming, reopen) the MLflow run of the trainer's seed i and log its start; the
     epochs a resumed checkpoint holds but the run lacks are logged first. A seed of a stack is
@@ -281,7 +313,8 @@ def _tracked_run(
             "cuda_graphs": trainer.cuda_graphs,
         }
         max_steps = options.max_steps or "none"
-        tracker.log_start(run_id, variant, trainer.device, {"max_steps": max_steps, **speed})
+        extra = {"max_steps": max_steps, **speed, **m1_params}
+        tracker.log_start(run_id, variant, trainer.device, extra)
         if resumed:
             tracker.log_missing_epochs(run_id, trainer.seed_history(i))
         yield run_id

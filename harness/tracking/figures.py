@@ -19,11 +19,12 @@ if TYPE_CHECKING:
 
 
 def run_figures(model: M2, test_x: torch.Tensor, test_y: torch.Tensor, name: str) -> dict:
-    """The figures a finished run logs, by file name."""
-    return {
-        "confusion_matrix.png": confusion_matrix(model, test_x, test_y, name),
-        "analogies.png": analogies(model, test_x, name),
-    }
+    """The figures a finished run logs, by file name (the analogies where M2 models the
+    pixels, not M1's features)."""
+    figures = {"confusion_matrix.png": confusion_matrix(model, test_x, test_y, name)}
+    if model.likelihood == "bernoulli" and test_x.shape[1] == 28 * 28:
+        figures["analogies.png"] = analogies(model, test_x, name)
+    return figures
 
 
 def confusion_counts(true: torch.Tensor, predicted: torch.Tensor, classes: int) -> torch.Tensor:

@@ -270,6 +270,45 @@ class Tracker:
         if checkpoint is not None:
             self.client.set_tag(run_id, "checkpoint", str(checkpoint.resolve()))
 
+    def log_m1(self, record: dict[str, Any]) -> None:
+        """M1+M2's M1 as its own run (tag `m1_key`), from its record, once per experiment: its
+        settings, provenance and outcome, and its -ELBO curves by epoch."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        key = record["key"]
+        if self.find_run({"m1_key": key}) is not None:
+            return
+        made = record["made"]
+        now = int(time.time() * 1000)
+        with self.run(f"M1 {key}", {"m1_key": key, "kind": "m1"}) as run_id:
+            params = {
+                **{f"m1_{k}": v for k, v in record["settings"].items()},
+                **{k: made[k] for k in ("git_commit", "device_name", "host") if k in made},
+            }
+            metrics = [
+                Metric(name, float(e[field]), now, e["epoch"])
+                for e in record["epochs"]
+                for name, field in (
+                    ("train_neg_elbo", "train_neg_elbo"),
+                    ("val_neg_elbo", "val_neg_elbo"),
+                    ("epoch_seconds", "epoch_seconds"),
+                )
+                if e[field] is not None
+            ]
+            outcome = record["outcome"]
+            metrics += [
+                Metric(k, float(v), now, outcome["epochs_run"])
+                for k, v in outcome.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            ]
+            for i in range(0, len(metrics), 1000):  # MLflow takes 1000 metrics a batch
+                self.client.log_batch(
+                    run_id,
+                    metrics=metrics[i : i + 1000],
+                    params=[Param(k, str(v)) for k, v in params.items()] if i == 0 else [],
+                    tags=[RunTag("stopped_by", outcome["stopped_by"])] if i == 0 else [],
+                )
+
     def remember_checkpoint(self, checkpoint: Path, run_id: str) -> None:
         """Remember which MLflow run a checkpoint belongs to, so a resume continues that run."""
         pointer = checkpoint.with_suffix(".run.json")

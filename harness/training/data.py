@@ -50,6 +50,9 @@ class Splits:
     val_y: Tensor
     test_x: Tensor
     test_y: Tensor
+    # M1's features (features.py): each training row is the mean of q(z1|x), and this its
+    # standard deviation, so that training draws z1 afresh; None for pixels
+    train_std: Tensor | None = None
 
 
 def resolve_data_root(flag: str | os.PathLike | None = None) -> Path:

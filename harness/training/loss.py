@@ -31,6 +31,22 @@ def bernoulli_log_prob(logits: Tensor, x: Tensor) -> Tensor:
     return (logits * x).sum(-1) - F.softplus(logits).sum(-1)
 
 
+def gaussian_log_prob(loc: Tensor, logvar: Tensor, x: Tensor) -> Tensor:
+    """log N(x; loc, diag(exp(logvar))), summed over the last dimension:
+    -1/2 sum_d [log 2 pi + logvar_d + (x_d - loc_d)^2 exp(-logvar_d)]."""
+    return -0.5 * (math.log(2 * math.pi) + logvar + (x - loc).square() * (-logvar).exp()).sum(-1)
+
+
+def decoder_log_prob(likelihood: str, output: Tensor, x: Tensor) -> Tensor:
+    """log p(x|y,z) from the decoder's `output` (model.LIKELIHOOD_OUTPUTS values per dimension
+    of x: a Bernoulli logit, or the Gaussian's means then its log-variances), summed over the
+    last dimension."""
+    if likelihood == "gaussian":
+        loc, logvar = output.chunk(2, dim=-1)
+        return gaussian_log_prob(loc, logvar, x)
+    return bernoulli_log_prob(output, x)
+
+
 def gumbel_softmax_log(
     logits: Tensor, temperature: float | Tensor, generator: torch.Generator | None
 ) -> Tensor:
@@ -117,13 +133,13 @@ def m2_loss(
     z = loc + (0.5 * logvar).exp() * torch.randn(
         loc.shape, generator=generator, device=loc.device, dtype=loc.dtype
     )
-    x_logits = model.decode(z, y_rows).to(dtype)
+    decoded = model.decode(z, y_rows).to(dtype)
 
     log_py = -math.log(K)
     kl_z = gaussian_kl(loc, logvar)
-    log_px_given_yz_l = bernoulli_log_prob(x_logits[:n_l], x_l)
-    log_px_given_yz_u = bernoulli_log_prob(
-        x_logits[n_l:].view(len(x_u), per_image, -1), x_u[:, None]
+    log_px_given_yz_l = decoder_log_prob(model.likelihood, decoded[:n_l], x_l)
+    log_px_given_yz_u = decoder_log_prob(
+        model.likelihood, decoded[n_l:].view(len(x_u), per_image, -1), x_u[:, None]
     )
     neg_elbo_l = -log_px_given_yz_l - log_py + kl_z[:n_l]
     neg_elbo_u_given_y = -log_px_given_yz_u - log_py + kl_z[n_l:].view(len(x_u), per_image)

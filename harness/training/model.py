@@ -1,4 +1,5 @@
-"""The M2 networks: classifier q(y|x), Gaussian encoder q(z|x,y), Bernoulli decoder p(x|y,z).
+"""The M2 networks: classifier q(y|x), Gaussian encoder q(z|x,y), decoder p(x|y,z) (Bernoulli
+logits, or a Gaussian's means and log-variances: `likelihood`).
 
 The first layers of the encoder and decoder are split into an x (or z) part and a y part,
 W [x; y] = W_x x + W_y y, so that the x part can be computed once per image and shared by all
@@ -12,6 +13,10 @@ from torch import Tensor, nn
 
 from harness.config.variants import NUM_CLASSES, Variant
 from harness.training.networks import ACTIVATIONS, NetworkSpec, build_network, mlp
+
+# the decoder's outputs per data dimension, by likelihood: a Bernoulli logit, or a Gaussian's
+# mean and log-variance (its variance learned, per dimension and per row)
+LIKELIHOOD_OUTPUTS = {"bernoulli": 1, "gaussian": 2}
 
 
 class M2(nn.Module):
@@ -33,9 +38,11 @@ class M2(nn.Module):
         encoder_net: str = "mlp",
         encoder: NetworkSpec | None = None,
         decoder: NetworkSpec | None = None,
+        likelihood: str = "bernoulli",
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
+        self.likelihood = likelihood
         self.act = ACTIVATIONS[activation]()
         one_layer = NetworkSpec(hidden=(hidden,), activation=activation)
         classifier, encoder, decoder = (s or one_layer for s in (classifier, encoder, decoder))
@@ -51,7 +58,8 @@ class M2(nn.Module):
         width = decoder.hidden[0]
         self.dec_z = nn.Linear(z_dim, width)
         self.dec_y = nn.Linear(num_classes, width, bias=False)
-        self.dec_out = mlp(width, x_dim, NetworkSpec(decoder.hidden[1:], activation))
+        outputs = x_dim * LIKELIHOOD_OUTPUTS[likelihood]
+        self.dec_out = mlp(width, outputs, NetworkSpec(decoder.hidden[1:], activation))
         if init_std > 0:
             for module in self.modules():
                 if isinstance(module, nn.Linear | nn.Conv2d):
@@ -60,7 +68,9 @@ class M2(nn.Module):
                         nn.init.zeros_(module.bias)
 
     @classmethod
-    def from_variant(cls, variant: Variant) -> M2:
+    def from_variant(cls, variant: Variant, x_dim: int = 784) -> M2:
+        """`variant`'s networks for data of `x_dim` dimensions (the pixels, or M1's features)."""
+
         def spec(layers: int, width: int, regularised: bool = True) -> NetworkSpec:
             return NetworkSpec(
                 hidden=(width or variant.hidden,) * layers,
@@ -70,6 +80,7 @@ class M2(nn.Module):
             )
 
         return cls(
+            x_dim=x_dim,
             hidden=variant.hidden,
             z_dim=variant.z_dim,
             activation=variant.activation,
@@ -79,6 +90,7 @@ class M2(nn.Module):
             encoder_net=variant.encoder_net,
             encoder=spec(variant.encoder_layers, variant.encoder_hidden),
             decoder=spec(variant.decoder_layers, variant.decoder_hidden, regularised=False),
+            likelihood=variant.likelihood,
         )
 
     def classify(self, x: Tensor) -> Tensor:
@@ -95,7 +107,7 @@ class M2(nn.Module):
         return self.enc_loc(h), self.enc_logvar(h)
 
     def decode(self, z: Tensor, y: Tensor) -> Tensor:
-        """Bernoulli logits of p(x|y,z)."""
+        """p(x|y,z)'s parameters: Bernoulli logits, or Gaussian means then log-variances."""
         return self.dec_out(self.act(self.dec_z(z) + self.dec_y(y)))
 
     @torch.no_grad()

@@ -32,6 +32,7 @@ from harness.training.step import (
     BeforeUpdate,
     autocast,
     check_precision,
+    draw_rows,
     eager_train,
     epoch_order,
     labelled_split,
@@ -80,7 +81,7 @@ class StackedSeeds:
         models = []
         for seed in self.seeds:  # each seed initialised as it would be alone
             torch.manual_seed(seed)
-            models.append(M2.from_variant(variant).to(device))
+            models.append(M2.from_variant(variant, splits.train_x.shape[1]).to(device))
         params, _ = stack_module_state(models)
         self.params = {f"model.{name}": value for name, value in params.items()}
         self.generator = torch.Generator(device).manual_seed(self.seeds[0])
@@ -88,7 +89,13 @@ class StackedSeeds:
         # the module functional_call runs with a seed's parameters: shapes only, no storage
         self.template = LossTerms(copy.deepcopy(models[0]).to("meta"))
         parts = [labelled_split(splits, v.labels, v.seed, device) for v in self.variants]
-        self.x_l, self.y_l, self.x_u = (torch.stack(part) for part in zip(*parts, strict=True))
+        self.x_l, self.y_l, self.x_u = (
+            torch.stack([getattr(p, k) for p in parts]) for k in ("x_l", "y_l", "x_u")
+        )
+        self.std_l, self.std_u = (
+            None if parts[0].std_l is None else torch.stack([getattr(p, k) for p in parts])
+            for k in ("std_l", "std_u")
+        )
         self.n_labelled, self.n_unlabelled = self.x_l.shape[1], self.x_u.shape[1]
 
     def epoch_order(self, steps: int, labelled_batch: int) -> tuple[Tensor, Tensor]:
@@ -108,9 +115,11 @@ class StackedSeeds:
         def seed_terms(params: dict[str, Tensor], x_l: Tensor, y_l: Tensor, x_u: Tensor) -> Tensor:
             return functional_call(self.template, params, (x_l, y_l, x_u, options))
 
+        x_l = draw_rows(self.x_l, self.std_l, (rows, idx_l), self.generator)
+        x_u = draw_rows(self.x_u, self.std_u, (rows, idx_u), self.generator)
         with autocast(self.device, self.precision):
             terms = vmap(seed_terms, randomness=self.randomness)(
-                self.params, self.x_l[rows, idx_l], self.y_l[rows, idx_l], self.x_u[rows, idx_u]
+                self.params, x_l, self.y_l[rows, idx_l], x_u
             )
         self.optimizer.zero_grad(set_to_none=True)
         terms[:, TERMS.index("loss")].sum().backward()  # seeds share no parameter

@@ -129,16 +129,43 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]
                     saved["step"] = saved["step"].to(param.device, torch.float32)
 
 
-def labelled_split(
-    splits: Splits, labels: int, seed: int, device: torch.device
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(x_l, y_l, x_u): `labels` training images balanced over the classes and drawn with `seed`,
-    their classes, and the other training images (unlabelled)."""
+class SeedData(NamedTuple):
+    """One seed's training rows: the labelled ones with their classes, the unlabelled ones,
+    and, for M1's features, each row's posterior standard deviation (None for pixels)."""
+
+    x_l: Tensor
+    y_l: Tensor
+    x_u: Tensor
+    std_l: Tensor | None
+    std_u: Tensor | None
+
+
+def labelled_split(splits: Splits, labels: int, seed: int, device: torch.device) -> SeedData:
+    """`labels` training images balanced over the classes and drawn with `seed`, their classes,
+    and the other training images (unlabelled)."""
     labelled = balanced_label_subset(splits.train_y, labels, NUM_CLASSES, seed)
     is_labelled = torch.zeros(len(splits.train_y), dtype=torch.bool)
     is_labelled[labelled] = True
     labelled, unlabelled = labelled.to(device), (~is_labelled).nonzero().flatten().to(device)
-    return splits.train_x[labelled], splits.train_y[labelled], splits.train_x[unlabelled]
+    std = splits.train_std
+    return SeedData(
+        splits.train_x[labelled],
+        splits.train_y[labelled],
+        splits.train_x[unlabelled],
+        None if std is None else std[labelled],
+        None if std is None else std[unlabelled],
+    )
+
+
+def draw_rows(
+    x: Tensor, std: Tensor | None, index: tuple[Tensor, ...], generator: torch.Generator
+) -> Tensor:
+    """The rows `x[index]`; for M1's features (`std` given) a fresh draw of each,
+    z1 = mean + std * eps with eps ~ N(0, I), as M1+M2 trains on samples of q(z1|x)."""
+    if std is None:
+        return x[index]
+    noise = torch.randn(x[index].shape, generator=generator, device=x.device, dtype=x.dtype)
+    return x[index] + std[index] * noise
 
 
 def epoch_order(
@@ -193,10 +220,12 @@ class OneSeed:
         self.precision, self.compiled, self.cuda_graphs = precision, compile, cuda_graphs
         self.loss_fn = torch.compile(m2_loss) if compile else m2_loss
         torch.manual_seed(variant.seed)
-        self.model = M2.from_variant(variant).to(device)
+        self.model = M2.from_variant(variant, splits.train_x.shape[1]).to(device)
         self.generator = torch.Generator(device).manual_seed(variant.seed)
         self.optimizer = make_optimizer(variant, self.model.parameters(), capturable=cuda_graphs)
-        self.x_l, self.y_l, self.x_u = labelled_split(splits, variant.labels, variant.seed, device)
+        self.x_l, self.y_l, self.x_u, self.std_l, self.std_u = labelled_split(
+            splits, variant.labels, variant.seed, device
+        )
         self.n_labelled, self.n_unlabelled = len(self.x_l), len(self.x_u)
         self.graphed: Any = None  # the captured step (graphs.py), made at the first update
 
@@ -211,10 +240,10 @@ class OneSeed:
         """m2_loss on a batch drawn by index (`cache`: autocast's weight cache, which a CUDA
         graph capture must do without)."""
         options = loss_options(self.variant, self.generator, alpha, temperature)
+        x_l = draw_rows(self.x_l, self.std_l, (idx_l,), self.generator)
+        x_u = draw_rows(self.x_u, self.std_u, (idx_u,), self.generator)
         with autocast(self.device, self.precision, cache):
-            return self.loss_fn(
-                self.model, self.x_l[idx_l], self.y_l[idx_l], self.x_u[idx_u], **options
-            )
+            return self.loss_fn(self.model, x_l, self.y_l[idx_l], x_u, **options)
 
     def forward_backward(self, batch: Batch) -> Tensor:
         scalar = torch.tensor if self.compiled else float

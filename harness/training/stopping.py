@@ -39,22 +39,34 @@ def val_error(report: Epoch) -> float:
     return round(100.0 * (1.0 - float(f"{report.val_accuracy:.6g}")), 6)
 
 
-def best_index(history: Sequence[Epoch], min_delta: float) -> int:
-    """Index of the best validation epoch under the rule: an epoch is the new best when its
-    validation error is below the best so far by more than `min_delta` points (the first epoch
-    is the first best)."""
+def best_position(values: Sequence[float], min_delta: float) -> int:
+    """Index of the best of `values` (lower is better) under the rule: a value is the new best
+    when it is below the best so far by more than `min_delta` (the first is the first best)."""
     best = 0
-    for i in range(1, len(history)):  # a change of exactly min_delta is no improvement
-        if val_error(history[i]) < val_error(history[best]) - min_delta - TIE:
+    for i in range(1, len(values)):  # a change of exactly min_delta is no improvement
+        if values[i] < values[best] - min_delta - TIE:
             best = i
     return best
+
+
+def no_improvement_for(values: Sequence[float], patience: int, min_delta: float) -> bool:
+    """True when `patience` > 0 and the last `patience` values did not improve on the best."""
+    if patience <= 0 or not values:
+        return False
+    return len(values) - 1 - best_position(values, min_delta) >= patience
+
+
+def best_index(history: Sequence[Epoch], min_delta: float) -> int:
+    """Index of the best validation epoch under the rule (`best_position` of the validation
+    errors, in points)."""
+    return best_position([val_error(r) for r in history], min_delta)
 
 
 def should_stop(history: Sequence[Epoch], patience: int, min_delta: float) -> bool:
     """True when `patience` > 0 and the last `patience` epochs did not improve on the best."""
     if patience <= 0 or not history:
         return False
-    return len(history) - 1 - best_index(history, min_delta) >= patience
+    return no_improvement_for([val_error(r) for r in history], patience, min_delta)
 
 
 def time_to_accuracy(history: Sequence[Epoch], target: float) -> tuple[int, float] | None:

@@ -404,6 +404,6 @@ class Trainer:
     def seed_model(self, i: int) -> M2:
         """A copy of seed i's model as it was when the seed ended (or now, if it has not)."""
         state = self.ended_states.get(i) or self.seed_state_dict(i)
-        model = M2.from_variant(self.variants[i]).to(self.device)
+        model = M2.from_variant(self.variants[i], self.splits.train_x.shape[1]).to(self.device)
         model.load_state_dict(state["model"])
         return model.eval()

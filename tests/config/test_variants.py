@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from harness.config.variants import (
     _REGISTRY,
@@ -133,11 +134,21 @@ def test_overrides_given_as_values_are_typed_like_text():
 def test_every_registered_variant_trains_on_generated_data(name, generated):
     """A smoke test that follows the registry (as timm's tests follow list_models()): a variant
     is tested the day it is registered. Two steps on generated data, finite losses, and every
-    report figure in range."""
+    report figure in range (M1+M2 on the features of an M1 trained for an epoch)."""
     from harness.training.trainer import Trainer
 
     variant = create_variant(name, {"epochs": 1, "labels": 100})
-    (report,) = Trainer(variant, generated, "cpu", max_steps=2, progress=False).run_epoch()
+    data = generated
+    if variant.features == "m1":
+        from harness.config.m1 import m1_settings
+        from harness.training.features import feature_splits
+        from harness.training.m1 import M1Training
+
+        settings = m1_settings(variant.replace(m1_epochs=1, m1_hidden=32))
+        m1 = M1Training(settings, data.train_x, data.val_x, torch.device("cpu"))
+        m1.fit()
+        data = feature_splits(data, m1.model, min_std=0.0)
+    (report,) = Trainer(variant, data, "cpu", max_steps=2, progress=False).run_epoch()
     assert all(math.isfinite(v) for v in report.losses.values()), report.losses
     assert 0.0 <= report.test_accuracy <= 1.0 and report.samples_per_sec > 0
 

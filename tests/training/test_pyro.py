@@ -68,7 +68,13 @@ def pyro_terms(model: M2, x_l, y_l, x_u, eps_l, eps_u):
             y = pyro.sample("y", dist.OneHotCategorical(logits=prior_y), obs=y)
             zeros = torch.zeros(model.enc_loc.out_features, dtype=x.dtype)
             z = pyro.sample("z", dist.Normal(zeros, 1.0).to_event(1))
-            pyro.sample("x", dist.Bernoulli(logits=model.decode(z, y)).to_event(1), obs=x)
+            out = model.decode(z, y)
+            if model.likelihood == "gaussian":  # M1+M2: a mean and a log-variance per feature
+                loc, logvar = out.chunk(2, dim=-1)
+                likelihood = dist.Normal(loc, (0.5 * logvar).exp())
+            else:
+                likelihood = dist.Bernoulli(logits=out)
+            pyro.sample("x", likelihood.to_event(1), obs=x)
 
     def q_labelled(x, y):
         with pyro.plate("data", len(x)):
@@ -109,7 +115,15 @@ def kl_correction(model: M2, x_u, eps_u):
 def build(name: str, x_dim: int) -> M2:
     variant = get_variant(name)
     torch.manual_seed(0)
-    model = M2(x_dim, K, variant.hidden, variant.z_dim, variant.activation, variant.init_std)
+    model = M2(
+        x_dim,
+        K,
+        variant.hidden,
+        variant.z_dim,
+        variant.activation,
+        variant.init_std,
+        likelihood=variant.likelihood,
+    )
     model = model.double()
     with torch.no_grad():  # a sharp q(y|x): the entropy term is far from log K
         model.classifier[-1].weight.mul_(40.0)
