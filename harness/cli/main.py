@@ -148,7 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         precision=args.precision,
         compile=args.compile,
         cuda_graphs=args.cuda_graphs,
-        announce=print,
+        announce=lambda note: print(note, flush=True),
         records_dir=records_dir,  # an ablation listing this run reuses it
     )
     seeds = [variant.seed] if args.seeds is None else args.seeds
@@ -279,6 +279,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     from harness.reporting.tables import (
         compares_with_paper,
         comparisons,
+        m1_note,
         provenance,
         reference_label,
         summarize,
@@ -288,6 +289,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     ablation, runs, _ = _results_inputs(args)
     table = summarize(runs, compares_with_paper(ablation.axes, runs), list(ablation.axes))
     meta = provenance(ablation, runs, args.epochs or ablation.epochs, args.max_steps)
+    meta["m1"] = m1_note(ablation, args.out, args.epochs, args.max_steps)
     md, csv = write_table(
         ablation.name,
         table,

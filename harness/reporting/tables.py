@@ -341,6 +341,40 @@ def provenance(ablation: Ablation, runs: pd.DataFrame, epochs: int, max_steps: i
     }
 
 
+def m1_note(
+    ablation: Ablation, results_dir: str | Path, epochs: int | None, max_steps: int | None
+) -> str:
+    """What the M1+M2 cells' M1s cost, once each and apart from M2's times: each M1 with the
+    runs that read it, its epochs, how it ended and its training time (from its record in
+    `results_dir`/m1); empty when no cell reads M1's features."""
+    from harness.runs.m1 import read_m1_record
+
+    readers: dict[str, int] = {}
+    for cell in ablation.cells():
+        variant = ablation.variant(cell, 0, epochs)
+        if variant.features != "m1":
+            continue
+        for record in find_records(Path(results_dir) / RUNS_FOLDER, variant, max_steps):
+            key = record.made.get("m1", "unknown")
+            readers[key] = readers.get(key, 0) + 1
+    notes = []
+    for key, n in sorted(readers.items()):
+        found = read_m1_record(Path(results_dir) / "m1", key)
+        if found is None:
+            notes.append(f"{key} (read by {n} runs; its record is not in {results_dir}/m1)")
+            continue
+        o, made = found["outcome"], found["made"]
+        ended = "its stop rule" if o["stopped_by"] == "patience" else "its epoch budget"
+        notes.append(
+            f"{key}, read by {n} runs, trained once: {o['epochs_run']} epoch"
+            f"{'s' if o['epochs_run'] != 1 else ''} (ended by {ended};"
+            f" validation -ELBO {o['best_val_neg_elbo']} nats at epoch {o['best_epoch']}), "
+            f"{o['train_seconds']:,.0f} s of training on {made.get('device_name')} at commit "
+            f"{made.get('git_commit')}; not in the times to 90% and 95% below, which are M2's"
+        )
+    return "; ".join(notes)
+
+
 def _cells_shown(table: pd.DataFrame) -> pd.DataFrame:
     """The table's first columns as a reader sees them: the cell, its labels and the settings
     swept (summarize's `axes`); a sweep of one variant names its cells by what varies only."""
@@ -411,6 +445,7 @@ def write_table(
         f"- machine: {meta['machine']}",
         f"- time: {meta['wall_time']}",
         f"- progress: {meta['progress']}",
+        *([f"- M1: {meta['m1']}"] if meta.get("m1") else []),
         "",
         "Test error (%) on the 10,000 test images, mean ± standard deviation over seeds and the "
         f"{CONFIDENCE:.0%} t interval of the mean, at the epoch the stop rule selects: the last "

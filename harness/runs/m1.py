@@ -151,13 +151,20 @@ def _record_text(record: dict[str, Any]) -> str:
     return text + "\n ]\n}\n"
 
 
+def read_m1_record(folder: Path, key: str) -> dict[str, Any] | None:
+    """The record of M1 `key` in `folder`, None when it is not there."""
+    path = folder / f"{key}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def _load(folder: Path, key: str, settings: M1Settings, device: torch.device) -> TrainedM1 | None:
-    weights, record_file = folder / f"{key}.pt", folder / f"{key}.json"
-    if not (weights.exists() and record_file.exists()):
+    weights, record = folder / f"{key}.pt", read_m1_record(folder, key)
+    if record is None or not weights.exists():
         return None
-    record = json.loads(record_file.read_text())
     if record.get("settings") != settings.params():
-        raise ValueError(f"{record_file} is of another M1 (its settings differ from its name's)")
+        raise ValueError(
+            f"{folder / key}.json is of another M1 (its settings differ from its name's)"
+        )
     model = M1(settings)
     state = torch.load(weights, map_location="cpu", weights_only=True)
     model.encoder.load_state_dict(state["encoder"])

@@ -4,6 +4,7 @@ alone; reused (not trained again) by every later run, and named by their records
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -100,3 +101,39 @@ def test_another_m1_setting_is_another_m1(generated_data, tmp_path):
     run_variant(create_variant("m1m2", {**TINY, "m1_min_std": 0.001}), options)  # same M1
     assert len(given) == 2
     assert len(list((tmp_path / "m1").glob("m1-*.pt"))) == 2
+
+
+TINY_ABLATION = """
+description = "M1+M2, one tiny cell"
+variants = ["m1m2"]
+seeds = [0, 1]
+epochs = 1
+
+[set]
+m1_epochs = 1
+m1_patience = 0
+m1_hidden = 100
+"""
+
+
+@pytest.mark.e2e
+def test_m2h_run_m1m2_trains_m1_first_then_every_run_reuses_it(data_root, capsys):
+    """`m2h run m1m2` on real MNIST, as from a fresh clone: M1 is trained first (on the 50,000
+    training images that are not held out), kept in results/m1, and reused by the next run
+    and by an ablation listing the cell; the table names M1 and its time apart."""
+    from harness.cli.main import main
+
+    Path("ablations").mkdir()
+    Path("ablations/tiny-m1m2.toml").write_text(TINY_ABLATION)
+    settings = ["--set", "m1_epochs=1", "--set", "m1_patience=0", "--set", "m1_hidden=100"]
+    quick = ["--epochs", "1", "--max-steps", "5", "--no-track", "--threads", "2"]
+    assert main(["run", "m1m2", "--labels", "100", *settings, *quick]) == 0
+    out = capsys.readouterr().out
+    assert "training on 50,000 training images" in out and "10,000 validation" in out
+    (weights,) = Path("results/m1").glob("m1-*.pt")
+    assert main(["ablate", "tiny-m1m2", "--max-steps", "5", "--no-track", "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"M1 {weights.stem}: reused from" in out and "training on" not in out
+    assert main(["table", "tiny-m1m2", "--max-steps", "5"]) == 0
+    table = Path("results/tiny-m1m2.md").read_text()
+    assert f"- M1: {weights.stem}, read by 2 runs, trained once: 1 epoch (" in table
