@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 PROBLEM_AXES = ("labels", "dataset")  # errors are not comparable across their values
 # Kingma et al. 2014, Table 1: M2 test error (%) on MNIST, mean and +- over runs
 PAPER_M2_ERROR = {100: (11.97, 1.71), 600: (4.94, 0.13), 1000: (3.60, 0.56), 3000: (3.92, 0.63)}
+# and its M1+M2 row, beside the cells that model M1's features
+PAPER_M1M2_ERROR = {100: (3.33, 0.14), 600: (2.59, 0.05), 1000: (2.40, 0.02), 3000: (2.18, 0.04)}
 
 
 def compares_with_paper(axes: Iterable[str], runs: pd.DataFrame) -> bool:
@@ -97,6 +99,7 @@ def _row(record: RunRecord, cell: Cell, order: int, axes: Sequence[str]) -> dict
         "seed": v.seed,
         "labels": v.labels,
         "dataset": v.dataset,
+        "features": v.features,
         "order": order,
         **out,
         "samples_per_sec": out["final_samples_per_sec"],
@@ -150,15 +153,22 @@ def summarize(
     intervals = grouped["selected_test_error"].agg(t_interval)
     table["ci_low"] = [intervals[c][0] for c in table["cell"]]
     table["ci_high"] = [intervals[c][1] for c in table["cell"]]
-    if paper_column:
-        table["paper_m2_error"] = table["labels"].map(
-            lambda n: (
-                f"{PAPER_M2_ERROR[n][0]:.2f} ± {PAPER_M2_ERROR[n][1]:.2f}"
-                if n in PAPER_M2_ERROR
-                else ""
-            )
-        )
+    if paper_column:  # the paper's row for the cell's model: M2, or M1+M2 on M1's features
+        m1_cells = set(runs.loc[runs["features"] == "m1", "cell"])
+        table["paper_m2_error"] = [
+            "" if cell in m1_cells else _paper(PAPER_M2_ERROR, n)
+            for cell, n in zip(table["cell"], table["labels"], strict=True)
+        ]
+        if m1_cells:
+            table["paper_m1m2_error"] = [
+                _paper(PAPER_M1M2_ERROR, n) if cell in m1_cells else ""
+                for cell, n in zip(table["cell"], table["labels"], strict=True)
+            ]
     return table
+
+
+def _paper(row: dict[int, tuple[float, float]], labels: int) -> str:
+    return f"{row[labels][0]:.2f} ± {row[labels][1]:.2f}" if labels in row else ""
 
 
 def errors_by_seed(runs: pd.DataFrame, cell: str) -> dict[int, float]:
@@ -414,8 +424,9 @@ def write_table(
     shown[f"{CONFIDENCE:.0%} CI (t)"] = [
         _interval(lo, hi) for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
     ]
-    if "paper_m2_error" in table:
-        shown["paper M2 error (%)"] = table["paper_m2_error"]
+    for column, header in (("paper_m2_error", "M2"), ("paper_m1m2_error", "M1+M2")):
+        if column in table:
+            shown[f"paper {header} error (%)"] = table[column]
     shown["best, test-selected (%)"] = table["test_selected_best"].map(lambda v: f"{v:.2f}")
     shown["epochs"] = [
         f"{mean:.0f} ({lo}-{hi})" if lo != hi else f"{lo}"

@@ -116,3 +116,26 @@ def test_the_final_plot_along_labels_shows_the_papers_errors_where_it_reports_th
     without = final_figure(ablation.name, runs, "labels", paper=False)
     assert not any(isinstance(c, ErrorbarContainer) for c in without.axes[0].containers)
     plt.close("all")
+
+
+def test_m1m2_cells_stand_beside_the_papers_m1m2_row_and_m2_cells_beside_its_m2_row(tmp_path):
+    from harness.reporting.tables import PAPER_M1M2_ERROR, summarize
+
+    path = tmp_path / "stacked.toml"
+    path.write_text(
+        'description = "M2 and M1+M2"\nvariants = ["exact", "m1m2"]\nseeds = [0]\nepochs = 3\n'
+        "[axes]\nlabels = [100, 600]\n"
+    )
+    ablation = load_ablation(str(path))
+    for cell in ablation.cells():
+        variant = ablation.variant(cell, 0)
+        write_record(tmp_path / "runs", make_record(variant, history([30.0, 20.0]), MACHINE))
+    runs, _ = load_runs(ablation, tmp_path)
+    table = summarize(runs, compares_with_paper(ablation.axes, runs), list(ablation.axes))
+    rows = {cell: row for cell, row in zip(table["cell"], table.itertuples(), strict=True)}
+    assert rows["exact[labels=600]"].paper_m2_error.startswith(f"{PAPER_M2_ERROR[600][0]:.2f}")
+    assert rows["exact[labels=600]"].paper_m1m2_error == ""
+    assert rows["m1m2[labels=100]"].paper_m1m2_error == "3.33 ± 0.14" == (
+        f"{PAPER_M1M2_ERROR[100][0]:.2f} ± {PAPER_M1M2_ERROR[100][1]:.2f}"
+    )
+    assert rows["m1m2[labels=100]"].paper_m2_error == ""
