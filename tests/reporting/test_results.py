@@ -135,7 +135,9 @@ def test_m1m2_cells_stand_beside_the_papers_m1m2_row_and_m2_cells_beside_its_m2_
     rows = {cell: row for cell, row in zip(table["cell"], table.itertuples(), strict=True)}
     assert rows["exact[labels=600]"].paper_m2_error.startswith(f"{PAPER_M2_ERROR[600][0]:.2f}")
     assert rows["exact[labels=600]"].paper_m1m2_error == ""
-    assert rows["m1m2[labels=100]"].paper_m1m2_error == "3.33 ± 0.14" == (
-        f"{PAPER_M1M2_ERROR[100][0]:.2f} ± {PAPER_M1M2_ERROR[100][1]:.2f}"
+    assert (
+        rows["m1m2[labels=100]"].paper_m1m2_error
+        == "3.33 ± 0.14"
+        == (f"{PAPER_M1M2_ERROR[100][0]:.2f} ± {PAPER_M1M2_ERROR[100][1]:.2f}")
     )
     assert rows["m1m2[labels=100]"].paper_m2_error == ""
