@@ -203,6 +203,8 @@ class Variant:
 
 
 STOP_SETTINGS = ("epochs", "patience", "min_delta")
+# the settings of M1+M2's M1 and of its features (config/m1.py reads them)
+M1_SETTINGS = tuple(f.name for f in fields(Variant) if f.name.startswith("m1_"))
 
 
 def round_float(value: Any, digits: int = 4) -> Any:
@@ -233,20 +235,7 @@ APPLIES: dict[str, Callable[[Variant], bool]] = {
     },
     "term_weighting": lambda v: v.estimator != "supervised",
     "likelihood": lambda v: v.estimator != "supervised",
-    **{
-        key: lambda v: v.features == "m1"
-        for key in (
-            "m1_hidden",
-            "m1_layers",
-            "m1_z_dim",
-            "m1_lr",
-            "m1_batch_size",
-            "m1_epochs",
-            "m1_patience",
-            "m1_seed",
-            "m1_min_std",
-        )
-    },
+    **{key: lambda v: v.features == "m1" for key in M1_SETTINGS},
     "m1_min_delta": lambda v: v.features == "m1" and v.m1_patience > 0,
     "batch_size": lambda v: v.batch_rule == "fixed",
     "labelled_batch_size": lambda v: v.batch_rule == "fixed",
@@ -275,16 +264,7 @@ LATER_SETTINGS = (
     "dropout",
     "features",
     "likelihood",
-    "m1_hidden",
-    "m1_layers",
-    "m1_z_dim",
-    "m1_lr",
-    "m1_batch_size",
-    "m1_epochs",
-    "m1_patience",
-    "m1_min_delta",
-    "m1_seed",
-    "m1_min_std",
+    *M1_SETTINGS,
 )
 
 
