@@ -17,7 +17,7 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
 from harness.reporting.statistics import CONFIDENCE, Comparison, t_interval
-from harness.reporting.tables import PAPER_M2_ERROR, PROBLEM_AXES
+from harness.reporting.tables import PAPER_M1M2_ERROR, PAPER_M2_ERROR, PROBLEM_AXES
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -125,7 +125,7 @@ def final_figure(name: str, runs: pd.DataFrame, axis: str | None, paper: bool) -
             )
             plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
     if paper and axis == "labels":
-        _draw_paper_errors(error_ax)
+        _draw_paper_errors(error_ax, m1m2=bool((runs["features"] == "m1").any()))
     error_ax.set(ylabel="test error (%)", title="reported test error")
     speed_ax.set(ylabel="training rows/s (last epoch)", title="speed")
     seeds = runs.groupby("cell")["seed"].nunique()
@@ -189,21 +189,27 @@ def paired_figure(name: str, found: Sequence[Comparison]) -> Figure:
     return fig
 
 
-def _draw_paper_errors(ax: Axes) -> None:
-    """The paper's M2 mean ± std, in black, at each label count on the categorical x axis that
-    the paper reports (left of the variants' dodged points at that count's tick)."""
+def _draw_paper_errors(ax: Axes, m1m2: bool = False) -> None:
+    """The paper's M2 mean ± std, in black (and with `m1m2`, its M1+M2 row in grey), at each
+    label count on the categorical x axis that the paper reports (left of the variants' dodged
+    points at that count's tick)."""
     ticks = zip(ax.get_xticks(), ax.get_xticklabels(), strict=True)
     at = {int(label.get_text()): x for x, label in ticks}
-    reported = [n for n in at if n in PAPER_M2_ERROR]
-    if not reported:
-        return
-    ax.errorbar(
-        [at[n] - 0.3 for n in reported],
-        [PAPER_M2_ERROR[n][0] for n in reported],
-        yerr=[PAPER_M2_ERROR[n][1] for n in reported],
-        fmt="D",
-        color="black",
-        capsize=4,
-        label="paper's M2 (Kingma et al. 2014)",
-    )
-    ax.legend(title="variant")
+    rows = [(PAPER_M2_ERROR, "M2", "black", 0.3)]
+    if m1m2:
+        rows.append((PAPER_M1M2_ERROR, "M1+M2", "grey", 0.4))
+    for errors, model, color, left in rows:
+        reported = [n for n in at if n in errors]
+        if not reported:
+            continue
+        ax.errorbar(
+            [at[n] - left for n in reported],
+            [errors[n][0] for n in reported],
+            yerr=[errors[n][1] for n in reported],
+            fmt="D",
+            color=color,
+            capsize=4,
+            label=f"paper's {model} (Kingma et al. 2014)",
+        )
+    if any(n in PAPER_M2_ERROR for n in at):
+        ax.legend(title="variant")

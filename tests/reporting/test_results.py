@@ -141,3 +141,27 @@ def test_m1m2_cells_stand_beside_the_papers_m1m2_row_and_m2_cells_beside_its_m2_
         == (f"{PAPER_M1M2_ERROR[100][0]:.2f} ± {PAPER_M1M2_ERROR[100][1]:.2f}")
     )
     assert rows["m1m2[labels=100]"].paper_m2_error == ""
+
+
+def test_the_final_plot_of_m1m2_cells_shows_the_papers_m1m2_row_too(tmp_path):
+    from matplotlib.container import ErrorbarContainer
+
+    from harness.reporting.tables import PAPER_M1M2_ERROR
+
+    path = tmp_path / "stacked.toml"
+    path.write_text(
+        'description = "M2 and M1+M2"\nvariants = ["exact", "m1m2"]\nseeds = [0]\nepochs = 3\n'
+        "[axes]\nlabels = [100, 600]\n"
+    )
+    ablation = load_ablation(str(path))
+    for cell in ablation.cells():
+        variant = ablation.variant(cell, 0)
+        write_record(tmp_path / "runs", make_record(variant, history([30.0, 20.0]), MACHINE))
+    runs, _ = load_runs(ablation, tmp_path)
+    figure = final_figure(ablation.name, runs, "labels", paper=True)
+    bars = [c for c in figure.axes[0].containers if isinstance(c, ErrorbarContainer)]
+    heights = [bar.lines[0].get_ydata().tolist() for bar in bars]
+    assert [PAPER_M2_ERROR[n][0] for n in (100, 600)] in heights
+    assert [PAPER_M1M2_ERROR[n][0] for n in (100, 600)] in heights
+    legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert "paper's M1+M2 (Kingma et al. 2014)" in legend
