@@ -125,25 +125,47 @@ def clear_generated():
     return synthetic_splits(torch.device("cpu"), train=1200, test=200, validation=200, signal=0.9)
 
 
-@pytest.mark.parametrize("stacked", [False, True])
-def test_m2_learns_on_m1_features_alone_and_stacked(clear_generated, stacked):
-    """A tiny end-to-end M1+M2 on generated data: M1 trained, its features taken, M2 (exact,
-    Gaussian p(z1|y,z2)) trained on them beats chance by far, one seed alone or two stacked."""
-    settings = {"m1_hidden": 64, "m1_batch_size": 50, "m1_epochs": 20, "m1_lr": 3e-3}
-    variant = create_variant(
-        "m1m2",
-        {**SMALL_M1, **settings, "m1_patience": 0, "m1_min_std": 0.0, "hidden": 64},
-    )
+M1M2_SMALL = {
+    **SMALL_M1,
+    "m1_hidden": 64,
+    "m1_batch_size": 50,
+    "m1_epochs": 20,
+    "m1_lr": 3e-3,
+    "m1_patience": 0,
+    "m1_min_std": 0.0,
+    "hidden": 64,
+}
+
+
+@pytest.fixture(scope="module")
+def m1_features(clear_generated) -> Splits:
+    """The features of a small M1 trained on `clear_generated` (a few seconds)."""
+    variant = create_variant("m1m2", M1M2_SMALL)
     data = clear_generated
     training = M1Training(m1_settings(variant), data.train_x, data.val_x, torch.device("cpu"))
     training.fit()
-    features: Splits = feature_splits(data, training.model, variant.m1_min_std)
-    assert features.train_x.shape[1] == variant.m1_z_dim
+    return feature_splits(data, training.model, variant.m1_min_std)
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_m2_learns_on_m1_features_alone_and_stacked(m1_features, stacked):
+    """A tiny end-to-end M1+M2 on generated data: M1 trained, its features taken, M2 (exact,
+    Gaussian p(z1|y,z2)) trained on them beats chance by far, one seed alone or two stacked."""
+    variant = create_variant("m1m2", {**M1M2_SMALL, "epochs": 5, "patience": 0})
+    assert m1_features.train_x.shape[1] == variant.m1_z_dim
     seeds = [0, 1] if stacked else [0]
-    trainer = Trainer(
-        variant.replace(epochs=5, patience=0), features, "cpu", progress=False, seeds=seeds
-    )
+    trainer = Trainer(variant, m1_features, "cpu", progress=False, seeds=seeds)
     histories = trainer.fit()
     for history in histories:
         assert all(math.isfinite(v) for h in history for v in h.losses.values())
         assert history[-1].test_accuracy > 0.4  # chance is 0.1
+
+
+@pytest.mark.parametrize("name", ["gumbel-0.5", "gumbel-st", "gumbel-anneal", "supervised-only"])
+def test_every_estimator_trains_on_m1_features(m1_features, name):
+    variant = create_variant(
+        name, {"features": "m1", "likelihood": "gaussian", "validation": 200, "epochs": 1}
+    )
+    (report,) = Trainer(variant, m1_features, "cpu", max_steps=3, progress=False).run_epoch()
+    assert all(math.isfinite(v) for v in report.losses.values()), report.losses
+    assert report.losses["classification"] > 0
