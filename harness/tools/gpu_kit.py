@@ -23,8 +23,9 @@ logged, and the next one runs. Files in `--out` (at most 8 come back from the de
                     with 1/4/16/64 stacked seeds; a measurement that fails is a row with its error
   4. accuracy.json  time to 90% test accuracy for exact at 600 labels (where every seed reaches
                     it in a few epochs), eager, CUDA graphs and bf16, each with its own share
-  5. records.tar.gz only with `--steps ...,campaign`: run records of the `labels` campaign with
-                    stacked seeds (merge them here with `tar xzf records.tar.gz -C results/runs`)
+  5. records.tar.gz only with `--steps ...,campaign`: run records of the open ablations
+                    (m1m2-recipe, m1m2, alpha-1000, alpha) with stacked seeds, the cells the
+                    tree's results/ hold skipped (merge: `tar xzf records.tar.gz -C results`)
   and kit.log, everything printed. mlflow and optuna are not needed there: results travel as
 JSON and run records. With `--budget tiny` every stage runs a token amount (the CPU dry run).
 """
@@ -45,6 +46,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+REPO = Path(__file__).resolve().parents[2]  # the tree the kit runs in
 DATASETS = ("MNIST", "FashionMNIST")
 ESTIMATORS = ("exact", "gumbel-0.5", "gumbel-st", "tutorial-gumbel", "supervised-only")
 MODES = ("eager", "cuda_graphs", "bf16", "compile")
@@ -69,6 +71,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "to_90": 6,
         "test_timeout": 60,
         "campaign": [],
+        # the ablations still open (issue 24, 25), in the order they matter
+        "campaign_ablations": ("m1m2-recipe", "m1m2", "alpha-1000", "alpha"),
     },
     "tiny": {
         "repeats": 2,
@@ -77,6 +81,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "test_timeout": 60,
         "max_steps": 2,
         "campaign": ["--seeds", "0", "--epochs", "1", "--max-steps", "2"],
+        "campaign_ablations": ("labels",),
     },
 }
 
@@ -287,25 +292,41 @@ def accuracy(
 
 
 def campaign(out: Path, log: Log, budget: dict, data_root: Path, deadline: float) -> None:
-    """records.tar.gz: the `labels` ablation with each cell's seeds stacked, records only, in a
-    child process stopped at the deadline; the records that finished are packed either way."""
+    """records.tar.gz: the budget's campaign ablations, one after another, each cell's seeds
+    stacked, in child processes stopped at the deadline; their records go to this tree's
+    results/ (so a cell whose committed record is there is not trained again, and M1+M2 reads
+    the committed M1 in results/m1), and what they add, finished run records and any M1
+    trained here, is packed either way (merge: `tar xzf records.tar.gz -C results`)."""
+    results = REPO / "results"
+    before = {p for p in results.rglob("*") if p.is_file()}
     with tempfile.TemporaryDirectory() as work:
-        command = [sys.executable, "-m", "harness", "ablate", "labels", "--stack", "--no-track"]
-        command += ["--out", f"{work}/results", "--checkpoint-dir", f"{work}/checkpoints"]
-        command += budget["campaign"]
         env = {**os.environ, "M2_DATA_ROOT": str(data_root), "PYTHONUNBUFFERED": "1"}
-        timeout = max(1.0, deadline - time.monotonic())
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-            log(done.stdout[-6000:], done.stderr[-3000:])
-        except subprocess.TimeoutExpired as stopped:
-            text = stopped.stdout.decode(errors="replace") if stopped.stdout else ""
-            log(text[-6000:], "(stopped at the deadline)")
-        records = sorted(Path(work, "results", "runs").glob("*.json"))
-        with tarfile.open(out / "records.tar.gz", "w:gz") as tar:
-            for path in records:
-                tar.add(path, arcname=path.name)
-        log(f"  {len(records)} run records in records.tar.gz")
+        for name in budget["campaign_ablations"]:
+            command = [sys.executable, "-m", "harness", "ablate", name, "--stack", "--no-track"]
+            command += ["--out", str(results), "--checkpoint-dir", f"{work}/checkpoints"]
+            command += budget["campaign"]
+            timeout = deadline - time.monotonic()
+            if timeout < 1:
+                log(f"  {name}: not started, the stage's deadline had passed")
+                continue
+            try:
+                done = subprocess.run(
+                    command, capture_output=True, text=True, timeout=timeout, env=env
+                )
+                log(done.stdout[-6000:], done.stderr[-3000:])
+            except subprocess.TimeoutExpired as stopped:
+                text = stopped.stdout.decode(errors="replace") if stopped.stdout else ""
+                log(text[-6000:], f"({name} stopped at the deadline)")
+    added = sorted(
+        p
+        for p in results.rglob("*")
+        if p.is_file() and p not in before and p.parent.name in ("runs", "m1")
+    )
+    with tarfile.open(out / "records.tar.gz", "w:gz") as tar:
+        for path in added:
+            if path.suffix in (".json", ".pt") and not path.name.endswith(".train.pt"):
+                tar.add(path, arcname=str(path.relative_to(results)))
+    log(f"  {len(added)} files (run records, M1s) in records.tar.gz")
 
 
 def stage(args: argparse.Namespace) -> int:

@@ -91,7 +91,7 @@ def test_the_kit_reports_every_stage_under_device_conditions_when_one_fails(tmp_
     assert all(m["epochs_run"] == 1 and "error" not in m for m in accuracy["to_90"])
     with tarfile.open(out / "records.tar.gz") as tar:
         names = tar.getnames()
-        assert len(names) == 12  # labels: 12 cells, seed 0
+        assert len(names) == 12 and all(n.startswith("runs/") for n in names)  # 12 cells, seed 0
         record = json.load(tar.extractfile(names[0]))
     assert record["made"]["git_commit"] == "f" * 40 and record["max_steps"] == 2
 
