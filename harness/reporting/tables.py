@@ -378,7 +378,7 @@ def m1_note(
         notes.append(
             f"{key}, read by {n} runs, trained once: {o['epochs_run']} epoch"
             f"{'s' if o['epochs_run'] != 1 else ''} (ended by {ended};"
-            f" validation -ELBO {o['best_val_neg_elbo']} nats at epoch {o['best_epoch']}), "
+            f" validation -ELBO {o['best_val_neg_elbo']:.2f} nats at epoch {o['best_epoch']}), "
             f"{o['train_seconds']:,.0f} s of training on {made.get('device_name')} at commit "
             f"{made.get('git_commit')}; not in the times to 90% and 95% below, which are M2's"
         )
