@@ -137,3 +137,44 @@ def test_m2h_run_m1m2_trains_m1_first_then_every_run_reuses_it(data_root, capsys
     assert main(["table", "tiny-m1m2", "--max-steps", "5"]) == 0
     table = Path("results/tiny-m1m2.md").read_text()
     assert f"- M1: {weights.stem}, read by 2 runs, trained once: 1 epoch (" in table
+
+
+def test_two_runs_wanting_one_m1_at_once_train_it_once(generated_data, tmp_path, monkeypatch):
+    """The claim: two runs started together (threads here; processes alike, the lock is the
+    operating system's) train M1 once; the second waits for it and reuses it. The first holds
+    its training until the second has said it waits, so the two always meet."""
+    import threading
+
+    import harness.runs.m1 as m1_store
+
+    splits, given = generated_data
+    variant = create_variant("m1m2", TINY)
+    said: list[str] = []
+    keys: list[str] = []
+    waiting = threading.Event()
+    recorded = m1_store.M1Training
+
+    def held(*args, **kwargs):
+        training = recorded(*args, **kwargs)
+        assert waiting.wait(timeout=60)
+        return training
+
+    monkeypatch.setattr(m1_store, "M1Training", held)
+
+    def announce(line: str) -> None:
+        said.append(line)
+        if "is being trained by" in line:
+            waiting.set()
+
+    def want() -> None:
+        m1 = m1_store.ensure_m1(variant, splits, torch.device("cpu"), tmp_path, {}, announce)
+        keys.append(m1.key)
+
+    threads = [threading.Thread(target=want) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(given) == 1 and len(keys) == 2 and keys[0] == keys[1]
+    assert any("is being trained by" in line for line in said), said
+    assert any("trained meanwhile by another process" in line for line in said), said
