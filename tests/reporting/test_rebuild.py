@@ -28,6 +28,9 @@ def test_a_table_rebuilds_byte_for_byte_or_says_it_is_a_snapshot(name, tmp_path,
         return
     assert f"(then `m2h table {name}" in committed
     shutil.copytree(RESULTS / "runs", tmp_path / "runs")
+    for m1_record in (RESULTS / "m1").glob("*.json"):  # M1+M2 tables name their M1 from it
+        (tmp_path / "m1").mkdir(exist_ok=True)
+        shutil.copy(m1_record, tmp_path / "m1")
     assert main(["table", name, "--out", str(tmp_path)]) == 0
     capsys.readouterr()
     for suffix in (".md", ".csv", "_comparisons.csv"):
