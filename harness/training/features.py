@@ -42,14 +42,16 @@ def feature_splits(splits: Splits, model: M1, min_std: float) -> Splits:
             f"no latent dimension of M1 has a posterior-mean std above m1_min_std={min_std}; "
             "lower it (0 keeps every dimension)"
         )
-    val_loc = posterior_moments(model, splits.val_x)[0] if len(splits.val_x) else splits.val_x
-    test_loc = posterior_moments(model, splits.test_x)[0]
+
+    def means(x: Tensor) -> Tensor:  # of the used dimensions; none for no images
+        return posterior_moments(model, x)[0][:, keep] if len(x) else x.new_zeros(0, len(keep))
+
     return Splits(
         train_x=train_loc[:, keep],
         train_y=splits.train_y,
-        val_x=val_loc[:, keep] if len(splits.val_x) else val_loc.new_zeros(0, len(keep)),
+        val_x=means(splits.val_x),
         val_y=splits.val_y,
-        test_x=test_loc[:, keep],
+        test_x=means(splits.test_x),
         test_y=splits.test_y,
         train_std=train_std[:, keep],
     )

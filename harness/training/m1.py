@@ -10,6 +10,7 @@ decides for M2. A checkpoint after every epoch lets a cut-off M1 resume.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -158,7 +159,7 @@ class M1Training:
         synchronize(self.device)
         seconds = time.perf_counter() - start
         train = total.item() / steps
-        if not torch.isfinite(torch.tensor(train)):
+        if not math.isfinite(train):
             raise NonFiniteLossError(self.step, "m1_neg_elbo", train)
         start = time.perf_counter()
         val = mean_neg_elbo(self.model, self.val_x, self.settings.seed) if len(self.val_x) else None

@@ -162,10 +162,11 @@ def draw_rows(
 ) -> Tensor:
     """The rows `x[index]`; for M1's features (`std` given) a fresh draw of each,
     z1 = mean + std * eps with eps ~ N(0, I), as M1+M2 trains on samples of q(z1|x)."""
+    rows = x[index]
     if std is None:
-        return x[index]
-    noise = torch.randn(x[index].shape, generator=generator, device=x.device, dtype=x.dtype)
-    return x[index] + std[index] * noise
+        return rows
+    noise = torch.randn(rows.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return rows + std[index] * noise
 
 
 def epoch_order(
