@@ -118,9 +118,8 @@ def test_the_final_plot_along_labels_shows_the_papers_errors_where_it_reports_th
     plt.close("all")
 
 
-def test_m1m2_cells_stand_beside_the_papers_m1m2_row_and_m2_cells_beside_its_m2_row(tmp_path):
-    from harness.reporting.tables import PAPER_M1M2_ERROR, summarize
-
+def m2_and_m1m2_runs(tmp_path):
+    """Records of exact and m1m2 at 100 and 600 labels, one seed, and the runs they make."""
     path = tmp_path / "stacked.toml"
     path.write_text(
         'description = "M2 and M1+M2"\nvariants = ["exact", "m1m2"]\nseeds = [0]\nepochs = 3\n'
@@ -131,6 +130,13 @@ def test_m1m2_cells_stand_beside_the_papers_m1m2_row_and_m2_cells_beside_its_m2_
         variant = ablation.variant(cell, 0)
         write_record(tmp_path / "runs", make_record(variant, history([30.0, 20.0]), MACHINE))
     runs, _ = load_runs(ablation, tmp_path)
+    return ablation, runs
+
+
+def test_m1m2_cells_stand_beside_the_papers_m1m2_row_and_m2_cells_beside_its_m2_row(tmp_path):
+    from harness.reporting.tables import PAPER_M1M2_ERROR, summarize
+
+    ablation, runs = m2_and_m1m2_runs(tmp_path)
     table = summarize(runs, compares_with_paper(ablation.axes, runs), list(ablation.axes))
     rows = {cell: row for cell, row in zip(table["cell"], table.itertuples(), strict=True)}
     assert rows["exact[labels=600]"].paper_m2_error.startswith(f"{PAPER_M2_ERROR[600][0]:.2f}")
@@ -148,16 +154,7 @@ def test_the_final_plot_of_m1m2_cells_shows_the_papers_m1m2_row_too(tmp_path):
 
     from harness.reporting.tables import PAPER_M1M2_ERROR
 
-    path = tmp_path / "stacked.toml"
-    path.write_text(
-        'description = "M2 and M1+M2"\nvariants = ["exact", "m1m2"]\nseeds = [0]\nepochs = 3\n'
-        "[axes]\nlabels = [100, 600]\n"
-    )
-    ablation = load_ablation(str(path))
-    for cell in ablation.cells():
-        variant = ablation.variant(cell, 0)
-        write_record(tmp_path / "runs", make_record(variant, history([30.0, 20.0]), MACHINE))
-    runs, _ = load_runs(ablation, tmp_path)
+    ablation, runs = m2_and_m1m2_runs(tmp_path)
     figure = final_figure(ablation.name, runs, "labels", paper=True)
     bars = [c for c in figure.axes[0].containers if isinstance(c, ErrorbarContainer)]
     heights = [bar.lines[0].get_ydata().tolist() for bar in bars]
