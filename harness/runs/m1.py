@@ -16,7 +16,7 @@ import json
 import os
 import platform
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import torch
 
 from harness.config.identity import m1_key
 from harness.config.m1 import M1Settings, m1_settings
-from harness.config.variants import Variant
+from harness.config.variants import Variant, round_float
 from harness.files import ensure_writable, write_atomically
 from harness.runs.claims import Claim, holder
 from harness.training.data import Splits
@@ -140,7 +140,8 @@ def _train(
 
 
 def _epoch_line(epoch: M1Epoch) -> dict[str, Any]:
-    return {k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in epoch.__dict__.items()}
+    """An epoch as the record stores it, its figures to 6 significant digits (as run records)."""
+    return {k: round_float(v, 6) for k, v in asdict(epoch).items()}
 
 
 def _record_text(record: dict[str, Any]) -> str:
