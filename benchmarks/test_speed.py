@@ -4,15 +4,21 @@ a fraction of a matrix-multiply peak measured in the same run on the same device
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
+import harness.training.loss as loss_module
 from harness.config.variants import create_variant
 from harness.tools.bench import count_flops, harness_step, matmul_peak
 from harness.tools.reference import reference_exact_loss
 from harness.training.data import synthetic_splits
 from harness.training.loss import m2_loss
 from harness.training.model import M2
+from harness.training.networks import ACTIVATIONS
 from harness.training.trainer import Trainer, synchronize
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -76,6 +82,24 @@ def test_training_step_with_a_speed_option(benchmark, option, estimator, device,
         precision="bf16" if option == "bf16" else "fp32",
         compile=option == "compile",
     )
+    rows = trainer.batch_size + trainer.labelled_batch
+    _record(benchmark, harness_step(trainer), device, rows, peak)
+
+
+@pytest.mark.parametrize("softplus", ["torch", "harness"])
+@pytest.mark.parametrize("variant", ["paper-exact", "m1m2-paper"])
+def test_softplus_units_step(benchmark, variant, softplus, device, splits, peak, monkeypatch):
+    """A step of softplus units (1 + 499 rows at 100 labels) with torch's softplus (nn.Softplus,
+    F.softplus) against the harness's (softplus.py), side by side in one run: paper-exact on
+    pixels (Bernoulli likelihood), m1m2-paper on 12 generated features (M1's, as the committed
+    M1 keeps 12 dimensions; Gaussian likelihood)."""
+    if softplus == "torch":
+        monkeypatch.setitem(ACTIVATIONS, "softplus", nn.Softplus)
+        monkeypatch.setattr(loss_module, "softplus", F.softplus)
+    if variant == "m1m2-paper":
+        features = {k: getattr(splits, k)[:, :12] for k in ("train_x", "val_x", "test_x")}
+        splits = replace(splits, **features, train_std=torch.full_like(features["train_x"], 0.1))
+    trainer = Trainer(create_variant(variant), splits, device, progress=False)
     rows = trainer.batch_size + trainer.labelled_batch
     _record(benchmark, harness_step(trainer), device, rows, peak)
 

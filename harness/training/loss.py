@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from harness.training.model import M2
+from harness.training.softplus import softplus
 
 TERMS = ("loss", "labelled", "unlabelled", "classification")
 
@@ -27,8 +28,9 @@ def bernoulli_log_prob(logits: Tensor, x: Tensor) -> Tensor:
     """log p(x) under Bernoulli(sigmoid(logits)), summed over the last dimension:
     sum_d x_d l_d - softplus(l_d). x broadcasts against the logits (one image for its K rows)
     without being copied, and every op has a vmap batching rule (PyTorch's fused
-    binary_cross_entropy_with_logits has none, and falls back to a slow decomposition)."""
-    return (logits * x).sum(-1) - F.softplus(logits).sum(-1)
+    binary_cross_entropy_with_logits has none, and falls back to a slow decomposition); softplus
+    is softplus.py's, vectorised on the CPU."""
+    return (logits * x).sum(-1) - softplus(logits).sum(-1)
 
 
 def gaussian_log_prob(loc: Tensor, logvar: Tensor, x: Tensor) -> Tensor:

@@ -12,8 +12,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from harness.config.networks import name_network
+from harness.training.softplus import Softplus
 
-ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus}
+ACTIVATIONS = {"relu": nn.ReLU, "softplus": Softplus}
 IMAGE_SIDE = 28
 
 
