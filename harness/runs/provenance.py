@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -16,10 +17,13 @@ REPO = Path(__file__).resolve().parents[2]
 COMMIT_ENV = "M2H_GIT_COMMIT"  # the commit of a copy of the tree that is not a checkout
 
 
+@functools.cache
 def git_commit() -> tuple[str, bool]:
-    """(commit, dirty) of the harness's checkout; $M2H_GIT_COMMIT where the tree travelled
-    without its repository (the GPU machine gets a copy of a committed, clean tree); else
-    ("unknown", False)."""
+    """(commit, dirty) of the harness's checkout when this process first asks, kept for the
+    process's life: the code it runs is what it loaded then, so every later run of a long-lived
+    process (an ablation's runs in one process, a search's trials) names that commit, not one
+    checked out while it ran. $M2H_GIT_COMMIT where the tree travelled without its repository
+    (the GPU machine gets a copy of a committed, clean tree); else ("unknown", False)."""
     if os.environ.get(COMMIT_ENV):
         return os.environ[COMMIT_ENV], False
 
