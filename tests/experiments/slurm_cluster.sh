@@ -3,7 +3,9 @@
 #   tests/slurm_cluster.sh start DIR   configure munge and Slurm under DIR, start munged, slurmctld
 #                                      and slurmd, wait for the node; prints SLURM_CONF=DIR/slurm.conf
 #   tests/slurm_cluster.sh stop DIR    stop them
-# Everything (key, sockets, state, logs) lives under DIR; the ports are free ones.
+# Everything (key, sockets, state, logs) lives under DIR; the ports are free ones. The node has
+# every CPU (nproc --all: plain nproc follows $OMP_NUM_THREADS, and a 1-CPU node never starts a
+# 2-CPU job).
 set -euo pipefail
 action=$1
 dir=$(realpath -m "$2")
@@ -44,7 +46,7 @@ MpiDefault=none
 ReturnToService=2
 JobRequeue=1
 MinJobAge=3600
-NodeName=$host CPUs=$(nproc) RealMemory=$memory State=UNKNOWN
+NodeName=$host CPUs=$(nproc --all) RealMemory=$memory State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
     export SLURM_CONF="$dir/slurm.conf"
