@@ -149,6 +149,29 @@ def test_m1m2_cells_stand_beside_the_papers_m1m2_row_and_m2_cells_beside_its_m2_
     assert rows["m1m2[labels=100]"].paper_m2_error == ""
 
 
+def test_m1m2_cells_at_one_label_count_still_stand_beside_the_papers_m1m2_row(tmp_path):
+    """An ablation of M1+M2 recipes at 100 labels (m1m2-recipe, m1m2-long) sweeps no label count,
+    yet the paper's M1+M2 row is its target: the column is there, the M2 one is not."""
+    from harness.reporting.tables import summarize
+
+    path = tmp_path / "recipes.toml"
+    path.write_text(
+        'description = "M1+M2 recipes"\nvariants = ["m1m2"]\nseeds = [0]\nepochs = 3\n'
+        "[set]\nlabels = 100\n[axes]\nlr = [0.001, 0.0003]\n"
+    )
+    ablation = load_ablation(str(path))
+    for cell in ablation.cells():
+        variant = ablation.variant(cell, 0)
+        write_record(tmp_path / "runs", make_record(variant, history([30.0, 20.0]), MACHINE))
+    runs, _ = load_runs(ablation, tmp_path)
+    assert not compares_with_paper(ablation.axes, runs)  # no label axis for the plots to mark
+    table = summarize(runs, compares_with_paper(ablation.axes, runs), list(ablation.axes))
+    assert table["paper_m1m2_error"].tolist() == ["3.33 ± 0.14"] * 2
+    assert "paper_m2_error" not in table
+    fashion = summarize(runs.assign(dataset="fashion"), False, list(ablation.axes))
+    assert "paper_m1m2_error" not in fashion
+
+
 def test_the_final_plot_of_m1m2_cells_shows_the_papers_m1m2_row_too(tmp_path):
     from matplotlib.container import ErrorbarContainer
 
