@@ -1,17 +1,17 @@
 """softplus(x) = log(1 + e^x), the softplus units' activation and the Bernoulli likelihood's
 normaliser, computed on the CPU from vectorised operations.
 
-PyTorch's CPU softplus (torch 2.x) is slow: on this project's CPU its log1p ran at about a
-tenth of the speed of exp or log over the same elements, and torch.profiler put a third of an
-M2 step with softplus units on M1's features, and an eighth of an exact step on pixels (the
-Bernoulli log-likelihood), in it. Here, on the CPU,
+PyTorch's CPU softplus kernel is slow where the softplus units and the Bernoulli likelihood
+spend much of an M2 step (its log1p; the exp and log kernels are vectorised).
+Here, on the CPU,
 
     softplus(x) = max(x, 0) - log(sigmoid(|x|))                (sigmoid(|x|) in [1/2, 1))
 
 whose sigmoid and log are vectorised, with the gradient d softplus / dx = sigmoid(x); the two
 agree with torch's to within 1e-6 (below x of about -17, where softplus(x) < 4e-8, this gives
-0). On other devices torch's fused kernel is used as it is. `benchmarks/test_speed.py` times the
-two side by side.
+0). On other devices torch's fused kernel is used as it is. `benchmarks/test_speed.py`
+(test_softplus_step) times a step with each, side by side; results/performance.md has the
+figures.
 """
 
 from __future__ import annotations
