@@ -1,9 +1,8 @@
 """softplus(x) = log(1 + e^x), the softplus units' activation and the Bernoulli likelihood's
 normaliser, computed on the CPU from vectorised operations.
 
-PyTorch's CPU softplus kernel is slow where the softplus units and the Bernoulli likelihood
-spend much of an M2 step (its log1p; the exp and log kernels are vectorised).
-Here, on the CPU,
+PyTorch's CPU softplus kernel (its log1p) is slow, and the softplus units and the Bernoulli
+likelihood spend much of an M2 step in it. Here, on the CPU,
 
     softplus(x) = max(x, 0) - log(sigmoid(|x|))                (sigmoid(|x|) in [1/2, 1))
 
