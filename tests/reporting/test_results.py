@@ -118,13 +118,13 @@ def test_the_final_plot_along_labels_shows_the_papers_errors_where_it_reports_th
     plt.close("all")
 
 
-def m2_and_m1m2_runs(tmp_path):
-    """Records of exact and m1m2 at 100 and 600 labels, one seed, and the runs they make."""
+def m2_and_m1m2_runs(
+    tmp_path, spec: str = 'variants = ["exact", "m1m2"]\n[axes]\nlabels = [100, 600]'
+):
+    """Records of one seed of each cell of `spec` (by default exact and m1m2 at 100 and 600
+    labels), and the runs they make."""
     path = tmp_path / "stacked.toml"
-    path.write_text(
-        'description = "M2 and M1+M2"\nvariants = ["exact", "m1m2"]\nseeds = [0]\nepochs = 3\n'
-        "[axes]\nlabels = [100, 600]\n"
-    )
+    path.write_text(f'description = "M2 and M1+M2"\nseeds = [0]\nepochs = 3\n{spec}\n')
     ablation = load_ablation(str(path))
     for cell in ablation.cells():
         variant = ablation.variant(cell, 0)
@@ -154,16 +154,8 @@ def test_m1m2_cells_at_one_label_count_still_stand_beside_the_papers_m1m2_row(tm
     yet the paper's M1+M2 row is its target: the column is there, the M2 one is not."""
     from harness.reporting.tables import summarize
 
-    path = tmp_path / "recipes.toml"
-    path.write_text(
-        'description = "M1+M2 recipes"\nvariants = ["m1m2"]\nseeds = [0]\nepochs = 3\n'
-        "[set]\nlabels = 100\n[axes]\nlr = [0.001, 0.0003]\n"
-    )
-    ablation = load_ablation(str(path))
-    for cell in ablation.cells():
-        variant = ablation.variant(cell, 0)
-        write_record(tmp_path / "runs", make_record(variant, history([30.0, 20.0]), MACHINE))
-    runs, _ = load_runs(ablation, tmp_path)
+    spec = 'variants = ["m1m2"]\n[set]\nlabels = 100\n[axes]\nlr = [0.001, 0.0003]'
+    ablation, runs = m2_and_m1m2_runs(tmp_path, spec)
     assert not compares_with_paper(ablation.axes, runs)  # no label axis for the plots to mark
     table = summarize(runs, compares_with_paper(ablation.axes, runs), list(ablation.axes))
     assert table["paper_m1m2_error"].tolist() == ["3.33 ± 0.14"] * 2
