@@ -241,6 +241,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
         track=not args.no_track,
         seeds=args.seeds,
+        cells=args.cells,
         epochs=args.epochs,
         max_steps=args.max_steps,
         device=args.device,
@@ -650,6 +651,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", metavar="KEY=VALUE", help="with --sweep: a fixed setting"
     )
     ablate.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the file's)")
+    ablate.add_argument(
+        "--cells",
+        nargs="+",
+        metavar="CELL",
+        help='train only these cells, named as the tables name them ("exact[alpha=0.1]"); '
+        "the ablation's parent run and tables stay whole",
+    )
     ablate.add_argument("--epochs", type=int, help="epochs per run (default: the file's)")
     ablate.add_argument("--jobs", type=int, default=1, help="runs at once, in processes")
     ablate.add_argument(

@@ -99,6 +99,19 @@ class Ablation:
                     )
         return cells
 
+    def pick(self, names: Sequence[str]) -> list[Cell]:
+        """The cells named (as `cells()` names them: "exact[alpha=0.1]"), in the file's order;
+        an AblationError naming the closest cell for a name that is none of them."""
+        cells = self.cells()
+        known = [c.name for c in cells]
+        for name in names:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                listed = f"its cells: {', '.join(known)}"
+                hint = f" (did you mean {close[0]!r}?)" if close else f" ({listed})"
+                raise AblationError(f"{name!r} is no cell of ablation {self.name!r}{hint}")
+        return [c for c in cells if c.name in names]
+
     def is_reference(self, cell: Cell) -> bool:
         if isinstance(self.reference, dict):
             return all(cell.overrides.get(k) == v for k, v in self.reference.items())

@@ -83,11 +83,13 @@ def plan(
     records_dir: Path,
     stack: bool,
     checkpoint_dir: Path,
+    cells: Sequence[Cell] | None = None,
 ) -> tuple[list[Job], list[tuple[Cell, RunRecord]]]:
-    """The jobs still to run and the runs whose record exists already (reused). Jobs go seed
-    by seed (every cell's first seed, then every cell's second), so a table takes shape early;
-    with `stack`, a cell's pending seeds are one job (one per checkpointed epoch)."""
-    cells = ablation.cells()
+    """The jobs still to run of `cells` (default: all the ablation's) and the runs whose record
+    exists already (reused). Jobs go seed by seed (every cell's first seed, then every cell's
+    second), so a table takes shape early; with `stack`, a cell's pending seeds are one job
+    (one per checkpointed epoch)."""
+    cells = list(cells) if cells is not None else ablation.cells()
     pending: list[list[Variant]] = [[] for _ in cells]
     reused = []
     twins: dict[str, RunRecord] | None = None  # read once, when a run has no record of its own
@@ -134,6 +136,7 @@ class AblationOptions:
     tracking_uri: str | None = None
     track: bool = True  # False: records alone, where mlflow is not installed
     seeds: Sequence[int] | None = None  # None: the file's
+    cells: Sequence[str] | None = None  # None: every cell; else only these train (by name)
     epochs: int | None = None  # None: the file's budget
     max_steps: int | None = None
     device: str | None = None
@@ -154,6 +157,7 @@ def checked(ablation: Ablation, options: AblationOptions) -> AblationOptions:
     from harness.files import ensure_writable
     from harness.training.data import ensure_dataset
 
+    ablation.pick(options.cells or [])  # an unknown cell's name fails here
     for dataset in {ablation.variant(cell, 0).dataset for cell in ablation.cells()}:
         ensure_dataset(dataset, options.data_root, options.download)
     options = dataclasses.replace(options, epochs=options.epochs or ablation.epochs)
@@ -182,8 +186,11 @@ def run_ablation(
     epochs = o.epochs or ablation.epochs
     records_dir = Path(o.results_dir) / RUNS_FOLDER
     cell_folder = Path(o.checkpoint_dir) / SHARED_CHECKPOINTS
-    adopt_checkpoints(ablation, o.seeds, epochs, o.max_steps, Path(o.checkpoint_dir), cell_folder)
-    todo, reused = plan(ablation, o.seeds, epochs, o.max_steps, records_dir, o.stack, cell_folder)
+    cells = ablation.pick(o.cells) if o.cells else ablation.cells()
+    adopt_checkpoints(ablation, cells, o.seeds, epochs, o.max_steps, Path(o.checkpoint_dir))
+    todo, reused = plan(
+        ablation, o.seeds, epochs, o.max_steps, records_dir, o.stack, cell_folder, cells
+    )
     outcomes = _announce(ablation, todo, reused, records_dir, o.stack, echo)
     where = Setting(
         experiment=ablation.name,
@@ -281,16 +288,17 @@ def claimed_jobs(todo: list[Job], claimed: list[CellOutcome]) -> list[Job]:
 
 def adopt_checkpoints(
     ablation: Ablation,
+    cells: Sequence[Cell],
     seeds: Sequence[int] | None,
     epochs: int,
     max_steps: int | None,
     root: Path,
-    shared: Path,
 ) -> None:
-    """Move the checkpoints (and MLflow run pointers) an older harness kept in the ablation's
-    own folder under `root` into the folder every ablation shares, so a run cut off then
-    resumes, whichever ablation takes it up."""
-    for cell in ablation.cells():
+    """Move the checkpoints (and MLflow run pointers) of `cells` that an older harness kept in
+    the ablation's own folder under `root` into the folder every ablation shares, so a run cut
+    off then resumes, whichever ablation takes it up."""
+    shared = root / SHARED_CHECKPOINTS
+    for cell in cells:
         for seed in ablation.seeds_of(cell, seeds):
             variant = ablation.variant(cell, seed, epochs)
             old = checkpoint_path(root / ablation.name, variant, max_steps)

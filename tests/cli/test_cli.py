@@ -68,6 +68,10 @@ def test_show_prints_every_setting(capsys):
         (["search", "exact", "--trials", "-1"], "--trials must be >= 1, got -1"),
         (["run", "exact", "--threads", "0"], "--threads must be >= 1, got 0"),
         (
+            ["ablate", "labels", "--cells", "exakt[labels=100]", "--no-track"],
+            "is no cell of ablation 'labels' (did you mean 'exact[labels=100]'?)",
+        ),
+        (
             ["run", "exact", "--data-root", "/nonexistent/m2", "--no-download"],
             "the data root /nonexistent/m2 does not exist",
         ),

@@ -339,3 +339,31 @@ def test_a_cell_named_otherwise_with_every_setting_alike_is_not_trained_again(tm
     (adopted,) = find_records(runs, ablation.variant(ablation.cells()[0], 0, 4), None)
     assert adopted.made["twin_of"].startswith("tutorial-gumbel-")
     assert adopted.history == read_record(next(runs.glob("tutorial-gumbel-*.json"))).history
+
+
+def test_an_ablation_asked_for_some_cells_trains_those_and_reuses_only_theirs(tmp_path):
+    """`m2h ablate NAME --cells CELL ...`: the jobs and the reused records are the named cells'
+    alone (their seeds, in the file's order); a name that is no cell fails with the closest."""
+    from harness.experiments.ablate import plan
+
+    path = tmp_path / "lr.toml"
+    path.write_text(
+        'variants = ["exact"]\ncontrols = ["supervised-only"]\nseeds = [0, 1]\nepochs = 4\n'
+        "[set]\nlabels = 100\n[axes]\nlr = [0.001, 0.0003]\n"
+    )
+    ablation = load_ablation(str(path))
+    runs = tmp_path / "runs"
+    done = ablation.variant(ablation.cells()[1], 0, 4)  # exact[lr=0.0003] seed 0
+    write_record(runs, make_record(done, history([30.0, 20.0, 21.0, 22.0]), MACHINE))
+    picked = ablation.pick(["supervised-only", "exact[lr=0.0003]"])
+    assert [c.name for c in picked] == ["exact[lr=0.0003]", "supervised-only"]  # file order
+    jobs, reused = plan(ablation, None, 4, None, runs, False, tmp_path / "ckpt", picked)
+    assert [(j.cell.name, j.variants[0].seed) for j in jobs] == [
+        ("exact[lr=0.0003]", 1),  # each cell's first pending seed, then its second
+        ("supervised-only", 0),
+        ("supervised-only", 1),
+    ]
+    assert [(cell.name, r.variant.seed) for cell, r in reused] == [("exact[lr=0.0003]", 0)]
+    with pytest.raises(ValueError, match=r"'exact\[lr=0\.003\]' is no cell of ablation 'lr' "
+                       r"\(did you mean 'exact\[lr=0\.0003\]'\?\)"):  # fmt: skip
+        ablation.pick(["exact[lr=0.003]"])
