@@ -157,7 +157,6 @@ def checked(ablation: Ablation, options: AblationOptions) -> AblationOptions:
     from harness.files import ensure_writable
     from harness.training.data import ensure_dataset
 
-    ablation.pick(options.cells or [])  # an unknown cell's name fails here
     for dataset in {ablation.variant(cell, 0).dataset for cell in ablation.cells()}:
         ensure_dataset(dataset, options.data_root, options.download)
     options = dataclasses.replace(options, epochs=options.epochs or ablation.epochs)
@@ -182,12 +181,15 @@ def run_ablation(
     MLflow run (a reused record is logged under it too), or with records alone."""
     from harness.experiments.machine import default_threads, threads_note
 
-    o = checked(ablation, options or AblationOptions())
+    options = options or AblationOptions()
+    cells = ablation.pick(options.cells) if options.cells else ablation.cells()  # fails first
+    o = checked(ablation, options)
     epochs = o.epochs or ablation.epochs
     records_dir = Path(o.results_dir) / RUNS_FOLDER
     cell_folder = Path(o.checkpoint_dir) / SHARED_CHECKPOINTS
-    cells = ablation.pick(o.cells) if o.cells else ablation.cells()
-    adopt_checkpoints(ablation, cells, o.seeds, epochs, o.max_steps, Path(o.checkpoint_dir))
+    adopt_checkpoints(
+        ablation, cells, o.seeds, epochs, o.max_steps, Path(o.checkpoint_dir), cell_folder
+    )
     todo, reused = plan(
         ablation, o.seeds, epochs, o.max_steps, records_dir, o.stack, cell_folder, cells
     )
@@ -293,11 +295,11 @@ def adopt_checkpoints(
     epochs: int,
     max_steps: int | None,
     root: Path,
+    shared: Path,
 ) -> None:
     """Move the checkpoints (and MLflow run pointers) of `cells` that an older harness kept in
-    the ablation's own folder under `root` into the folder every ablation shares, so a run cut
-    off then resumes, whichever ablation takes it up."""
-    shared = root / SHARED_CHECKPOINTS
+    the ablation's own folder under `root` into the folder every ablation shares, `shared`, so
+    a run cut off then resumes, whichever ablation takes it up."""
     for cell in cells:
         for seed in ablation.seeds_of(cell, seeds):
             variant = ablation.variant(cell, seed, epochs)
