@@ -98,6 +98,11 @@ class Variant:
     # optimisation
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = 1e-3
+    # Adam's L2 term: weight_decay * w added to each weight's gradient, the gradient of a
+    # N(0, 1) prior on the weights divided by the training images when the loss is per row
+    # (a faithful reimplementation of the authors' M2 uses 1 / n_total); adamw keeps torch's
+    # decoupled 0.01
+    weight_decay: float = 0.0
     batch_rule: Literal["fixed", "paper"] = "fixed"  # paper: Kingma et al.'s batch composition
     batch_size: int = 128  # unlabelled rows per step
     labelled_batch_size: int = 128  # labelled rows per step (at most the label count)
@@ -150,9 +155,15 @@ class Variant:
             "m1_min_delta",
             "m1_seed",
             "m1_min_std",
+            "weight_decay",
         ]:
             if getattr(self, key) < 0:
                 raise VariantError(f"{key} must be >= 0, got {getattr(self, key)!r}")
+        if self.weight_decay and self.optimizer != "adam":
+            raise VariantError(
+                "weight_decay is Adam's L2 term; adamw decays its weights by torch's default "
+                f"0.01: use optimizer=adam with weight_decay={self.weight_decay!r}"
+            )
         if not 0 <= self.dropout < 1:
             raise VariantError(f"dropout must be in [0, 1), got {self.dropout!r}")
         for key in ("classifier_net", "encoder_net"):
@@ -249,8 +260,8 @@ def applicable_params(variant: Variant) -> dict[str, Any]:
     return {k: v for k, v in variant.params().items() if APPLIES.get(k, lambda _: True)(variant)}
 
 
-# the settings added after checkpoints began (the networks, M1+M2): left out of a checkpoint's
-# settings at their defaults, so a checkpoint written before them (the same run) still resumes
+# the settings added after checkpoints began (the networks, M1+M2, weight decay): left out of a
+# checkpoint's settings at their defaults, so a checkpoint written before them still resumes
 LATER_SETTINGS = (
     "classifier_net",
     "classifier_layers",
@@ -265,6 +276,7 @@ LATER_SETTINGS = (
     "features",
     "likelihood",
     *M1_SETTINGS,
+    "weight_decay",
 )
 
 

@@ -102,11 +102,19 @@ def make_optimizer(
     fused: bool = True,
     capturable: bool = False,
 ) -> torch.optim.Optimizer:
-    """Adam or AdamW; `fused` runs the whole update in one kernel per step (CPU and CUDA)
-    instead of a handful of element-wise ops per parameter; `capturable` keeps its step count on
-    the device, so the update can be captured in a CUDA graph."""
-    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[variant.optimizer]
-    return cls(params, lr=variant.lr, fused=fused, capturable=capturable)
+    """Adam (with the variant's L2 term) or AdamW (torch's decoupled decay); `fused` runs the
+    whole update in one kernel per step (CPU and CUDA) instead of a handful of element-wise ops
+    per parameter; `capturable` keeps its step count on the device, so the update can be
+    captured in a CUDA graph."""
+    if variant.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=variant.lr, fused=fused, capturable=capturable)
+    return torch.optim.Adam(
+        params,
+        lr=variant.lr,
+        weight_decay=variant.weight_decay,
+        fused=fused,
+        capturable=capturable,
+    )
 
 
 # how this process runs the update, not what was learned: kept when a state is loaded

@@ -82,11 +82,13 @@ def test_overrides_are_typed_and_validated():
         ("estimator=magic", "estimator must be one of exact, gumbel, gumbel-st, supervised"),
         ("tempreature=1", "unknown setting 'tempreature' (did you mean 'temperature'?)"),
         ("temperature", "key=value"),
+        ("weight_decay=-1e-5", "weight_decay must be >= 0"),
+        ("optimizer=adamw weight_decay=2e-5", "weight_decay is Adam's L2 term; adamw decays"),
     ],
 )
 def test_bad_overrides_are_clear_errors(override, message):
     with pytest.raises(VariantError, match=None) as info:
-        create_variant("exact", parse_overrides([override]))
+        create_variant("exact", parse_overrides(override.split(" ")))
     assert message in str(info.value)
 
 

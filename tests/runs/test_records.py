@@ -12,7 +12,7 @@ import pytest
 
 from harness.cli.main import main
 from harness.config.ablations import load_ablation
-from harness.config.variants import create_variant
+from harness.config.variants import create_variant, resumable_settings
 from harness.runs.records import cell_key, find_records, make_record, read_record, write_record
 from harness.tracking.loading import record_span
 from harness.tracking.views import VIEW_TAG
@@ -85,9 +85,22 @@ def test_a_committed_record_states_the_outcome_its_epochs_give(path, tmp_path):
 def test_the_cell_key_holds_every_setting_but_the_seed():
     base = create_variant("exact", {"validation": 100, "patience": 5})
     assert cell_key(base, None) == cell_key(base.replace(seed=3), None)
-    for change in [{"epochs": 11}, {"patience": 4}, {"min_delta": 0.5}, {"lr": 3e-4}]:
+    changes = [{"epochs": 11}, {"patience": 4}, {"min_delta": 0.5}, {"lr": 3e-4}]
+    for change in [*changes, {"weight_decay": 2e-5}]:
         assert cell_key(base.replace(**change), None) != cell_key(base, None)
     assert cell_key(base, 5) != cell_key(base, None)
+
+
+def test_a_later_setting_at_its_default_keeps_the_checkpoints_name():
+    """Settings added to Variant after checkpoints began (weight_decay among them) leave a run's
+    checkpoint name as it was at their defaults, so a run cut off before they existed resumes;
+    set, they name another checkpoint."""
+    from harness.config.identity import run_key
+
+    base = create_variant("m1m2-paper", {"lr": 1e-3})
+    assert "weight_decay" not in resumable_settings(base.params())
+    assert resumable_settings(base.replace(weight_decay=2e-5).params())["weight_decay"] == 2e-5
+    assert run_key(base.replace(weight_decay=2e-5), None) != run_key(base, None)
 
 
 def test_a_setting_without_effect_does_not_split_a_cell_from_its_twin():

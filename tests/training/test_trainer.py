@@ -196,3 +196,19 @@ def test_loading_an_optimiser_state_keeps_how_this_process_runs_the_update():
     assert graphed.param_groups[0]["capturable"] is True
     assert torch.equal(graphed.state[param]["exp_avg"], eager.state[param]["exp_avg"])
     assert graphed.state[param]["step"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.5])
+def test_adam_weight_decay_pulls_weights_toward_zero_where_the_loss_has_no_gradient(weight_decay):
+    """weight_decay is Adam's L2 term (the gradient of a Gaussian prior on the weights): with a
+    zero gradient from the loss, a step moves every weight toward zero by lr (Adam's normalised
+    step), and leaves it where it is without it."""
+    from harness.training.step import make_optimizer
+
+    variant = create_variant("exact", {"lr": 0.1, "weight_decay": weight_decay})
+    param = torch.nn.Parameter(torch.tensor([2.0, -1.0]))
+    optimizer = make_optimizer(variant, [param], fused=False)
+    param.grad = torch.zeros(2)
+    optimizer.step()
+    expected = torch.tensor([1.9, -0.9]) if weight_decay else torch.tensor([2.0, -1.0])
+    torch.testing.assert_close(param.detach(), expected)
