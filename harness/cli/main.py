@@ -117,6 +117,22 @@ def make_tracker(args: argparse.Namespace, experiment: str) -> Tracker | None:
     return Tracker(args.tracking_uri, experiment)
 
 
+def refuse_finished_runs(
+    records_dir: Path, variant: Variant, seeds: list[int], max_steps: int | None
+) -> None:
+    """A run whose record exists has finished: `m2h run` does not train it twice (an ablation
+    skips it the same way), unless asked to with --again."""
+    from harness.runs.records import record_path
+
+    for seed in seeds:
+        path = record_path(records_dir, variant.replace(seed=seed), max_steps)
+        if path.exists():
+            raise UsageError(
+                f"seed {seed} of this run has finished (its record is {path}); a finished run "
+                "is not trained twice: pass --again to train it anew and replace its record"
+            )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.files import ensure_writable
     from harness.runs.records import RUNS_FOLDER, record_path
@@ -135,6 +151,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     verify_data(args, variant.dataset)
     set_threads(args)
     records_dir = Path(args.out) / RUNS_FOLDER
+    seeds = [variant.seed] if args.seeds is None else args.seeds
+    if not args.again:
+        refuse_finished_runs(records_dir, variant, seeds, args.max_steps)
     ensure_writable(records_dir, "records folder")
     tracker = make_tracker(args, args.experiment)
     options = RunOptions(
@@ -151,7 +170,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         announce=lambda note: print(note, flush=True),
         records_dir=records_dir,  # an ablation listing this run reuses it
     )
-    seeds = [variant.seed] if args.seeds is None else args.seeds
 
     def print_reports(reports: list) -> None:
         for seed, report in zip(seeds, reports, strict=True):
@@ -628,6 +646,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         help="continue from this run's checkpoint, into the same MLflow run",
+    )
+    run.add_argument(
+        "--again",
+        action="store_true",
+        help="train a run whose record exists (a finished run) anew, replacing its record",
     )
     _add_run_options(run)
     run.set_defaults(func=cmd_run)

@@ -271,7 +271,11 @@ def test_a_run_says_whether_it_resumes_and_from_what(capsys, mnist):
     assert "epoch   1/2" not in out and "epoch   2/2" in out  # only the missing epoch trained
     assert main([*quick, "--epochs", "2", "--set", "lr=3e-4", "--resume"]) == 0
     assert "differs in lr" in capsys.readouterr().out  # never continued: other settings
-    assert main([*quick, "--epochs", "2"]) == 0
+    assert main([*quick, "--epochs", "2"]) == 1  # finished: its record is there
+    err = capsys.readouterr().err
+    assert err.startswith("m2h: error: seed 0 of this run has finished (its record is results")
+    assert err.count("\n") == 1 and "pass --again to train it anew" in err
+    assert main([*quick, "--epochs", "2", "--again"]) == 0
     assert "will be overwritten (--resume continues it)" in capsys.readouterr().out
 
 

@@ -152,6 +152,8 @@ def test_a_stack_that_only_partly_has_checkpoints_is_refused(store, tmp_path, mo
     common = ["--max-steps", "2", "--epochs", "1", "--tracking-uri", store]
     assert main(["run", "exact", "--seed", "3", *common]) == 0
     assert main(["run", "exact", "--seeds", "3", "5", "--resume", *common]) == 1
+    assert "seed 3 of this run has finished" in capsys.readouterr().err  # its record is there
+    assert main(["run", "exact", "--seeds", "3", "5", "--resume", "--again", *common]) == 1
     assert "seeds 3 have checkpoints and seeds 5 do not" in capsys.readouterr().err
     assert main(["run", "exact", "--seed", "3", "--seeds", "3", "5", *common]) == 1
     assert "give --seed or --seeds, not both" in capsys.readouterr().err
