@@ -98,7 +98,7 @@ class Variant:
     # optimisation
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = 1e-3
-    # Adam's L2 term: weight_decay * w added to each weight's gradient, the gradient of a
+    # Adam's L2 term: weight_decay * w added to each parameter's gradient (biases too), that of a
     # N(0, 1) prior on the weights divided by the training images when the loss is per row
     # (a faithful reimplementation of the authors' M2 uses 1 / n_total); adamw keeps torch's
     # decoupled 0.01
