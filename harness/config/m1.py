@@ -24,9 +24,17 @@ class M1Settings:
     patience: int
     min_delta: float
     seed: int
+    # added later, left out of params() (so of the M1 key) at their defaults: a committed M1
+    # keeps its name
+    binarize: bool = True  # the pixels binarised afresh in every batch; False: grey levels
+    weight_decay: float = 0.0  # Adam's L2 term
+    clip: float = 0.0  # each gradient element clipped to [-clip, clip]; 0: none
 
     def params(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if LATER_DEFAULTS.get(k, object()) != v}
+
+
+LATER_DEFAULTS = {"binarize": True, "weight_decay": 0.0, "clip": 0.0}
 
 
 def m1_settings(variant: Variant) -> M1Settings:
@@ -43,4 +51,7 @@ def m1_settings(variant: Variant) -> M1Settings:
         patience=variant.m1_patience,
         min_delta=variant.m1_min_delta if variant.m1_patience else 0.0,
         seed=variant.m1_seed,
+        binarize=variant.m1_binarize,
+        weight_decay=variant.m1_weight_decay,
+        clip=variant.m1_clip,
     )

@@ -92,6 +92,11 @@ class Variant:
     m1_patience: int = 10
     m1_min_delta: float = 0.1
     m1_seed: int = 0
+    # the pixels binarised afresh in every batch (the authors), or their grey levels as Bernoulli
+    # targets (a faithful reimplementation); Adam's L2 term; gradient clipping by value (0: none)
+    m1_binarize: bool = True
+    m1_weight_decay: float = 0.0
+    m1_clip: float = 0.0
     # M1's latent dimensions M2 reads: those whose posterior mean varies over the training
     # images with a standard deviation above this (0 keeps all), as the authors dropped the rest
     m1_min_std: float = 0.1
@@ -155,6 +160,8 @@ class Variant:
             "m1_min_delta",
             "m1_seed",
             "m1_min_std",
+            "m1_weight_decay",
+            "m1_clip",
             "weight_decay",
         ]:
             if getattr(self, key) < 0:

@@ -3,9 +3,11 @@ posterior q(z1|x) gives M2 its features in M1+M2.
 
 The authors' network: `layers` hidden layers of `hidden` softplus units for the Gaussian encoder
 q(z1|x) and for the Bernoulli decoder p(x|z1), z1 of `z_dim` dimensions, the images binarised
-afresh in every batch, Adam. It trains on the training images alone (the validation and test
-images are never trained on); the validation ELBO decides when it stops, as the validation error
-decides for M2. A checkpoint after every epoch lets a cut-off M1 resume.
+afresh in every batch, Adam (or, as a faithful reimplementation trains it, a Bernoulli of the grey
+levels, Adam with an L2 term, gradients clipped by value: `binarize`, `weight_decay`, `clip`). It
+trains on the training images alone (the validation and test images are never trained on); the
+validation ELBO decides when it stops, as the validation error decides for M2. A checkpoint after
+every epoch lets a cut-off M1 resume.
 """
 
 from __future__ import annotations
@@ -57,6 +59,11 @@ def binarize(x: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.bernoulli(x, generator=generator)
 
 
+def targets(x: Tensor, settings: M1Settings, generator: torch.Generator | None) -> Tensor:
+    """What M1's Bernoulli models: the pixels binarised afresh, or their grey levels."""
+    return binarize(x, generator) if settings.binarize else x
+
+
 @dataclass
 class M1Epoch:
     epoch: int
@@ -67,12 +74,12 @@ class M1Epoch:
 
 
 @torch.no_grad()
-def mean_neg_elbo(model: M1, x: Tensor, seed: int, chunk: int = 10_000) -> float:
+def mean_neg_elbo(model: M1, x: Tensor, settings: M1Settings, chunk: int = 10_000) -> float:
     """-ELBO per image on `x`, with the binarisation and z1 drawn from a generator seeded with
-    `seed` at every call, so that two epochs are compared on the same draws."""
-    generator = torch.Generator(x.device).manual_seed(seed)
+    the settings' seed at every call, so that two epochs are compared on the same draws."""
+    generator = torch.Generator(x.device).manual_seed(settings.seed)
     total = sum(
-        m1_neg_elbo(model, binarize(part, generator), generator).sum().item()
+        m1_neg_elbo(model, targets(part, settings, generator), generator).sum().item()
         for part in x.split(chunk)
     )
     return total / len(x)
@@ -115,7 +122,9 @@ class M1Training:
         self.train_x, self.val_x = train_x.to(device), val_x.to(device)
         torch.manual_seed(settings.seed)
         self.model = M1(settings, train_x.shape[1]).to(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.lr)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+        )
         self.generator = torch.Generator(device).manual_seed(settings.seed)
         self.history: list[M1Epoch] = []
         self.step = 0
@@ -141,7 +150,8 @@ class M1Training:
         return len(self.history) >= s.epochs or no_improvement_for(val, s.patience, s.min_delta)
 
     def run_epoch(self) -> M1Epoch:
-        """One pass over the training images in a fresh order, each batch binarised afresh."""
+        """One pass over the training images in a fresh order, each batch binarised afresh (or
+        its grey levels), Adam with the settings' L2 term and gradient clipping."""
         B = self.settings.batch_size
         order = torch.randperm(len(self.train_x), generator=self.generator, device=self.device)
         steps = max(1, len(order) // B)
@@ -149,10 +159,12 @@ class M1Training:
         synchronize(self.device)
         start = time.perf_counter()
         for i in range(steps):
-            x = binarize(self.train_x[order[i * B : (i + 1) * B]], self.generator)
+            x = targets(self.train_x[order[i * B : (i + 1) * B]], self.settings, self.generator)
             loss = m1_neg_elbo(self.model, x, self.generator).mean()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.settings.clip:
+                nn.utils.clip_grad_value_(self.model.parameters(), self.settings.clip)
             self.optimizer.step()
             total += loss.detach()
             self.step += 1
@@ -162,7 +174,7 @@ class M1Training:
         if not math.isfinite(train):
             raise NonFiniteLossError(self.step, "m1_neg_elbo", train)
         start = time.perf_counter()
-        val = mean_neg_elbo(self.model, self.val_x, self.settings.seed) if len(self.val_x) else None
+        val = mean_neg_elbo(self.model, self.val_x, self.settings) if len(self.val_x) else None
         epoch = M1Epoch(len(self.history) + 1, train, val, seconds, time.perf_counter() - start)
         self.history.append(epoch)
         return epoch

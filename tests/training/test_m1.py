@@ -169,3 +169,50 @@ def test_every_estimator_trains_on_m1_features(m1_features, name):
     (report,) = Trainer(variant, m1_features, "cpu", max_steps=3, progress=False).run_epoch()
     assert all(math.isfinite(v) for v in report.losses.values()), report.losses
     assert report.losses["classification"] > 0
+
+
+def test_m1_settings_added_later_leave_the_committed_m1s_name_at_their_defaults():
+    """The M1 in results/m1 was named before binarize, weight_decay and clip existed: at their
+    defaults it keeps its key (every M1+M2 record reads it by that name); set, they name another
+    M1."""
+    from harness.config.identity import m1_key
+
+    default = m1_settings(create_variant("m1m2", {}))
+    assert m1_key(default) == "m1-bd0ce4a89d5b"
+    for change in [{"m1_binarize": False}, {"m1_weight_decay": 2e-5}, {"m1_clip": 5.0}]:
+        assert m1_key(m1_settings(create_variant("m1m2", change))) != m1_key(default)
+
+
+def test_m1_models_grey_levels_when_asked_and_clips_every_gradient_it_steps_on(generated):
+    """binarize=False: the Bernoulli's targets are the grey levels themselves (binarize=True:
+    0s and 1s drawn afresh); clip: every gradient element the optimiser steps on is within
+    [-clip, clip]; weight_decay: Adam's L2 term."""
+    from harness.training.m1 import targets
+
+    g = torch.Generator().manual_seed(0)
+    x = generated.train_x[:50]
+    assert torch.equal(targets(x, small_m1(m1_binarize=False), g), x)
+    binary = targets(x, small_m1(), g)
+    assert set(binary.unique().tolist()) <= {0.0, 1.0} and not torch.equal(binary, x)
+
+    settings = small_m1(epochs=1, m1_clip=1e-3, m1_weight_decay=2e-5, m1_binarize=False)
+    training = M1Training(settings, generated.train_x, generated.val_x, torch.device("cpu"))
+    assert training.optimizer.param_groups[0]["weight_decay"] == 2e-5
+    largest: list[float] = []
+
+    def record(optimizer, args, kwargs):
+        largest.append(max(p.grad.abs().max().item() for p in training.model.parameters()))
+
+    training.optimizer.register_step_pre_hook(record)
+    training.fit()
+    assert largest and max(largest) <= 1e-3 + 1e-9  # float32 of 1e-3
+    unclipped = M1Training(
+        small_m1(epochs=1), generated.train_x, generated.val_x, torch.device("cpu")
+    )
+    unclipped.optimizer.register_step_pre_hook(
+        lambda o, a, k: largest.append(
+            max(p.grad.abs().max().item() for p in unclipped.model.parameters())
+        )
+    )
+    unclipped.fit()
+    assert max(largest) > 1e-3  # the gradients the clip bounded are larger than it
