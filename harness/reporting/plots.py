@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -150,14 +150,23 @@ def grid_figure(name: str, runs: pd.DataFrame, rows: str, columns: str) -> Figur
         text = means.copy().astype(object)
         for r in means.index:
             for c in means.columns:
-                low, high = intervals.loc[r, c]
-                text.loc[r, c] = f"{means.loc[r, c]:.2f}\n[{low:.2f}, {high:.2f}]"
+                text.loc[r, c] = grid_label(means.loc[r, c], intervals.loc[r, c])
         sns.heatmap(means, annot=text, fmt="", cmap="viridis_r", ax=ax,
                     cbar_kws={"label": "test error (%)"})  # fmt: skip
         ax.set_title(variant)
     fig.suptitle(f"{name}\ntest error (%): mean, {CONFIDENCE:.0%} t interval over seeds")
     fig.tight_layout()
     return fig
+
+
+def grid_label(mean: float, interval: Any) -> str:
+    """A grid cell's text: its mean test error and t interval; one seed has no interval, and a
+    cell without runs yet (a partly run ablation) is left blank."""
+    if pd.isna(mean):
+        return ""
+    if not isinstance(interval, tuple) or any(pd.isna(v) for v in interval):
+        return f"{mean:.2f}\n(one seed)"
+    return f"{mean:.2f}\n[{interval[0]:.2f}, {interval[1]:.2f}]"
 
 
 def paired_figure(name: str, found: Sequence[Comparison]) -> Figure:

@@ -87,6 +87,40 @@ def test_a_plot_along_an_axis_with_one_variant_so_far(tmp_path):
     ]
 
 
+GRID = """
+description = "two swept settings"
+variants = ["exact"]
+seeds = [0, 1]
+epochs = 2
+
+[axes]
+lr = [0.001, 0.0003]
+alpha = [1.0, 0.1]
+"""
+
+
+def test_a_partly_run_grid_is_plotted_with_what_it_has(tmp_path, capsys):
+    """A grid whose cells have two seeds, one, or none yet (a campaign under way): the grid
+    figure comes out, each cell saying what its seeds give."""
+    from harness.cli.main import main
+    from harness.reporting.plots import grid_label
+
+    path = tmp_path / "grid.toml"
+    path.write_text(GRID)
+    ablation = load_ablation(str(path))
+    full, single = ablation.cells()[:2]
+    for cell, seeds in [(full, (0, 1)), (single, (0,))]:
+        for seed in seeds:
+            variant = ablation.variant(cell, seed)
+            errors = [30.0, 20.0 + seed]
+            write_record(tmp_path / "runs", make_record(variant, history(errors), MACHINE))
+    assert main(["plot", str(path), "--out", str(tmp_path)]) == 0, capsys.readouterr().err
+    assert (tmp_path / "grid_grid.png").exists()
+    assert grid_label(20.5, (14.15, 26.85)) == "20.50\n[14.15, 26.85]"
+    assert grid_label(20.0, (float("nan"), float("nan"))) == "20.00\n(one seed)"
+    assert grid_label(float("nan"), float("nan")) == ""
+
+
 def test_the_final_plot_along_labels_shows_the_papers_errors_where_it_reports_them(tmp_path):
     """Label counts 100 and 20: the paper's M2 has a mean ± std at 100 alone, drawn beside the
     runs when the plot compares with the paper, and not otherwise."""
