@@ -87,16 +87,7 @@ def test_a_plot_along_an_axis_with_one_variant_so_far(tmp_path):
     ]
 
 
-GRID = """
-description = "two swept settings"
-variants = ["exact"]
-seeds = [0, 1]
-epochs = 2
-
-[axes]
-lr = [0.001, 0.0003]
-alpha = [1.0, 0.1]
-"""
+GRID = LABELS.replace("labels = [10, 20]", "lr = [0.001, 0.0003]\nalpha = [1.0, 0.1]")
 
 
 def test_a_partly_run_grid_is_plotted_with_what_it_has(tmp_path, capsys):
