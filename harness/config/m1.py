@@ -5,7 +5,7 @@ count, estimator and the feature threshold `m1_min_std` are not among them."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 from harness.config.variants import Variant
@@ -24,8 +24,8 @@ class M1Settings:
     patience: int
     min_delta: float
     seed: int
-    # added later, left out of params() (so of the M1 key) at their defaults: a committed M1
-    # keeps its name
+    # added later, so they have defaults: left out of params() (so of the M1 key) at them, a
+    # committed M1 keeps its name
     binarize: bool = True  # the pixels binarised afresh in every batch; False: grey levels
     weight_decay: float = 0.0  # Adam's L2 term
     clip: float = 0.0  # each gradient element clipped to [-clip, clip]; 0: none
@@ -34,7 +34,8 @@ class M1Settings:
         return {k: v for k, v in asdict(self).items() if LATER_DEFAULTS.get(k, object()) != v}
 
 
-LATER_DEFAULTS = {"binarize": True, "weight_decay": 0.0, "clip": 0.0}
+# the settings added later: those with a default
+LATER_DEFAULTS = {f.name: f.default for f in fields(M1Settings) if f.default is not MISSING}
 
 
 def m1_settings(variant: Variant) -> M1Settings:
