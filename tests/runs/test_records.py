@@ -85,8 +85,13 @@ def test_a_committed_record_states_the_outcome_its_epochs_give(path, tmp_path):
 def test_the_cell_key_holds_every_setting_but_the_seed():
     base = create_variant("exact", {"validation": 100, "patience": 5})
     assert cell_key(base, None) == cell_key(base.replace(seed=3), None)
-    changes = [{"epochs": 11}, {"patience": 4}, {"min_delta": 0.5}, {"lr": 3e-4}]
-    for change in [*changes, {"weight_decay": 2e-5}]:
+    for change in [
+        {"epochs": 11},
+        {"patience": 4},
+        {"min_delta": 0.5},
+        {"lr": 3e-4},
+        {"weight_decay": 2e-5},
+    ]:
         assert cell_key(base.replace(**change), None) != cell_key(base, None)
     assert cell_key(base, 5) != cell_key(base, None)
 
