@@ -5,6 +5,7 @@ atomic replacement that several writers can make at once, and the lock under whi
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,12 +21,13 @@ class OutputError(OSError):
 
 
 def ensure_writable(folder: Path, what: str) -> None:
-    """Create `folder` and prove it writable, or raise one clear error."""
+    """Create `folder` and prove it writable, or raise one clear error. The probe is a file of
+    this call's own (removed when closed), so processes checking one folder at once never remove
+    each other's."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".m2h-write-test"
-        probe.write_text("")
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=folder, prefix=".m2h-write-test-"):
+            pass
     except OSError as err:
         raise OutputError(f"the {what} {folder} cannot be written: {err.strerror}") from None
 

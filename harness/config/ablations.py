@@ -11,6 +11,10 @@ An ablation file (`ablations/NAME.toml`) says:
                of the axes ({ y_term = "analytic" }: each cell against its twin with those)
   [set]        settings applied to every cell (the stop rule too: validation, patience,
                min_delta); [axes]  settings swept (cartesian product)
+  [set_by_variant.NAME]  settings for one variant's cells on top of [set], `epochs` (its own
+               budget) included: a variant that needs another stop rule than the others
+               (m1m2-reimpl's 50 epochs of patience) keeps its cells, and their records, one
+               with every other ablation that runs them
 
 Every finished run leaves a record in `<results>/runs/` (records.py); a run whose record is
 there already, made by this ablation or by any other that lists the same cell, is not trained
@@ -23,7 +27,7 @@ import difflib
 import itertools
 import json
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +72,7 @@ class Ablation:
     settings: dict[str, Any] = field(default_factory=dict)
     axes: dict[str, list[Any]] = field(default_factory=dict)
     seeds_by_variant: dict[str, list[int]] = field(default_factory=dict)
+    settings_by_variant: dict[str, dict[str, Any]] = field(default_factory=dict)
     # the variant compared against ("": the first of `variants`), or axis settings
     reference: str | dict[str, Any] = ""
     source: Path | None = field(default=None, compare=False)  # the file it was read from
@@ -79,6 +84,14 @@ class Ablation:
             return list(seeds)
         return list(self.seeds_by_variant.get(cell.variant, self.seeds))
 
+    def epochs_of(self, cell: Cell, epochs: int | None = None) -> int:
+        """`cell`'s epoch budget: `epochs` where it is not the file's (a command line's
+        --epochs, for every cell), else its variant's own in [set_by_variant], else the
+        file's."""
+        if epochs and epochs != self.epochs:
+            return epochs
+        return int(self.settings_by_variant.get(cell.variant, {}).get("epochs", self.epochs))
+
     def cells(self) -> list[Cell]:
         cells = []
         for names, axes, control in [
@@ -89,11 +102,16 @@ class Ablation:
                 for values in itertools.product(*axes.values()):
                     swept = dict(zip(axes, values, strict=True))
                     label = ",".join(f"{k}={v}" for k, v in swept.items())
+                    own = {
+                        k: v
+                        for k, v in self.settings_by_variant.get(name, {}).items()
+                        if k != "epochs"
+                    }
                     cells.append(
                         Cell(
                             f"{name}[{label}]" if label else name,
                             name,
-                            {**self.settings, **swept},
+                            {**self.settings, **own, **swept},
                             control,
                         )
                     )
@@ -139,7 +157,7 @@ class Ablation:
 
     def variant(self, cell: Cell, seed: int, epochs: int | None = None) -> Variant:
         return create_variant(
-            cell.variant, {**cell.overrides, "seed": seed, "epochs": epochs or self.epochs}
+            cell.variant, {**cell.overrides, "seed": seed, "epochs": self.epochs_of(cell, epochs)}
         )
 
 
@@ -181,7 +199,7 @@ def load_ablation(name: str, directory: Path | None = None) -> Ablation:
     except tomllib.TOMLDecodeError as err:
         raise AblationError(f"{path} is not valid TOML: {err}") from None
     keys = {"description", "variants", "controls", "seeds", "epochs", "set", "axes", "reference"}
-    unknown = set(spec) - keys - {"seeds_by_variant"}
+    unknown = set(spec) - keys - {"seeds_by_variant", "set_by_variant"}
     if unknown:
         raise AblationError(f"{path}: unknown keys {', '.join(sorted(unknown))}")
     ablation = Ablation(
@@ -195,6 +213,7 @@ def load_ablation(name: str, directory: Path | None = None) -> Ablation:
         settings=dict(spec.get("set", {})),
         axes={k: list(v) for k, v in spec.get("axes", {}).items()},
         seeds_by_variant={k: list(v) for k, v in spec.get("seeds_by_variant", {}).items()},
+        settings_by_variant={k: dict(v) for k, v in spec.get("set_by_variant", {}).items()},
         reference=spec.get("reference", ""),
     )
     if not ablation.variants:
@@ -211,12 +230,24 @@ def load_ablation(name: str, directory: Path | None = None) -> Ablation:
         raise AblationError(
             f"{path}: reference {ablation.reference!r} is not one of its variants or controls"
         )
-    strays = set(ablation.seeds_by_variant) - set(ablation.variants + ablation.controls)
-    if strays:
-        raise AblationError(
-            f"{path}: seeds_by_variant names {', '.join(sorted(strays))}, "
-            "which the ablation does not list"
-        )
+    named: list[tuple[str, Collection[str]]] = [
+        ("seeds_by_variant", ablation.seeds_by_variant.keys()),
+        ("set_by_variant", ablation.settings_by_variant.keys()),
+    ]
+    for table, names in named:
+        strays = set(names) - set(ablation.variants + ablation.controls)
+        if strays:
+            raise AblationError(
+                f"{path}: {table} names {', '.join(sorted(strays))}, "
+                "which the ablation does not list"
+            )
+    for name_, own in ablation.settings_by_variant.items():
+        swept = sorted(set(own) & set(ablation.axes))
+        if swept:
+            raise AblationError(
+                f"{path}: set_by_variant.{name_} sets {', '.join(swept)}, which is swept: "
+                "one or the other"
+            )
     for name_ in ablation.variants + ablation.controls:
         get_variant(name_)
     for key, values in ablation.axes.items():

@@ -319,6 +319,11 @@ def _range(values: Sequence[int]) -> str:
     return f"{lo:,}" if lo == hi else f"{lo:,} to {hi:,}"
 
 
+def counted_noun(n: int, noun: str) -> str:
+    """'1 run', '2 runs': a count with its noun in the number it takes."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def provenance(ablation: Ablation, runs: pd.DataFrame, epochs: int, max_steps: int | None) -> dict:
     """The command that makes these runs (the table holds the seeds the file plans), and which
     commits and machines made how many of them, with their summed time (they may have run in
@@ -335,7 +340,7 @@ def provenance(ablation: Ablation, runs: pd.DataFrame, epochs: int, max_steps: i
         machine counts under each, and the resumed runs are counted apart)."""
         values = [v.split(" & ") for v in runs[column]]
         counts = pd.Series([x for v in values for x in v]).value_counts().sort_index()
-        line = "; ".join(f"{value} ({n} runs)" for value, n in counts.items())
+        line = "; ".join(f"{value} ({counted_noun(n, 'run')})" for value, n in counts.items())
         across = sum(len(v) > 1 for v in values)
         both = f"; {across} of the runs trained under two or more of these" if across else ""
         return line + both
@@ -373,13 +378,15 @@ def m1_note(
     for key, n in sorted(readers.items()):
         found = read_m1_record(Path(results_dir) / "m1", key)
         if found is None:
-            notes.append(f"{key} (read by {n} runs; its record is not in {results_dir}/m1)")
+            notes.append(
+                f"{key} (read by {counted_noun(n, 'run')}; its record is not in {results_dir}/m1)"
+            )
             continue
         o, made = found["outcome"], found["made"]
         ended = "its stop rule" if o["stopped_by"] == "patience" else "its epoch budget"
         notes.append(
-            f"{key}, read by {n} runs, trained once: {o['epochs_run']} epoch"
-            f"{'s' if o['epochs_run'] != 1 else ''} (ended by {ended};"
+            f"{key}, read by {counted_noun(n, 'run')}, trained once: "
+            f"{counted_noun(o['epochs_run'], 'epoch')} (ended by {ended};"
             f" validation -ELBO {o['best_val_neg_elbo']:.2f} nats at epoch {o['best_epoch']}), "
             f"{o['train_seconds']:,.0f} s of training on {made.get('device_name')} at commit "
             f"{made.get('git_commit')}; not in the times to 90% and 95% below, which are M2's"

@@ -3,7 +3,9 @@ from __future__ import annotations
 import pytest
 
 from harness.cli.main import main
+from harness.config import identity
 from harness.config.ablations import AblationError, available, load_ablation
+from harness.config.variants import create_variant
 from harness.experiments import ablate as ablation_module
 from harness.experiments.ablate import AblationOptions, run_ablation
 
@@ -48,6 +50,54 @@ def test_shipped_ablations_load_and_expand():
     assert {c.variant for c in temperature.cells()} >= {"gumbel-0.1", "gumbel-1", "gumbel-anneal"}
 
 
+@pytest.mark.parametrize("name", available())
+def test_every_shipped_ablation_expands_to_valid_runs_with_one_record_each(name):
+    ablation = load_ablation(name)
+    runs = [
+        ablation.variant(cell, seed, ablation.epochs)
+        for cell in ablation.cells()
+        for seed in ablation.seeds_of(cell)
+    ]
+    assert runs  # every variant was built, so every setting passed its checks
+    names = [identity.record_name(v, None) for v in runs]
+    assert len(set(names)) == len(names)  # no two runs of one ablation write one record
+
+
+def test_recipe_shares_alpha_1000s_reference_runs():
+    """recipe's exact cell at 1000 labels is alpha-1000's reference cell: its runs are reused,
+    not trained again."""
+    recipe, alpha = load_ablation("recipe"), load_ablation("alpha-1000")
+    (exact,) = [c for c in recipe.cells() if c.name == "exact[labels=1000]"]
+    (reference,) = [c for c in alpha.cells() if c.overrides.get("alpha") == 1.0]
+    for seed in recipe.seeds_of(exact):
+        assert identity.record_name(
+            recipe.variant(exact, seed, recipe.epochs), None
+        ) == identity.record_name(alpha.variant(reference, seed, alpha.epochs), None)
+
+
+def test_a_variants_own_settings_keep_its_cells_one_with_another_ablations():
+    """m1m2 gives m1m2-reimpl m1m2-m1's stop rule and budget ([set_by_variant]) and leaves the
+    other cells on its own: m1m2-m1's runs are m1m2's, not trained again, and exact's and
+    m1m2's cells keep the records they have. An --epochs other than the file's caps every
+    cell."""
+    m1m2, m1 = load_ablation("m1m2"), load_ablation("m1m2-m1")
+    cells = {c.name: c for c in m1m2.cells()}
+    reimpl, exact = cells["m1m2-reimpl[labels=100]"], cells["exact[labels=100]"]
+    (shared,) = [c for c in m1.cells() if c.variant == "m1m2-reimpl"]
+    for seed in m1.seeds_of(shared):
+        assert identity.record_name(m1m2.variant(reimpl, seed), None) == identity.record_name(
+            m1.variant(shared, seed), None
+        )
+    ran = m1m2.variant(reimpl, 0)
+    assert (ran.epochs, ran.patience, ran.lr) == (1500, 50, 0.001)
+    registered = create_variant("m1m2-reimpl", {"labels": 100})  # what `m2h run` trains
+    assert identity.record_name(registered, None) == identity.record_name(ran, None)
+    kept = m1m2.variant(exact, 0)
+    assert (kept.epochs, kept.patience) == (150, 10)
+    assert identity.record_name(kept, None) == "exact-fede2d270277-s0"  # labels' record
+    assert m1m2.variant(reimpl, 0, epochs=3).epochs == m1m2.variant(exact, 0, epochs=3).epochs == 3
+
+
 def test_ablate_without_tracking_leaves_records_alone_and_honours_no_download(
     tmp_path, capsys, tiny
 ):
@@ -87,6 +137,21 @@ def test_bad_ablations_are_clear_errors(tmp_path):
         load_ablation(str(bad))
     bad.write_text('variants = ["exact"]\n[axes]\ntemperature = [0.1, -1.0]\n')
     with pytest.raises(ValueError, match="temperature must be > 0"):
+        load_ablation(str(bad))
+
+
+@pytest.mark.parametrize(
+    ("own", "error"),
+    [
+        ("[set_by_variant.gumbel-st]\npatience = 5", "set_by_variant names gumbel-st, which the"),
+        ("[axes]\nlr = [0.1]\n[set_by_variant.exact]\nlr = 1.0", "exact sets lr, which is swept"),
+        ("[set_by_variant.exact]\npatiense = 5", "unknown setting 'patiense'"),
+    ],
+)
+def test_a_variants_own_settings_are_checked_as_the_files_are(tmp_path, own, error):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'variants = ["exact"]\n{own}\n')
+    with pytest.raises(ValueError, match=error):  # AblationError is a ValueError
         load_ablation(str(bad))
 
 

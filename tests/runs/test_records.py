@@ -134,8 +134,8 @@ def test_a_table_is_rebuilt_from_records_alone_and_merges_machines(ablation_file
     assert exact.seeds == 2 and exact.stopped_by_rule == 2  # patience 2 after epoch 2
     md = (results / "two.md").read_text()
     # the file plans seed 0 alone for the control: its seed 1 is not this table's
-    assert f"{'a' * 40} (2 runs); {'b' * 40} (1 runs)" in md
-    assert "NVIDIA H100 (1 runs)" in md and "cpu (test, 2 cores) (2 runs)" in md
+    assert f"{'a' * 40} (2 runs); {'b' * 40} (1 run)" in md
+    assert "NVIDIA H100 (1 run)" in md and "cpu (test, 2 cores) (2 runs)" in md
     assert "- command: `m2h ablate two` (then" in md
     before = md
     assert main(["table", str(ablation_file), "--out", str(results)]) == 0

@@ -43,6 +43,14 @@ def _settle(page, shot: str | None = None) -> None:
         page.screenshot(path=str(SHOTS / f"{shot}.png"))
 
 
+def _arrive(page, shows: str, shot: str | None = None, at: str = "/runs") -> None:
+    """Wait until the page is at `at` and shows `shows` (up to a minute: on a loaded machine
+    the UI's redirects and its runs table take longer than the settling time), then settle."""
+    page.wait_for_url(lambda url: at in url, timeout=60_000)
+    page.get_by_text(shows).first.wait_for(timeout=60_000)
+    _settle(page, shot)
+
+
 @pytest.mark.e2e
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (CI installs it)")
 def test_the_ui_opens_an_ablation_on_its_runs_table_with_the_key_columns(tmp_path):
@@ -71,16 +79,17 @@ def test_the_ui_opens_an_ablation_on_its_runs_table_with_the_key_columns(tmp_pat
             _settle(page, "home")
             assert "Ask questions about your" not in page.inner_text("body")  # assistant shut
             page.get_by_role("link", name=name, exact=True).first.click()
-            _settle(page)
+            _arrive(page, "matching runs")
             assert "/runs" in page.url and "matching runs" in page.inner_text("body")
             page.goto(f"{address}/#/experiments")
             page.get_by_test_id("experiment-list-item-link").get_by_text(name, exact=True).click()
-            _settle(page, "from-the-experiment-list")
+            _arrive(page, "matching runs", "from-the-experiment-list")
             assert "/runs" in page.url and "Detect Issues" not in page.content()
             assert "matching runs" in page.inner_text("body")  # the runs table
             # the one click the README shows: Views > m2h: key columns
             page.get_by_test_id("saved-views-trigger").click()
             page.get_by_text("m2h: key columns").click()
+            page.get_by_test_id("sort-header-selected_test_error").first.wait_for(timeout=60_000)
             _settle(page)
             headers = page.locator("[data-testid^='sort-header-']").evaluate_all(
                 "els => els.map(e => e.dataset.testid.slice('sort-header-'.length))"
@@ -91,12 +100,12 @@ def test_the_ui_opens_an_ablation_on_its_runs_table_with_the_key_columns(tmp_pat
 
             # the link `m2h ui` printed: the same view at once
             page.goto(link)
-            _settle(page, "key-columns")
+            _arrive(page, "Group: ", "key-columns")
             table = page.inner_text("body")
             assert "selected_test_error" in table and "Group: " in table
             assert ("labels=100 · exact" if SHOTS else "exact · seed 0") in table  # run names
             page.locator("label:has(input[value='CHART'])").first.click()
-            _settle(page, "cells-side-by-side")
+            _arrive(page, "cells side by side", "cells-side-by-side")
             charts = page.inner_text("body")
             assert "cells side by side" in charts and "final_samples_per_sec" in charts
             browser.close()
