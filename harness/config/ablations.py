@@ -99,14 +99,14 @@ class Ablation:
             (self.controls, {k: v for k, v in self.axes.items() if k in CONTROL_AXES}, True),
         ]:
             for name in names:
+                own = {
+                    k: v
+                    for k, v in self.settings_by_variant.get(name, {}).items()
+                    if k != "epochs"  # a budget, not a setting of the cell (epochs_of)
+                }
                 for values in itertools.product(*axes.values()):
                     swept = dict(zip(axes, values, strict=True))
                     label = ",".join(f"{k}={v}" for k, v in swept.items())
-                    own = {
-                        k: v
-                        for k, v in self.settings_by_variant.get(name, {}).items()
-                        if k != "epochs"
-                    }
                     cells.append(
                         Cell(
                             f"{name}[{label}]" if label else name,

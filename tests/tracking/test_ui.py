@@ -43,10 +43,11 @@ def _settle(page, shot: str | None = None) -> None:
         page.screenshot(path=str(SHOTS / f"{shot}.png"))
 
 
-def _arrive(page, shows: str, shot: str | None = None, at: str = "/runs") -> None:
-    """Wait until the page is at `at` and shows `shows` (up to a minute: on a loaded machine
-    the UI's redirects and its runs table take longer than the settling time), then settle."""
-    page.wait_for_url(lambda url: at in url, timeout=60_000)
+def _arrive(page, shows: str, shot: str | None = None) -> None:
+    """Wait until the page is on the runs table and shows `shows` (up to a minute: on a loaded
+    machine the UI's redirects and its runs table take longer than the settling time), then
+    settle."""
+    page.wait_for_url(lambda url: "/runs" in url, timeout=60_000)
     page.get_by_text(shows).first.wait_for(timeout=60_000)
     _settle(page, shot)
 
