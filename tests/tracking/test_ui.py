@@ -37,19 +37,21 @@ def _store(tmp_path: Path) -> tuple[str, str]:
     return store, name
 
 
-def _settle(page, shot: str | None = None) -> None:
-    page.wait_for_timeout(4000)
+def _settle(page, shot: str | None = None, *, before_an_absence: bool = False) -> None:
+    """Let the page finish rendering: 4 s before a screenshot or before asserting that something
+    is absent (it would have had time to appear), 1.5 s otherwise."""
+    page.wait_for_timeout(4000 if SHOTS or before_an_absence else 1500)
     if SHOTS and shot:
         page.screenshot(path=str(SHOTS / f"{shot}.png"))
 
 
-def _arrive(page, shows: str, shot: str | None = None) -> None:
+def _arrive(page, shows: str, shot: str | None = None, *, before_an_absence: bool = False) -> None:
     """Wait until the page is on the runs table and shows `shows` (up to a minute: on a loaded
     machine the UI's redirects and its runs table take longer than the settling time), then
     settle."""
     page.wait_for_url(lambda url: "/runs" in url, timeout=60_000)
     page.get_by_text(shows).first.wait_for(timeout=60_000)
-    _settle(page, shot)
+    _settle(page, shot, before_an_absence=before_an_absence)
 
 
 @pytest.mark.e2e
@@ -77,14 +79,14 @@ def test_the_ui_opens_an_ablation_on_its_runs_table_with_the_key_columns(tmp_pat
 
             # a new user: the home page, then the experiment list, then the experiment
             page.goto(f"{address}/")
-            _settle(page, "home")
+            _settle(page, "home", before_an_absence=True)
             assert "Ask questions about your" not in page.inner_text("body")  # assistant shut
             page.get_by_role("link", name=name, exact=True).first.click()
             _arrive(page, "matching runs")
             assert "/runs" in page.url and "matching runs" in page.inner_text("body")
             page.goto(f"{address}/#/experiments")
             page.get_by_test_id("experiment-list-item-link").get_by_text(name, exact=True).click()
-            _arrive(page, "matching runs", "from-the-experiment-list")
+            _arrive(page, "matching runs", "from-the-experiment-list", before_an_absence=True)
             assert "/runs" in page.url and "Detect Issues" not in page.content()
             assert "matching runs" in page.inner_text("body")  # the runs table
             # the one click the README shows: Views > m2h: key columns
