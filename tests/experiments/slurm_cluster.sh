@@ -5,7 +5,8 @@
 #   tests/slurm_cluster.sh stop DIR    stop them
 # Everything (key, sockets, state, logs) lives under DIR; the ports are free ones. The node has
 # every CPU (nproc --all: plain nproc follows $OMP_NUM_THREADS, and a 1-CPU node never starts a
-# 2-CPU job).
+# 2-CPU job). cred_expire is also how long a requeued job waits before it may start again: 10 s
+# instead of Slurm's 120, so that the requeue test does not idle for two minutes.
 set -euo pipefail
 action=$1
 dir=$(realpath -m "$2")
