@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import shutil
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import as_completed
+from collections.abc import Generator, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED
+from concurrent.futures import wait as wait_for_any
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,14 +264,18 @@ class Progress:
         return f"  [{self.done} of {self.planned} runs done{left}]"
 
 
-def _report(launched: Iterator[CellOutcome], echo: Any, progress: Progress) -> list[CellOutcome]:
-    """Say each outcome as it comes, with the overall line; the outcomes."""
+def _report(
+    launched: Generator[CellOutcome, None, None], echo: Any, progress: Progress
+) -> list[CellOutcome]:
+    """Say each outcome as it comes, with the overall line; the outcomes. `launched` is closed
+    on the way out, so that an interrupt between two outcomes stops its workers at once."""
     outcomes = []
-    for outcome in launched:
-        then = ", waiting for it after the others" if outcome.status == "claimed" else ""
-        echo(f"  {outcome.cell} seed {outcome.seed}: {outcome.status} {outcome.detail}{then}")
-        echo(progress.line(outcome))
-        outcomes.append(outcome)
+    with contextlib.closing(launched):
+        for outcome in launched:
+            then = ", waiting for it after the others" if outcome.status == "claimed" else ""
+            echo(f"  {outcome.cell} seed {outcome.seed}: {outcome.status} {outcome.detail}{then}")
+            echo(progress.line(outcome))
+            outcomes.append(outcome)
     return outcomes
 
 
@@ -394,7 +400,7 @@ def check_slurm(track: bool, tracking_uri: str | None) -> None:
 
 def slurm_jobs(
     todo: list[Job], where: Setting, options: SlurmOptions, ablation: str, wait: bool
-) -> Iterator[CellOutcome]:
+) -> Generator[CellOutcome, None, None]:
     """Send `todo` to Slurm (runs queued or running already are not sent again); yield each
     run as queued, or, with `wait`, as its job ends."""
     from harness.experiments.launchers import submit
@@ -537,7 +543,7 @@ def log_records(
     return loaded, len(found) - loaded, tracker.uri
 
 
-def run_jobs(todo: list[Job], where: Setting, jobs: int) -> Any:
+def run_jobs(todo: list[Job], where: Setting, jobs: int) -> Generator[CellOutcome, None, None]:
     """Yield the outcomes of `todo`, in this process or, with `jobs` > 1, in `jobs` worker
     processes logging through a local MLflow server (a SQLite store takes one writer)."""
     from harness.experiments.workers import process_pool, visible_gpus
@@ -556,6 +562,11 @@ def run_jobs(todo: list[Job], where: Setting, jobs: int) -> Any:
         if where.tracking_uri is not None:
             uri = serving.enter_context(local_server(where.tracking_uri))
             served = dataclasses.replace(where, tracking_uri=uri)
-        futures = [pool.submit(run_job, job, served) for job in todo]
-        for future in as_completed(futures):
-            yield from future.result()
+        queued = iter(todo)  # a job is handed to a worker when one is free, none waits in line
+        running = {pool.submit(run_job, job, served) for job in itertools.islice(queued, jobs)}
+        while running:
+            done, running = wait_for_any(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield from future.result()
+            refill = itertools.islice(queued, len(done))
+            running |= {pool.submit(run_job, job, served) for job in refill}
