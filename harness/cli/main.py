@@ -847,6 +847,18 @@ def check_counts(args: argparse.Namespace) -> None:
             raise UsageError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
 
 
+# what an interrupted command leaves and how to continue it: `run` resumes on request, an
+# ablation or a search skips its finished runs and resumes a cut-off one by itself
+RESUME_HINTS = {
+    "run": "; the last finished epoch is checkpointed: run the same command with --resume "
+    "to continue",
+    "ablate": "; each cut-off run's last finished epoch is checkpointed: run the same command "
+    "to continue (finished runs are skipped, cut-off ones resume)",
+    "search": "; the cut-off trial's last finished epoch is checkpointed: run the same command "
+    "to continue (the trial is retried from its checkpoint)",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -864,11 +876,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        print(
-            "m2h: interrupted; the last finished epoch is checkpointed: run the same command "
-            "with --resume to continue",
-            file=sys.stderr,
-        )
+        print(f"m2h: interrupted{RESUME_HINTS.get(args.command, '')}", file=sys.stderr)
         return 130
     except Exception as err:
         if args.debug:

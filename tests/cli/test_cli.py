@@ -166,6 +166,32 @@ def test_sigterm_mid_epoch_then_resume_ends_with_the_uninterrupted_numbers(tmp_p
     assert steps == [1, 2, 3]
 
 
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["run", "exact"], "with --resume"),
+        (["ablate", "temperature"], "run the same command to continue (finished runs"),
+        (["search", "exact"], "run the same command to continue (the trial is retried"),
+        (["table", "temperature"], None),
+    ],
+)
+def test_an_interrupt_says_how_that_command_continues(args, hint, capsys, monkeypatch):
+    """`ablate` and `search` resume by themselves; only `run` needs --resume, which the
+    others do not accept; a command that trains nothing has no checkpoint to point to."""
+    import harness.cli.main as cli
+
+    def interrupted(_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, f"cmd_{args[0]}", interrupted)
+    assert main(args) == 130
+    err = capsys.readouterr().err.strip()
+    if hint is None:
+        assert err == "m2h: interrupted"
+    else:
+        assert err.startswith("m2h: interrupted;") and hint in err, err
+
+
 def test_unwritable_folders_are_clear_errors_before_any_work(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
