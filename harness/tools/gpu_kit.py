@@ -24,8 +24,8 @@ logged, and the next one runs. Files in `--out` (at most 8 come back from the de
   4. accuracy.json  time to 90% test accuracy for exact at 600 labels (where every seed reaches
                     it in a few epochs), eager, CUDA graphs and bf16, each with its own share
   5. records.tar.gz only with `--steps ...,campaign`: run records of the open ablations
-                    (m1m2-patience, m1m2, m1m2-long, m1m2-prior) with stacked seeds, the
-                    cells the tree's results/ hold skipped (merge: `tar xzf records.tar.gz
+                    (m1m2-patience, m1m2-long, m1m2-prior) with stacked seeds, the cells
+                    the tree's results/ hold skipped (merge: `tar xzf records.tar.gz
                     -C results`)
   and kit.log, everything printed. mlflow and optuna are not needed there: results travel as
 JSON and run records. With `--budget tiny` every stage runs a token amount (the CPU dry run).
@@ -73,7 +73,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "test_timeout": 60,
         "campaign": [],
         # the ablations still open (issue 25), in the order they matter
-        "campaign_ablations": ("m1m2-patience", "m1m2", "m1m2-long", "m1m2-prior"),
+        "campaign_ablations": ("m1m2-patience", "m1m2-long", "m1m2-prior"),
     },
     "tiny": {
         "repeats": 2,
