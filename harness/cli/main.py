@@ -850,11 +850,11 @@ def check_counts(args: argparse.Namespace) -> None:
 # what an interrupted command leaves and how to continue it: `run` resumes on request, an
 # ablation or a search skips its finished runs and resumes a cut-off one by itself
 RESUME_HINTS = {
-    "run": "; the last finished epoch is checkpointed: run the same command with --resume "
+    "run": "the last finished epoch is checkpointed: run the same command with --resume "
     "to continue",
-    "ablate": "; each cut-off run's last finished epoch is checkpointed: run the same command "
+    "ablate": "each cut-off run's last finished epoch is checkpointed: run the same command "
     "to continue (finished runs are skipped, cut-off ones resume)",
-    "search": "; the cut-off trial's last finished epoch is checkpointed: run the same command "
+    "search": "the cut-off trial's last finished epoch is checkpointed: run the same command "
     "to continue (the trial is retried from its checkpoint)",
 }
 
@@ -876,7 +876,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        print(f"m2h: interrupted{RESUME_HINTS.get(args.command, '')}", file=sys.stderr)
+        hint = RESUME_HINTS.get(args.command)
+        print(f"m2h: interrupted; {hint}" if hint else "m2h: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
         if args.debug:
