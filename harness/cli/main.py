@@ -752,7 +752,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = sub.add_parser("search", help="an Optuna study over a variant's search space")
     search.add_argument("name")
-    search.add_argument("--trials", type=int, help="trials the study should hold in all")
+    search.add_argument(
+        "--trials",
+        type=int,
+        help="trials the study should hold in all, never one over however many processes share it",
+    )
     search.add_argument("--study", help="study name (default: NAME-search)")
     search.add_argument(
         "--storage",

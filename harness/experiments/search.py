@@ -13,6 +13,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from harness.config.variants import (
     search_space,
 )
 from harness.experiments.machine import default_threads
+from harness.experiments.trial_budget import counted_trials, run_to_budget, study_lock
 from harness.experiments.workers import process_pool, visible_gpus
 from harness.files import store_creation_lock
 from harness.runs.runner import RunOptions, run_variant
@@ -145,16 +147,6 @@ def print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     print(trial_line(trial), flush=True)
 
 
-def counted_trials(study: optuna.Study) -> int:
-    """Trials finished or under way (failed ones are retried, so not counted)."""
-    states = (
-        optuna.trial.TrialState.COMPLETE,
-        optuna.trial.TrialState.PRUNED,
-        optuna.trial.TrialState.RUNNING,
-    )
-    return len(study.get_trials(deepcopy=False, states=states))
-
-
 def objective(spec: SearchSpec, tracker: Tracker | None) -> Callable[[optuna.Trial], float]:
     def run_trial(trial: optuna.Trial) -> float:
         settings = suggest(trial, spec.space)
@@ -220,10 +212,8 @@ def work(spec: SearchSpec) -> None:
     tracker = Tracker(spec.tracking_uri, spec.study, spec.store) if spec.track else None
     run_trial = objective(spec, tracker)
     deadline = None if spec.timeout is None else time.monotonic() + spec.timeout
-    while counted_trials(study) < spec.trials:
-        if deadline is not None and time.monotonic() > deadline:
-            break
-        study.optimize(run_trial, n_trials=1, callbacks=[print_trial])
+    lock = partial(study_lock, spec.storage or default_storage(), spec.study)
+    run_to_budget(study, spec.trials, run_trial, lock, deadline, callbacks=[print_trial])
 
 
 def retry_interrupted(study: optuna.Study) -> int:

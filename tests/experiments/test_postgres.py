@@ -17,6 +17,7 @@ import pytest
 from harness.cli.main import main
 from harness.tracking.server import free_port, start_server, stop_server, wait_for_server
 from tests.experiments.test_ablation import TINY
+from tests.experiments.test_trial_budget import hold_out
 
 BINARIES = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 pytestmark = pytest.mark.skipif(
@@ -82,6 +83,10 @@ def test_a_search_with_two_workers_on_postgresql_loses_no_trial(postgres, capfd)
     assert all(t.state.is_finished() and t.state.name != "FAIL" for t in trials)
     lines = capfd.readouterr().out.splitlines()  # printed by the worker processes
     assert len([line for line in lines if line.startswith("trial ")]) == 6
+
+
+def test_the_budget_lock_on_postgresql_holds_a_second_holder_out(postgres):
+    hold_out(postgres("budget_lock"))
 
 
 @pytest.mark.e2e

@@ -173,7 +173,7 @@ def test_two_worker_processes_share_one_study(tmp_path):
         assert proc.returncode == 0, err
     trials = _trials(storage, "shared")
     numbers = [t.number for t in trials]
-    assert len(numbers) == len(set(numbers)) and 6 <= len(trials) <= 7
+    assert sorted(numbers) == list(range(6))  # two commands share the budget, never one over
     assert {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
 
 
