@@ -295,6 +295,7 @@ def _results_inputs(args: argparse.Namespace) -> tuple[Ablation, pd.DataFrame, p
 
 
 def cmd_table(args: argparse.Namespace) -> int:
+    from harness.reporting.spread import LABELS, spread_markdown
     from harness.reporting.tables import (
         compares_with_paper,
         comparisons,
@@ -317,6 +318,7 @@ def cmd_table(args: argparse.Namespace) -> int:
         ablation.description,
         comparisons(ablation, runs),
         reference_label(ablation),
+        spread_markdown(runs) if LABELS in ablation.axes else (),
     )
     print(md.read_text())
     print(f"wrote {md} and {csv}")
@@ -343,14 +345,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from harness.config.ablations import find_cell
     from harness.reporting.statistics import compare
-    from harness.reporting.tables import errors_by_seed, load_runs
+    from harness.reporting.tables import errors_by_pair, load_runs
 
     where = parse_overrides(args.where or [])
     picked = []
     for spec in (args.cell, args.reference):
         ablation, cell = find_cell(spec, args.ablation, where)
         runs, _ = load_runs(ablation, args.out, args.epochs, args.max_steps, every_seed=True)
-        picked.append((f"{ablation.name}:{cell.name}", errors_by_seed(runs, cell.name)))
+        picked.append((f"{ablation.name}:{cell.name}", errors_by_pair(runs, cell.name)))
     (name, errors), (reference, reference_errors) = picked
     c = compare(name, errors, reference, reference_errors)
     print(f"{name} against {reference}, paired over seeds {' '.join(map(str, c.seeds))}:")

@@ -10,7 +10,7 @@
 - ablation key: one ablation grid at one budget, the MLflow parent run that holds its runs.
 - job key: a job of one or more runs (their record keys), in the Slurm ledger.
 - twin key: one run whatever its variant's name (a cell named differently in two ablations, with
-  every setting alike, is one run).
+  every setting alike, is one run; a label seed equal to the run's seed is no setting).
 - M1 key: one trained M1 (its settings, `config/m1.py`), shared by every M1+M2 run that reads it:
   its weights, record, claim and MLflow run (tag `m1_key`) are named by it.
 """
@@ -56,8 +56,12 @@ def cell_key(variant: Variant, max_steps: int | None) -> str:
 def twin_key(variant: Variant, max_steps: int | None) -> str:
     """One run whatever its variant is called: every setting that changes what it does, its
     seed and the step cap, but not the variant's name. Two cells of different names with this
-    key in common are the same run (records.adopt_twin: trained once, recorded under both)."""
-    return _digest([_changed_settings(variant, "name"), max_steps])
+    key in common are the same run (records.adopt_twin: trained once, recorded under both). A
+    label seed equal to the seed is the run without one (the same labelled subset)."""
+    settings = _changed_settings(variant, "name")
+    if variant.label_seed == variant.seed:
+        settings.pop("label_seed")
+    return _digest([settings, max_steps])
 
 
 def record_key(variant: Variant, max_steps: int | None) -> str:

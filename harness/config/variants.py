@@ -58,7 +58,11 @@ class Variant:
     dataset: Dataset = "mnist"
     labels: int = 100
     validation: int = 0  # images held out from the end of the training file (never trained on)
-    seed: int = 0
+    seed: int = 0  # the initialisation, the batches and the noise (and the labels by default)
+    # the labelled subset's draw (None: the run's seed, so one seed fixes both): a run with
+    # label_seed == seed is the run without it, and a cell with a fixed label_seed holds one
+    # labelled subset over its seeds
+    label_seed: int | None = None
     # architecture: the networks (config/networks.py names them) and their sizes
     hidden: int = 512
     activation: Literal["relu", "softplus"] = "relu"
@@ -166,6 +170,8 @@ class Variant:
         ]:
             if getattr(self, key) < 0:
                 raise VariantError(f"{key} must be >= 0, got {getattr(self, key)!r}")
+        if self.label_seed is not None and self.label_seed < 0:
+            raise VariantError(f"label_seed must be >= 0 or none, got {self.label_seed!r}")
         if self.weight_decay and self.optimizer != "adam":
             raise VariantError(
                 "weight_decay is Adam's L2 term; adamw decays its weights by torch's default "
@@ -211,6 +217,11 @@ class Variant:
                 "M1's stop rule (m1_patience) needs validation images held out of training, "
                 "e.g. validation=10000, or m1_patience=0 to train M1 for m1_epochs"
             )
+
+    @property
+    def label_draw(self) -> int:
+        """The seed that draws the labelled subset: label_seed, else the run's seed."""
+        return self.seed if self.label_seed is None else self.label_seed
 
     def replace(self, **changes: Any) -> Variant:
         return dataclasses.replace(self, **changes)
@@ -267,8 +278,9 @@ def applicable_params(variant: Variant) -> dict[str, Any]:
     return {k: v for k, v in variant.params().items() if APPLIES.get(k, lambda _: True)(variant)}
 
 
-# the settings added after checkpoints began (the networks, M1+M2, weight decay): left out of a
-# checkpoint's settings at their defaults, so a checkpoint written before them still resumes
+# the settings added after checkpoints began (the networks, M1+M2, weight decay, the label
+# seed): left out of a checkpoint's and a record's settings at their defaults, so one written
+# before them still resumes and reads alike
 LATER_SETTINGS = (
     "classifier_net",
     "classifier_layers",
@@ -284,6 +296,7 @@ LATER_SETTINGS = (
     "likelihood",
     *M1_SETTINGS,
     "weight_decay",
+    "label_seed",
 )
 
 
@@ -335,6 +348,8 @@ def parse_value(key: str, text: str) -> Any:
             + f"; settings: {', '.join(known)}"
         )
     kind = kinds[key]
+    if kind == int | None:  # an optional seed: "none" is its default
+        return None if text.lower() == "none" else parse_value_as(key, int, text)
     if typing.get_origin(kind) is Literal or kind is str:
         return text
     if kind is bool:
@@ -343,14 +358,17 @@ def parse_value(key: str, text: str) -> Any:
         if text.lower() in ("0", "false", "no", "off"):
             return False
         raise VariantError(f"{key} must be true or false, got {text!r}")
+    if kind in (int, float):
+        return parse_value_as(key, kind, text)
+    raise VariantError(f"cannot set {key} of type {kind}")  # pragma: no cover
+
+
+def parse_value_as(key: str, kind: type, text: str) -> Any:
+    """`text` as an int or a float, or a VariantError naming `key`."""
     try:
-        if kind is int:
-            return int(text)
-        if kind is float:
-            return float(text)
+        return kind(text)
     except ValueError:
         raise VariantError(f"{key} must be {kind.__name__}, got {text!r}") from None
-    raise VariantError(f"cannot set {key} of type {kind}")  # pragma: no cover
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:

@@ -105,7 +105,7 @@ def plan(
             if path.exists():
                 reused.append((cell, read_record(path)))
                 continue
-            twins = twins if twins is not None else twin_index(records_dir)
+            twins = _twins(twins, records_dir)
             twin = twins.get(identity.twin_key(variant, max_steps))
             if twin is not None:  # the same run under another variant's name: recorded again
                 reused.append((cell, adopt_twin(records_dir, variant, twin)))
@@ -339,6 +339,11 @@ def _announce(
     ]
 
 
+def _twins(twins: dict[str, RunRecord] | None, records_dir: Path) -> dict[str, RunRecord]:
+    """The records by twin key (records.twin_index), read at the first call."""
+    return twins if twins is not None else twin_index(records_dir)
+
+
 def run_states(
     ablation: Ablation,
     seeds: Sequence[int] | None,
@@ -357,6 +362,7 @@ def run_states(
     ledger = read_ledger(slurm, ablation.name) if slurm else {}
     queued = in_queue(slurm, ablation.name) if slurm else {}
     states = []
+    twins: dict[str, RunRecord] | None = None  # read once, when a run has no record of its own
     for cell in ablation.cells():
         for seed in ablation.seeds_of(cell, seeds):
             variant = ablation.variant(cell, seed, epochs)
@@ -364,6 +370,11 @@ def run_states(
             entry = ledger.get(key, {})
             if record_path(records_dir, variant, max_steps).exists():
                 state, detail = "done", ""
+            elif twin := (twins := _twins(twins, records_dir)).get(
+                identity.twin_key(variant, max_steps)
+            ):
+                name = twin.path.name if twin.path else twin.key
+                state, detail = "done", f"as {name} (the same run; ablate records it here too)"
             elif who := holder(claim_path(records_dir, variant, max_steps)):
                 state, detail = "claimed", f"being trained by {who.describe()}"
             elif key in queued:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -92,7 +93,7 @@ class Comparison:
 
     cell: str
     reference: str
-    seeds: tuple[int, ...]
+    seeds: tuple[Any, ...]  # what paired the runs (tables.Pair), in order
     difference: float
     low: float
     high: float
@@ -119,12 +120,13 @@ class Comparison:
 
 def compare(
     cell: str,
-    errors: Mapping[int, float],
+    errors: Mapping[Any, float],
     reference: str,
-    reference_errors: Mapping[int, float],
+    reference_errors: Mapping[Any, float],
 ) -> Comparison:
-    """`cell` against `reference` over the seeds both have (errors by seed), uncorrected
-    (`holm` corrects a table's comparisons together)."""
+    """`cell` against `reference` over the runs both have (errors by what pairs the runs: a
+    seed, or a seed and a label seed; keys that sort), uncorrected (`holm` corrects a table's
+    comparisons together)."""
     seeds = tuple(sorted(set(errors) & set(reference_errors)))
     if len(seeds) < 2:
         raise StatisticsError(

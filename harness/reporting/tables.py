@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import pandas as pd
 
@@ -97,11 +97,15 @@ def _row(record: RunRecord, cell: Cell, order: int, axes: Sequence[str]) -> dict
         "variant": cell.variant,
         "control": cell.control,
         "seed": v.seed,
+        "label_seed": v.label_draw,
         "labels": v.labels,
         "dataset": v.dataset,
         "features": v.features,
         "order": order,
         **out,
+        "selected_class_errors": next(
+            r.test_class_errors for r in record.history if r.epoch == out["selected_epoch"]
+        ),
         "samples_per_sec": out["final_samples_per_sec"],
         "git_commit": " & ".join(sorted({_commit(s) for s in segments})),
         "machine": " & ".join(sorted({s.get("device_name") or "unknown" for s in segments})),
@@ -173,16 +177,29 @@ def _paper(row: dict[int, tuple[float, float]], labels: int) -> str:
     return f"{row[labels][0]:.2f} ± {row[labels][1]:.2f}" if labels in row else ""
 
 
-def errors_by_seed(runs: pd.DataFrame, cell: str) -> dict[int, float]:
-    """A cell's reported test error by seed."""
+class Pair(NamedTuple):
+    """What pairs two cells' runs: the seed (initialisation, batches, noise) and the seed that drew
+    the labelled subset; written as the seed alone where they agree (every run without a label
+    seed of its own), else as "seed/label seed"."""
+
+    seed: int
+    label_seed: int
+
+    def __str__(self) -> str:
+        return str(self.seed) if self.seed == self.label_seed else f"{self.seed}/{self.label_seed}"
+
+
+def errors_by_pair(runs: pd.DataFrame, cell: str) -> dict[Pair, float]:
+    """A cell's reported test error by run, keyed by what pairs it with another cell's runs."""
     rows = runs[runs["cell"] == cell]
-    return dict(zip(rows["seed"], rows["selected_test_error"], strict=True))
+    keys = [Pair(int(s), int(d)) for s, d in zip(rows["seed"], rows["label_seed"], strict=True)]
+    return dict(zip(keys, rows["selected_test_error"], strict=True))
 
 
 def comparisons(ablation: Ablation, runs: pd.DataFrame) -> list[Comparison]:
     """Every cell with runs against its reference cell (`Ablation.reference_of`), paired by
-    seed over the seeds both have, Holm-corrected together; cells that share fewer than two
-    seeds with their reference are left out."""
+    seed and labelled subset over the runs both have (`Pair`), Holm-corrected together; cells
+    that share fewer than two such pairs with their reference are left out."""
     found = set(runs["cell"])
     pairs = [
         (cell.name, reference.name)
@@ -193,7 +210,7 @@ def comparisons(ablation: Ablation, runs: pd.DataFrame) -> list[Comparison]:
     ]
     made = []
     for name, against in pairs:
-        errors, reference_errors = errors_by_seed(runs, name), errors_by_seed(runs, against)
+        errors, reference_errors = errors_by_pair(runs, name), errors_by_pair(runs, against)
         if len(set(errors) & set(reference_errors)) >= 2:
             made.append(compare(name, errors, against, reference_errors))
     return holm(made)
@@ -417,10 +434,12 @@ def write_table(
     description: str = "",
     found: Sequence[Comparison] = (),
     reference_label: str = "the reference",
+    sections: Sequence[str] = (),
 ) -> tuple[Path, Path]:
     """results/NAME.csv (every column), NAME_comparisons.csv (the paired comparisons, where
     there are any) and NAME.md (the table as a reader wants it, under its provenance, then
-    the comparisons); the index in results/README.md keeps the provenance line."""
+    the comparisons, then any further `sections`' lines); the index in results/README.md keeps
+    the provenance line."""
     csv, md = out_dir / f"{name}.csv", out_dir / f"{name}.md"
     table.to_csv(csv, index=False)
     if found:
@@ -480,6 +499,7 @@ def write_table(
         shown.to_markdown(index=False),
         "",
         *comparisons_markdown(found, reference_label),
+        *sections,
     ]
     md.write_text("\n".join(lines))
     update_index(out_dir, name, meta)

@@ -62,6 +62,9 @@ class RunRecord:
 
 
 def _rounded(value: Any) -> Any:
+    """A float to 6 significant digits, and each float of a list (the errors per class)."""
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
     return float(f"{value:.6g}") if isinstance(value, float) else value
 
 

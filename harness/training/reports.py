@@ -24,6 +24,8 @@ class EpochReport:
     temperature: float
     alpha: float
     eval_seconds: float = 0.0  # evaluating the test and validation images after the epoch
+    # percent of each class's test images misclassified, by class (absent in older records)
+    test_class_errors: list[float] | None = None
 
     def metrics(self) -> dict[str, float]:
         """Flat metric names for logging."""
@@ -40,6 +42,8 @@ class EpochReport:
             temperature=self.temperature,
             alpha=self.alpha,
         )
+        for k, error in enumerate(self.test_class_errors or []):
+            out[f"test_error_class_{k}"] = error
         if self.val_accuracy is not None:
             out["val_accuracy"] = self.val_accuracy
             out["val_error"] = 100.0 * (1.0 - self.val_accuracy)

@@ -88,7 +88,7 @@ class StackedSeeds:
         self.optimizer = make_optimizer(variant, self.params.values())
         # the module functional_call runs with a seed's parameters: shapes only, no storage
         self.template = LossTerms(copy.deepcopy(models[0]).to("meta"))
-        parts = [labelled_split(splits, v.labels, v.seed, device) for v in self.variants]
+        parts = [labelled_split(splits, v.labels, v.label_draw, device) for v in self.variants]
         self.x_l, self.y_l, self.x_u = (
             torch.stack([getattr(p, k) for p in parts]) for k in ("x_l", "y_l", "x_u")
         )
@@ -129,17 +129,16 @@ class StackedSeeds:
         return eager_train(self, batch, before_update)
 
     @torch.no_grad()
-    def accuracies(self, x: Tensor, y: Tensor, chunk: int = 10_000) -> list[float]:
+    def predictions(self, x: Tensor, chunk: int = 10_000) -> Tensor:
         prefix = "model.classifier."
         classifier = {k[len(prefix) :]: v for k, v in self.params.items() if k.startswith(prefix)}
 
         def predict(params: dict[str, Tensor], part: Tensor) -> Tensor:
             return functional_call(self.template.model.classifier, params, (part,)).argmax(-1)
 
-        predicted = torch.cat(
+        return torch.cat(
             [vmap(predict, in_dims=(0, None))(classifier, part) for part in x.split(chunk)], dim=1
         )
-        return (predicted == y).float().mean(dim=1).tolist()
 
     def seed_state(self, i: int) -> dict[str, Any]:
         """Seed i's state as one seed alone has it (copies: a view would save the whole stack)."""

@@ -58,8 +58,8 @@ class TrainingStep(Protocol):
         """One update on a batch; returns the loss terms, [S, len(TERMS)] (no host sync)."""
         ...
 
-    def accuracies(self, x: Tensor, y: Tensor) -> list[float]:
-        """Each seed's accuracy of q(y|x) on (x, y)."""
+    def predictions(self, x: Tensor) -> Tensor:
+        """Each seed's class prediction argmax q(y|x) for the rows of x, [S, n]."""
         ...
 
     def seed_state(self, i: int) -> dict[str, Any]:
@@ -233,7 +233,7 @@ class OneSeed:
         self.generator = torch.Generator(device).manual_seed(variant.seed)
         self.optimizer = make_optimizer(variant, self.model.parameters(), capturable=cuda_graphs)
         self.x_l, self.y_l, self.x_u, self.std_l, self.std_u = labelled_split(
-            splits, variant.labels, variant.seed, device
+            splits, variant.labels, variant.label_draw, device
         )
         self.n_labelled, self.n_unlabelled = len(self.x_l), len(self.x_u)
         self.graphed: Any = None  # the captured step (graphs.py), made at the first update
@@ -278,11 +278,11 @@ class OneSeed:
         return values
 
     @torch.no_grad()
-    def accuracies(self, x: Tensor, y: Tensor) -> list[float]:
+    def predictions(self, x: Tensor) -> Tensor:
         self.model.eval()
-        accuracy = (self.model.predict(x) == y).float().mean().item()
+        predicted = self.model.predict(x)
         self.model.train()
-        return [accuracy]
+        return predicted[None]
 
     def seed_state(self, i: int) -> dict[str, Any]:
         return {

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from harness.config.variants import Variant, resumable_settings
+from harness.config.variants import NUM_CLASSES, Variant, resumable_settings
 from harness.training.checkpoint import load_checkpoint, save_checkpoint
 from harness.training.data import Splits
 from harness.training.loss import TERMS
@@ -62,6 +62,18 @@ def batch_sizes(variant: Variant, n_unlabelled: int, n_labelled: int) -> tuple[i
         batches = 100 if n_labelled == 100 else 200
         return max(1, n_unlabelled // batches), max(1, n_labelled // batches)
     return variant.batch_size, min(variant.labelled_batch_size, n_labelled)
+
+
+def scores(predicted: torch.Tensor, y: torch.Tensor) -> tuple[list[float], list[list[float]]]:
+    """Each seed's accuracy (0-1) of its predictions `predicted` ([S, n]) of the classes `y`,
+    and its error per class (percent of each class's rows misclassified; NaN for a class with
+    no rows)."""
+    correct = (predicted == y).float()
+    per_class = torch.zeros(len(correct), NUM_CLASSES, device=correct.device)
+    per_class.index_add_(1, y, correct)
+    rows = torch.bincount(y, minlength=NUM_CLASSES).to(per_class.dtype)
+    class_errors = 100.0 * (1.0 - per_class / rows)
+    return correct.mean(dim=1).tolist(), class_errors.tolist()
 
 
 def synchronize(device: torch.device) -> None:
@@ -266,6 +278,7 @@ class Trainer:
         val_accuracy: float | None,
         seconds: float,
         eval_seconds: float,
+        test_class_errors: list[float] | None = None,
     ) -> EpochReport:
         return EpochReport(
             epoch=self.epoch,
@@ -281,6 +294,7 @@ class Trainer:
             temperature=temperature_at(self.variant, self.step - 1),
             alpha=self.alpha_at(self.step - 1),
             eval_seconds=eval_seconds,
+            test_class_errors=test_class_errors,
         )
 
     def run_epoch(self) -> list[EpochReport]:
@@ -288,23 +302,25 @@ class Trainer:
         each is that seed's rows/s (a stack's total is len(seeds) times it)."""
         means, seconds = self._train_epoch()
         start = time.perf_counter()
-        test = self.accuracies(self.splits.test_x, self.splits.test_y)
+        test, class_errors = scores(
+            self.stepper.predictions(self.splits.test_x), self.splits.test_y
+        )
         val = (
-            self.accuracies(self.splits.val_x, self.splits.val_y)
+            scores(self.stepper.predictions(self.splits.val_x), self.splits.val_y)[0]
             if len(self.splits.val_x)
             else [None] * len(self.seeds)
         )
         eval_seconds = time.perf_counter() - start
         reports = [
-            self._report(m, t, v, seconds, eval_seconds)
-            for m, t, v in zip(means.tolist(), test, val, strict=True)
+            self._report(m, t, v, seconds, eval_seconds, c)
+            for m, t, v, c in zip(means.tolist(), test, val, class_errors, strict=True)
         ]
         self.history.append(reports)
         return reports
 
     def accuracies(self, x: torch.Tensor, y: torch.Tensor) -> list[float]:
         """Each seed's accuracy of q(y|x) on (x, y)."""
-        return self.stepper.accuracies(x, y)
+        return scores(self.stepper.predictions(x), y)[0]
 
     def seed_history(self, i: int) -> list[EpochReport]:
         """Seed i's reports, up to the epoch the stop rule ended it."""

@@ -101,7 +101,8 @@ def test_params_are_flat_and_complete():
     params = get_variant("paper-exact").params()
     assert "description" not in params
     assert params["hidden"] == 500 and params["activation"] == "softplus" and params["z_dim"] == 50
-    assert all(isinstance(v, int | float | str | bool) for v in params.values())
+    assert all(isinstance(v, int | float | str | bool | None) for v in params.values())
+    assert params["label_seed"] is None  # the run's seed draws the labels
 
 
 def test_paper_exact_settings_are_the_values_its_docstring_cites():
