@@ -16,7 +16,9 @@ expectations give the components (Searle, Casella and McCulloch 1992, ch. 4):
 Why this and not REML (statsmodels' MixedLM with crossed variance components): on a complete
 balanced grid the ANOVA estimates are REML's wherever they are positive, they come with F tests
 that are exact under normality (is s2_L zero? F = MS_L / MS_e on (a-1, (a-1)(b-1)) degrees of
-freedom), and MixedLM's optimiser fails to converge on a 3 x 3 grid. Each component's 95% interval
+freedom), and on a 3 x 3 grid MixedLM's optimiser often ends in convergence warnings (2 of 4
+generated grids, tried when this was written; tests/reporting/test_spread.py checks the two agree
+on a 6 x 6 grid). Each component's 95% interval
 is Satterthwaite's (1946): s2 treated as a scaled chi-square with nu = (c MS)^2 / sum (c_k MS_k)^2
 / df_k degrees of freedom, scipy's chi-square quantiles giving [nu s2 / chi2_{0.975}, nu s2 /
 chi2_{0.025}]; the residual's is exact. With 2 and 4 degrees of freedom the intervals are wide:
@@ -149,7 +151,7 @@ def spread_markdown(runs: pd.DataFrame) -> list[str]:
     shown = grid.map(lambda v: f"{v:.2f}")
     shown.index = [f"label seed {d}" for d in grid.index]
     shown.columns = [f"seed {s}" for s in grid.columns]
-    shown["mean over seeds"] = grid.mean(axis=1).map(lambda v: f"{v:.2f}")
+    shown["mean over seeds"] = [f"{v:.2f}" for v in grid.mean(axis=1)]
     means = grid.mean(axis=0).map(lambda v: f"{v:.2f}").tolist()
     shown.loc["mean over label draws"] = [*means, f"{grid.to_numpy().mean():.2f}"]
     components = pd.DataFrame(
@@ -171,7 +173,7 @@ def spread_markdown(runs: pd.DataFrame) -> list[str]:
         "the 100 labelled images) with every seed (the initialisation, the batches and the "
         "noise); the runs whose two seeds agree are the runs without a label seed of their own.",
         "",
-        shown.to_markdown(),
+        shown.to_markdown(disable_numparse=True),
         "",
         "A two-way random-effects analysis of variance (harness/reporting/spread.py: the mean "
         "squares from statsmodels' `anova_lm`, the components from their expectations, "
@@ -180,7 +182,7 @@ def spread_markdown(runs: pd.DataFrame) -> list[str]:
         f"errors); the {CONFIDENCE:.0%} intervals are Satterthwaite's (the residual's exact), "
         "and with so few draws they are wide.",
         "",
-        components.to_markdown(index=False),
+        components.to_markdown(index=False, disable_numparse=True),
         "",
     ]
     per_class = class_errors(runs)
@@ -190,14 +192,14 @@ def spread_markdown(runs: pd.DataFrame) -> list[str]:
         shown_classes = per_class.map(lambda v: f"{v:.1f}")
         shown_classes.columns = [f"digit {k}" for k in per_class.columns]
         shown_classes["hardest"] = [f"digit {k}" for k in worst]
-        shown_classes["runs"] = counts
+        shown_classes["runs"] = counts.astype(str)
         shown_classes.index = [f"label seed {d}" for d in per_class.index]
         lines += [
             "Which labelled subsets are hard: each digit's test error (%) by label draw, the "
             "mean over the draw's runs at the epoch the stop rule selects (over the runs whose "
             "records hold errors per class; older records do not).",
             "",
-            shown_classes.to_markdown(),
+            shown_classes.to_markdown(disable_numparse=True),
             "",
         ]
     return lines
