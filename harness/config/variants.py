@@ -52,8 +52,9 @@ class Variant:
     alpha_schedule: Literal["constant", "linear", "cosine"] = "constant"
     alpha_warmup_epochs: float = 1.0
     # per-batch: mean_l L + mean_u U + alpha mean_l CE (the tutorial); per-row: every image of
-    # the batch weighs the same, as the paper's sums over the data
-    term_weighting: Literal["per-batch", "per-row"] = "per-batch"
+    # the batch weighs the same, as the paper's sums over the data; sum: the sums themselves,
+    # sum_l L + sum_u U + alpha sum_l CE (Pyro's ELBO, whose steps are not divided by their rows)
+    term_weighting: Literal["per-batch", "per-row", "sum"] = "per-batch"
     # data
     dataset: Dataset = "mnist"
     labels: int = 100
@@ -112,7 +113,11 @@ class Variant:
     # (a faithful reimplementation of the authors' M2 uses 1 / n_total); adamw keeps torch's
     # decoupled 0.01
     weight_decay: float = 0.0
-    batch_rule: Literal["fixed", "paper"] = "fixed"  # paper: Kingma et al.'s batch composition
+    # fixed: batch_size unlabelled + labelled_batch_size labelled rows every step; paper: Kingma
+    # et al.'s batch composition; alternating: steps of labelled rows alone (the labelled images
+    # once an epoch, in batches of labelled_batch_size) among steps of batch_size unlabelled rows
+    # alone, one every total/labelled images (Pyro's SS-VAE: its one labelled batch at 100 labels)
+    batch_rule: Literal["fixed", "paper", "alternating"] = "fixed"
     batch_size: int = 128  # unlabelled rows per step
     labelled_batch_size: int = 128  # labelled rows per step (at most the label count)
     epochs: int = 10  # the epoch budget: the most a run trains
@@ -176,6 +181,11 @@ class Variant:
             raise VariantError(
                 "weight_decay is Adam's L2 term; adamw decays its weights by torch's default "
                 f"0.01: use optimizer=adam with weight_decay={self.weight_decay!r}"
+            )
+        if self.batch_rule == "alternating" and self.estimator == "supervised":
+            raise VariantError(
+                "batch_rule=alternating gives steps of unlabelled images alone, where the "
+                "supervised-only control has nothing to learn: use batch_rule=fixed"
             )
         if not 0 <= self.dropout < 1:
             raise VariantError(f"dropout must be in [0, 1), got {self.dropout!r}")
@@ -266,8 +276,8 @@ APPLIES: dict[str, Callable[[Variant], bool]] = {
     "likelihood": lambda v: v.estimator != "supervised",
     **{key: lambda v: v.features == "m1" for key in M1_SETTINGS},
     "m1_min_delta": lambda v: v.features == "m1" and v.m1_patience > 0,
-    "batch_size": lambda v: v.batch_rule == "fixed",
-    "labelled_batch_size": lambda v: v.batch_rule == "fixed",
+    "batch_size": lambda v: v.batch_rule != "paper",
+    "labelled_batch_size": lambda v: v.batch_rule != "paper",
     "min_delta": lambda v: v.patience > 0,
 }
 

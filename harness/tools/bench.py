@@ -74,15 +74,24 @@ def matmul_peak(
     return 2 * size**3 / seconds
 
 
+def check_fixed_batches(variant: Variant) -> None:
+    """A benchmark times steps of one size (labelled and unlabelled rows together); refuse the
+    alternating batch rule, whose labelled and unlabelled steps differ."""
+    if variant.batch_rule == "alternating":
+        raise ValueError(
+            f"m2h bench times steps of one size; {variant.name} alternates labelled and "
+            "unlabelled steps (batch_rule=alternating): bench it with --set batch_rule=fixed"
+        )
+
+
 def harness_step(trainer: Trainer) -> Callable[[], None]:
     """One training step exactly as the trainer runs it (batch indices drawn on the device)."""
     order_u, order_l = trainer.epoch_order()
-    B, B_l = trainer.batch_size, trainer.labelled_batch
-    steps = itertools.cycle(range(trainer.steps_per_epoch))
+    steps = itertools.cycle(trainer.plan)
 
     def step() -> None:
-        i = next(steps)
-        trainer.train_step(order_u[..., i * B : (i + 1) * B], order_l[..., i * B_l : (i + 1) * B_l])
+        rows_u, rows_l = next(steps)
+        trainer.train_step(order_u[..., rows_u], order_l[..., rows_l])
 
     return step
 
@@ -128,6 +137,7 @@ def side_by_side(
     variant: Variant, splits: Splits, device: torch.device, repeats: int = 30
 ) -> tuple[float, Timing, Timing]:
     """The matmul peak, then the harness's exact step and the reference's, in one process."""
+    check_fixed_batches(variant)
     peak = matmul_peak(device)
     trainer = Trainer(variant, splits, device, progress=False)
     rows = trainer.batch_size + trainer.labelled_batch
@@ -147,6 +157,7 @@ def stacked_side_by_side(
 ) -> tuple[float, Timing, Timing]:
     """The matmul peak, then one seed's step alone and `seeds` seeds' stacked step, in one
     process; the stacked Timing counts the rows of every seed."""
+    check_fixed_batches(variant)
     peak = matmul_peak(device)
     trainer = Trainer(variant, splits, device, progress=False)
     rows = trainer.batch_size + trainer.labelled_batch

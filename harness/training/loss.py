@@ -84,6 +84,15 @@ def unlabelled_rows(
     return y_u, x_part_u, 1
 
 
+def term_weights(weighting: str, n_l: int, n_u: int) -> tuple[float, float]:
+    """The weights of the labelled and the unlabelled means in the loss (m2_loss says which)."""
+    if weighting == "per-row":
+        return n_l / (n_l + n_u), n_u / (n_l + n_u)
+    if weighting == "sum":
+        return float(n_l), float(n_u)
+    return 1.0, 1.0
+
+
 def m2_loss(
     model: M2,
     x_l: Tensor,
@@ -95,26 +104,28 @@ def m2_loss(
     temperature: float = 1.0,
     y_term: str = "analytic",
     generator: torch.Generator | None = None,
-    per_row: bool = False,
+    weighting: str = "per-batch",
 ) -> dict[str, Tensor]:
     """Per-batch means of the M2 terms and the total loss to minimise.
 
     L(x,y) = -E_q(z|x,y)[log p(x|y,z) + log p(y) + log p(z) - log q(z|x,y)]        (labelled)
     U(x)   = sum_y q(y|x) L(x,y) - H(q(y|x))                                     (unlabelled, exact)
     loss   = w_l mean_l L(x,y) + w_u mean_u U(x) + alpha w_l mean_l[-log q(y|x)]
-    with w_l = w_u = 1 (the tutorial), or, per_row, the rows' shares n_l/n and n_u/n of the batch:
-    the paper's sum over images divided by the batch size, so every image weighs the same.
+    with w_l = w_u = 1 (per-batch, the tutorial); the rows' shares n_l/n and n_u/n of the batch
+    (per-row: the paper's sum over images divided by the batch size, so every image weighs the
+    same); or the rows' counts n_l and n_u (sum: the sums over the batch, as Pyro's ELBO). A batch
+    may hold no labelled or no unlabelled rows (batch_rule alternating): its absent terms are 0.
     Gumbel replaces the sum over y by one relaxed sample y~: U ~ L(x,y~) - H(q(y|x)) (analytic) or
     U ~ L(x,y~) + log q(argmax y~|x) (sampled, as the Pixyz tutorial scores the sample).
     """
     K = model.num_classes
-    n_l = len(x_l)
+    n_l, n_u = len(x_l), len(x_u)
     x_all = torch.cat([x_l, x_u])
     dtype = x_all.dtype  # the loss in the images' precision, also under bf16 autocast
     logits_y = model.classify(x_all).to(dtype)
-    classification = F.cross_entropy(logits_y[:n_l], y_l)
+    zero = logits_y.new_zeros(())
+    classification = F.cross_entropy(logits_y[:n_l], y_l) if n_l else zero
     if estimator == "supervised":
-        zero = classification.new_zeros(())
         return {
             "loss": alpha * classification,
             "labelled": zero,
@@ -140,22 +151,24 @@ def m2_loss(
     log_py = -math.log(K)
     kl_z = gaussian_kl(loc, logvar)
     log_px_given_yz_l = decoder_log_prob(model.likelihood, decoded[:n_l], x_l)
-    log_px_given_yz_u = decoder_log_prob(
-        model.likelihood, decoded[n_l:].view(len(x_u), per_image, -1), x_u[:, None]
-    )
     neg_elbo_l = -log_px_given_yz_l - log_py + kl_z[:n_l]
-    neg_elbo_u_given_y = -log_px_given_yz_u - log_py + kl_z[n_l:].view(len(x_u), per_image)
+    labelled = neg_elbo_l.mean() if n_l else zero
+    unlabelled = zero
+    if n_u:
+        log_px_given_yz_u = decoder_log_prob(
+            model.likelihood, decoded[n_l:].view(n_u, per_image, -1), x_u[:, None]
+        )
+        neg_elbo_u_given_y = -log_px_given_yz_u - log_py + kl_z[n_l:].view(n_u, per_image)
+        if estimator == "exact":
+            q_u = log_q_u.exp()
+            neg_elbo_u = (q_u * neg_elbo_u_given_y).sum(-1) + (q_u * log_q_u).sum(-1)
+        elif y_term == "sampled":
+            neg_elbo_u = neg_elbo_u_given_y[:, 0] + log_prob_of_sample_class(log_q_u, y_u)
+        else:
+            neg_elbo_u = neg_elbo_u_given_y[:, 0] + (log_q_u.exp() * log_q_u).sum(-1)
+        unlabelled = neg_elbo_u.mean()
 
-    if estimator == "exact":
-        q_u = log_q_u.exp()
-        neg_elbo_u = (q_u * neg_elbo_u_given_y).sum(-1) + (q_u * log_q_u).sum(-1)
-    elif y_term == "sampled":
-        neg_elbo_u = neg_elbo_u_given_y[:, 0] + log_prob_of_sample_class(log_q_u, y_u)
-    else:
-        neg_elbo_u = neg_elbo_u_given_y[:, 0] + (log_q_u.exp() * log_q_u).sum(-1)
-
-    labelled, unlabelled = neg_elbo_l.mean(), neg_elbo_u.mean()
-    w_l, w_u = (n_l / (n_l + len(x_u)), len(x_u) / (n_l + len(x_u))) if per_row else (1.0, 1.0)
+    w_l, w_u = term_weights(weighting, n_l, n_u)
     return {
         "loss": w_l * labelled + w_u * unlabelled + alpha * w_l * classification,
         "labelled": labelled,

@@ -203,7 +203,7 @@ def loss_options(
         "temperature": temperature,
         "y_term": variant.y_term,
         "generator": generator,
-        "per_row": variant.term_weighting == "per-row",
+        "weighting": variant.term_weighting,
     }
 
 
@@ -222,6 +222,11 @@ class OneSeed:
         cuda_graphs: bool = False,
     ) -> None:
         check_precision(precision)
+        if cuda_graphs and variant.batch_rule == "alternating":
+            raise ValueError(
+                "CUDA graphs replay one batch shape; batch_rule=alternating has two (labelled "
+                "and unlabelled steps): run it without --cuda-graphs"
+            )
         if cuda_graphs and device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device; this run is on {device}")
         self.variant, self.device = variant, device

@@ -64,6 +64,36 @@ def batch_sizes(variant: Variant, n_unlabelled: int, n_labelled: int) -> tuple[i
     return variant.batch_size, min(variant.labelled_batch_size, n_labelled)
 
 
+def epoch_plan(
+    variant: Variant, n_unlabelled: int, n_labelled: int, batch: int, labelled_batch: int
+) -> list[tuple[slice, slice]]:
+    """Each step of an epoch as the slices of the epoch's unlabelled and labelled orders it
+    takes. fixed and paper: every step `batch` unlabelled and `labelled_batch` labelled rows,
+    n_unlabelled // batch steps. alternating (Pyro's SS-VAE loop): the n_unlabelled // batch
+    unlabelled steps and the labelled images once, in ceil(n_labelled / labelled_batch) steps of
+    their own (the last may be smaller), step i labelled where i % max(2, n_total // n_labelled)
+    == 1 until they are used up, as Pyro's `run_inference_for_epoch` places them."""
+    unlabelled_steps = max(1, n_unlabelled // batch)
+    if variant.batch_rule != "alternating":
+        return [
+            (slice(i * batch, (i + 1) * batch), slice(i * labelled_batch, (i + 1) * labelled_batch))
+            for i in range(unlabelled_steps)
+        ]
+    labelled_steps = math.ceil(n_labelled / labelled_batch)
+    every = max(2, (n_unlabelled + n_labelled) // n_labelled)
+    none = slice(0, 0)
+    plan, done_u, done_l = [], 0, 0
+    for i in range(unlabelled_steps + labelled_steps):
+        if (i % every == 1 and done_l < labelled_steps) or done_u == unlabelled_steps:
+            start = done_l * labelled_batch
+            plan.append((none, slice(start, min(start + labelled_batch, n_labelled))))
+            done_l += 1
+        else:
+            plan.append((slice(done_u * batch, (done_u + 1) * batch), none))
+            done_u += 1
+    return plan
+
+
 def scores(predicted: torch.Tensor, y: torch.Tensor) -> tuple[list[float], list[list[float]]]:
     """Each seed's accuracy (0-1) of its predictions `predicted` ([S, n]) of the classes `y`,
     and its error per class (percent of each class's rows misclassified; NaN for a class with
@@ -164,9 +194,24 @@ class Trainer:
 
         n_labelled, n_unlabelled = self.stepper.n_labelled, self.stepper.n_unlabelled
         self.batch_size, self.labelled_batch = batch_sizes(variant, n_unlabelled, n_labelled)
-        self.full_steps_per_epoch = max(1, n_unlabelled // self.batch_size)
+        plan = epoch_plan(variant, n_unlabelled, n_labelled, self.batch_size, self.labelled_batch)
+        self.full_steps_per_epoch = len(plan)
         self.steps_per_epoch = min(
             self.full_steps_per_epoch, max_steps or self.full_steps_per_epoch
+        )
+        self.plan = plan[: self.steps_per_epoch]
+        # the steps each loss term is averaged over: all for the total; for the labelled and
+        # classification terms the steps with labelled rows, for the unlabelled term the steps
+        # with unlabelled rows (all of them, unless the batch rule alternates)
+        labelled = sum(rows_l.stop > rows_l.start for _, rows_l in self.plan)
+        unlabelled = sum(rows_u.stop > rows_u.start for rows_u, _ in self.plan)
+        per_term = {"loss": len(self.plan), "unlabelled": unlabelled}
+        self.term_steps = torch.tensor(
+            [float(max(1, per_term.get(term, labelled))) for term in TERMS], dtype=torch.float32
+        )
+        # training rows an epoch (labelled + unlabelled), for rows/s
+        self.rows_per_epoch = sum(
+            rows_u.stop - rows_u.start + rows_l.stop - rows_l.start for rows_u, rows_l in self.plan
         )
         self.alpha_full = alpha_scale(
             variant,
@@ -211,8 +256,13 @@ class Trainer:
         return self.alpha_full * alpha_ramp(self.variant, step, self.full_steps_per_epoch)
 
     def epoch_order(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each seed's batch order for an epoch (step.py's `epoch_order`)."""
-        return self.stepper.epoch_order(self.steps_per_epoch, self.labelled_batch)
+        """Each seed's batch order for an epoch (step.py's `epoch_order`), its labelled order
+        long enough for the epoch's plan."""
+        if self.variant.batch_rule != "alternating":
+            return self.stepper.epoch_order(self.steps_per_epoch, self.labelled_batch)
+        labelled_rows = max(rows_l.stop for _, rows_l in self.plan)
+        steps = max(1, math.ceil(labelled_rows / self.labelled_batch))
+        return self.stepper.epoch_order(steps, self.labelled_batch)
 
     def batch(self, idx_u: torch.Tensor, idx_l: torch.Tensor) -> Batch:
         """The step's input: a batch drawn by index, at this step's alpha and temperature."""
@@ -241,7 +291,6 @@ class Trainer:
     def _train_epoch(self) -> tuple[torch.Tensor, float]:
         """One pass over the unlabelled images: the mean of each seed's loss terms, and the
         seconds."""
-        B, B_l = self.batch_size, self.labelled_batch
         order_u, order_l = self.epoch_order()
         watch = NonFiniteWatch(self._seed_at)
         sums = None
@@ -253,7 +302,8 @@ class Trainer:
             leave=False,
             disable=None if self.progress else True,
         ):
-            idx_u, idx_l = order_u[..., i * B : (i + 1) * B], order_l[..., i * B_l : (i + 1) * B_l]
+            rows_u, rows_l = self.plan[i]
+            idx_u, idx_l = order_u[..., rows_u], order_l[..., rows_l]
             check = (i + 1) % self.check_every == 0
 
             def before_update(values: torch.Tensor, check: bool = check) -> None:
@@ -269,7 +319,7 @@ class Trainer:
         watch.raise_if_any()
         self.epoch += 1
         assert sums is not None  # an epoch has at least one step
-        return sums / self.steps_per_epoch, seconds
+        return sums / self.term_steps.to(sums.device), seconds
 
     def _report(
         self,
@@ -287,9 +337,7 @@ class Trainer:
             test_accuracy=test_accuracy,
             test_error=100.0 * (1.0 - test_accuracy),
             val_accuracy=val_accuracy,
-            samples_per_sec=self.steps_per_epoch
-            * (self.batch_size + self.labelled_batch)
-            / seconds,
+            samples_per_sec=self.rows_per_epoch / seconds,
             epoch_seconds=seconds,
             temperature=temperature_at(self.variant, self.step - 1),
             alpha=self.alpha_at(self.step - 1),

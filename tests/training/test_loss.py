@@ -171,7 +171,7 @@ def test_per_row_weighting_weighs_every_image_the_same():
     kw = dict(estimator="exact", alpha=5.0)
     per_batch = m2_loss(model, x_l, y_l, x_u, generator=torch.Generator().manual_seed(0), **kw)
     per_row = m2_loss(
-        model, x_l, y_l, x_u, generator=torch.Generator().manual_seed(0), per_row=True, **kw
+        model, x_l, y_l, x_u, generator=torch.Generator().manual_seed(0), weighting="per-row", **kw
     )
     for term in ("labelled", "unlabelled", "classification"):  # the reported means agree
         assert per_row[term].item() == pytest.approx(per_batch[term].item())

@@ -180,3 +180,43 @@ def test_the_loss_equals_pyros_enumerated_elbo_on_mnist_rows(name, mnist):
     x = mnist.train_x[: N_L + N_U].double()
     y = mnist.train_y[: N_L + N_U]
     check_against_pyro(name, x, y)
+
+
+def test_pyros_own_steps_are_pyro_m2s_summed_steps(generated):
+    """pyro-m2's loop (labelled and unlabelled images in steps of their own, each step's loss the
+    sum over its images): a labelled step's loss is Pyro's labelled ELBO plus its auxiliary loss,
+    an unlabelled step's Pyro's enumerated ELBO (plus the KL correction), gradients included."""
+    pyro.clear_param_store()
+    pyro.enable_validation(False)
+    x, y = generated.train_x[: N_L + N_U].double(), generated.train_y[: N_L + N_U]
+    x_l, y_l, x_u = x[:N_L], y[:N_L], x[N_L : N_L + N_U]
+    model = build("pyro-m2", x.shape[1])
+    z_dim = model.enc_loc.out_features
+    options = dict(estimator="exact", alpha=ALPHA, weighting="sum")
+    labelled_step = m2_loss(
+        model, x_l, y_l, x_u[:0], generator=torch.Generator().manual_seed(3), **options
+    )
+    unlabelled_step = m2_loss(
+        model, x_l[:0], y_l[:0], x_u, generator=torch.Generator().manual_seed(4), **options
+    )
+    eps_l = torch.randn((N_L, z_dim), generator=torch.Generator().manual_seed(3), dtype=x.dtype)
+    eps_u = (
+        torch.randn((N_U * K, z_dim), generator=torch.Generator().manual_seed(4), dtype=x.dtype)
+        .view(N_U, K, -1)
+        .transpose(0, 1)
+    )
+    labelled, unlabelled, auxiliary = pyro_terms(model, x_l, y_l, x_u, eps_l, eps_u)
+    theirs_l, theirs_u = labelled + auxiliary, unlabelled + kl_correction(model, x_u, eps_u)
+    params = list(model.parameters())
+    for ours, theirs in [(labelled_step["loss"], theirs_l), (unlabelled_step["loss"], theirs_u)]:
+        assert ours.item() == pytest.approx(theirs.item(), rel=1e-12)
+        ours_g = torch.autograd.grad(ours, params, allow_unused=True)
+        theirs_g = torch.autograd.grad(theirs, params, allow_unused=True)
+        # sums, not means: a step's gradients reach hundreds, and the saturated classifier's
+        # are about 1e-8 with rounding of 1e-12 beside them; so the tolerance is the step's
+        scale = max(g.abs().max().item() for g in theirs_g if g is not None)
+        for a, b in zip(ours_g, theirs_g, strict=True):
+            if a is None or b is None:  # a part the step does not reach, on either side
+                assert (a if b is None else b) is None or torch.all((a if b is None else b) == 0)
+                continue
+            assert torch.allclose(a, b, rtol=1e-9, atol=1e-12 * scale)
