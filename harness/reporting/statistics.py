@@ -1,7 +1,8 @@
 """Is a difference real? Intervals over seeds and paired comparisons between cells.
 
-A seed fixes both the labelled images and the initialisation, so the runs of two cells with the
-same seed saw the same labels and started from the same draw: they are paired, and the paired
+A seed fixes both the labelled images and the initialisation (unless a run's label_seed draws
+its labelled images apart), so the runs of two cells with the same seed and labelled subset saw
+the same labels and started from the same draw: they are paired, and the paired
 difference removes most of the spread that the label draw puts on each cell (at 100 labels the
 seeds of one cell span several points). What is computed, all with scipy.stats and statsmodels:
 
