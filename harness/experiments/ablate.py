@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import shutil
 import time
@@ -94,7 +95,7 @@ def plan(
     cells = list(cells) if cells is not None else ablation.cells()
     pending: list[list[Variant]] = [[] for _ in cells]
     reused = []
-    twins: dict[str, RunRecord] | None = None  # read once, when a run has no record of its own
+    twins = functools.cache(lambda: twin_index(records_dir))  # read once, if ever needed
     seeds_of = [ablation.seeds_of(cell, seeds) for cell in cells]
     for rank in range(max(len(s) for s in seeds_of)):
         for cell, cell_seeds, waiting in zip(cells, seeds_of, pending, strict=True):
@@ -105,8 +106,7 @@ def plan(
             if path.exists():
                 reused.append((cell, read_record(path)))
                 continue
-            twins = _twins(twins, records_dir)
-            twin = twins.get(identity.twin_key(variant, max_steps))
+            twin = twins().get(identity.twin_key(variant, max_steps))
             if twin is not None:  # the same run under another variant's name: recorded again
                 reused.append((cell, adopt_twin(records_dir, variant, twin)))
             else:
@@ -339,11 +339,6 @@ def _announce(
     ]
 
 
-def _twins(twins: dict[str, RunRecord] | None, records_dir: Path) -> dict[str, RunRecord]:
-    """The records by twin key (records.twin_index), read at the first call."""
-    return twins if twins is not None else twin_index(records_dir)
-
-
 def run_states(
     ablation: Ablation,
     seeds: Sequence[int] | None,
@@ -362,7 +357,7 @@ def run_states(
     ledger = read_ledger(slurm, ablation.name) if slurm else {}
     queued = in_queue(slurm, ablation.name) if slurm else {}
     states = []
-    twins: dict[str, RunRecord] | None = None  # read once, when a run has no record of its own
+    twins = functools.cache(lambda: twin_index(records_dir))  # read once, if ever needed
     for cell in ablation.cells():
         for seed in ablation.seeds_of(cell, seeds):
             variant = ablation.variant(cell, seed, epochs)
@@ -370,9 +365,7 @@ def run_states(
             entry = ledger.get(key, {})
             if record_path(records_dir, variant, max_steps).exists():
                 state, detail = "done", ""
-            elif twin := (twins := _twins(twins, records_dir)).get(
-                identity.twin_key(variant, max_steps)
-            ):
+            elif twin := twins().get(identity.twin_key(variant, max_steps)):
                 name = twin.path.name if twin.path else twin.key
                 state, detail = "done", f"as {name} (the same run; ablate records it here too)"
             elif who := holder(claim_path(records_dir, variant, max_steps)):

@@ -86,7 +86,7 @@ def decompose(runs: pd.DataFrame, value: str = "selected_test_error") -> list[Co
     draw's, the initialisation's and the residual's (the module's docstring says how)."""
     grid = crossed_grid(runs, value)
     a, b = grid.shape
-    long = grid.stack().rename("y").reset_index()
+    long = runs[[LABELS, SEEDS]].assign(y=runs[value])  # one run per pair (crossed_grid)
     table = anova_lm(ols(f"y ~ C({LABELS}) + C({SEEDS})", data=long).fit(), typ=2)
     ms = (table["sum_sq"] / table["df"]).to_dict()
     df = table["df"].to_dict()
@@ -126,13 +126,14 @@ def chi_square_interval(variance: float, df: float) -> tuple[float, float]:
 def class_errors(runs: pd.DataFrame, draw_column: str = LABELS) -> pd.DataFrame:
     """Per label draw, the mean test error of each class (percent) at the epoch the stop rule
     selected, over the draw's runs whose records hold it, with how many runs that is."""
-    rows = [r for r in runs.itertuples() if isinstance(r.selected_class_errors, list)]
+    rows = [
+        [draw, *errors]
+        for draw, errors in zip(runs[draw_column], runs["selected_class_errors"], strict=True)
+        if isinstance(errors, list)
+    ]
     if not rows:
         return pd.DataFrame()
-    frame = pd.DataFrame(
-        [[getattr(r, draw_column), *r.selected_class_errors] for r in rows],
-        columns=[draw_column, *range(len(rows[0].selected_class_errors))],
-    )
+    frame = pd.DataFrame(rows, columns=[draw_column, *range(len(rows[0]) - 1)])
     grouped = frame.groupby(draw_column)
     table = grouped.mean()
     table["runs"] = grouped.size()
