@@ -175,17 +175,10 @@ class Variant:
         ]:
             if getattr(self, key) < 0:
                 raise VariantError(f"{key} must be >= 0, got {getattr(self, key)!r}")
-        if self.label_seed is not None and self.label_seed < 0:
-            raise VariantError(f"label_seed must be >= 0 or none, got {self.label_seed!r}")
         if self.weight_decay and self.optimizer != "adam":
             raise VariantError(
                 "weight_decay is Adam's L2 term; adamw decays its weights by torch's default "
                 f"0.01: use optimizer=adam with weight_decay={self.weight_decay!r}"
-            )
-        if self.batch_rule == "alternating" and self.estimator == "supervised":
-            raise VariantError(
-                "batch_rule=alternating gives steps of unlabelled images alone, where the "
-                "supervised-only control has nothing to learn: use batch_rule=fixed"
             )
         if not 0 <= self.dropout < 1:
             raise VariantError(f"dropout must be in [0, 1), got {self.dropout!r}")
@@ -202,12 +195,23 @@ class Variant:
                 f"labels must be a positive multiple of the {NUM_CLASSES} classes, "
                 f"got {self.labels}"
             )
+        self._check_data()
         if self.features == "m1":
             self._check_m1()
         if self.patience and not self.validation:
             raise VariantError(
                 "the stop rule (patience) needs validation images held out of training, "
                 "e.g. validation=10000: the test set never decides when a run stops"
+            )
+
+    def _check_data(self) -> None:
+        """The labelled subset's seed and the batch rule."""
+        if self.label_seed is not None and self.label_seed < 0:
+            raise VariantError(f"label_seed must be >= 0 or none, got {self.label_seed!r}")
+        if self.batch_rule == "alternating" and self.estimator == "supervised":
+            raise VariantError(
+                "batch_rule=alternating gives steps of unlabelled images alone, where the "
+                "supervised-only control has nothing to learn: use batch_rule=fixed"
             )
 
     def _check_m1(self) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from harness.training.numerics import NUMERICS_VERSION
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -49,6 +51,17 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_vendor() -> str:
+    """The processor's vendor (Linux's vendor_id: GenuineIntel, AuthenticAMD), else unknown."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def environment_params(device: torch.device) -> dict[str, Any]:
     """The commit, versions and device a run is made with, as MLflow params and run records
     name them."""
@@ -64,6 +77,11 @@ def environment_params(device: torch.device) -> dict[str, Any]:
         "cuda_version": str(torch.version.cuda),
         "device": str(device),
         "device_name": device_name,
+        # what decides the floating point beside the code: the numerics version, the CPU
+        # instruction set torch's kernels use, and the vendor (the BLAS picks its own kernels)
+        "numerics_version": NUMERICS_VERSION,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_vendor": cpu_vendor(),
     }
 
 

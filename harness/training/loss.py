@@ -84,6 +84,20 @@ def unlabelled_rows(
     return y_u, x_part_u, 1
 
 
+def unlabelled_bound(
+    estimator: str, y_term: str, neg_elbo_given_y: Tensor, log_q: Tensor, y_rows: Tensor
+) -> Tensor:
+    """U(x) per unlabelled image from -ELBO(x, y) of each of its y rows ([n, rows]): exact,
+    sum_y q(y|x) L(x,y) - H(q(y|x)); Gumbel's one sample y~, L(x,y~) - H(q(y|x)) (analytic)
+    or L(x,y~) + log q(argmax y~|x) (sampled)."""
+    if estimator == "exact":
+        q = log_q.exp()
+        return (q * neg_elbo_given_y).sum(-1) + (q * log_q).sum(-1)
+    if y_term == "sampled":
+        return neg_elbo_given_y[:, 0] + log_prob_of_sample_class(log_q, y_rows)
+    return neg_elbo_given_y[:, 0] + (log_q.exp() * log_q).sum(-1)
+
+
 def term_weights(weighting: str, n_l: int, n_u: int) -> tuple[float, float]:
     """The weights of the labelled and the unlabelled means in the loss (m2_loss says which)."""
     if weighting == "per-row":
@@ -159,14 +173,7 @@ def m2_loss(
             model.likelihood, decoded[n_l:].view(n_u, per_image, -1), x_u[:, None]
         )
         neg_elbo_u_given_y = -log_px_given_yz_u - log_py + kl_z[n_l:].view(n_u, per_image)
-        if estimator == "exact":
-            q_u = log_q_u.exp()
-            neg_elbo_u = (q_u * neg_elbo_u_given_y).sum(-1) + (q_u * log_q_u).sum(-1)
-        elif y_term == "sampled":
-            neg_elbo_u = neg_elbo_u_given_y[:, 0] + log_prob_of_sample_class(log_q_u, y_u)
-        else:
-            neg_elbo_u = neg_elbo_u_given_y[:, 0] + (log_q_u.exp() * log_q_u).sum(-1)
-        unlabelled = neg_elbo_u.mean()
+        unlabelled = unlabelled_bound(estimator, y_term, neg_elbo_u_given_y, log_q_u, y_u).mean()
 
     w_l, w_u = term_weights(weighting, n_l, n_u)
     return {
