@@ -3,7 +3,7 @@ losses and predictions kept to the last bit, so that a change which moves any nu
 
 Floating point depends on the kernels the CPU runs (PyTorch picks them by instruction set, and
 the BLAS by the processor), so each machine kind has its own pins, keyed by `numerics_key()`
-(the instruction set torch uses and the processor's vendor). `tests/training/test_golden.py`
+(the instruction set torch uses, the processor's vendor and model). `tests/training/test_golden.py`
 compares this machine's runs with its pins, where there are some, and a change that moves them is
 a numerics change: bump `NUMERICS_VERSION` (records name the version they ran under) and write the
 pins again:
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from harness.config.variants import create_variant
-from harness.runs.provenance import cpu_vendor
+from harness.runs.provenance import cpu_model, cpu_vendor
 from harness.training.data import synthetic_splits
 from harness.training.numerics import NUMERICS_VERSION
 from harness.training.trainer import Trainer
@@ -43,8 +43,10 @@ STEPS = 6  # per epoch
 
 
 def numerics_key() -> str:
-    """What decides this machine's floating point: torch's CPU instruction set and the vendor."""
-    return f"{torch.backends.cpu.get_cpu_capability()}/{cpu_vendor()}"
+    """What decides this machine's floating point: torch's CPU instruction set, the vendor and
+    the processor's model (the BLAS picks kernels by model too, so a pin holds where all three
+    agree)."""
+    return f"{torch.backends.cpu.get_cpu_capability()}/{cpu_vendor()}/{cpu_model()}"
 
 
 def golden_run(name: str) -> dict[str, Any]:
