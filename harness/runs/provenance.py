@@ -40,26 +40,25 @@ def git_commit() -> tuple[str, bool]:
         return "unknown", False
 
 
-def cpu_model() -> str:
-    """The processor's model name (Linux), else its architecture."""
+def _cpuinfo(field: str) -> str | None:
+    """The first value of `field` in Linux's /proc/cpuinfo, spaces collapsed; None elsewhere."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return " ".join(line.partition(":")[2].split())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    """The processor's model name (Linux), else its architecture."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def cpu_vendor() -> str:
     """The processor's vendor (Linux's vendor_id: GenuineIntel, AuthenticAMD), else unknown."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("vendor_id"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return "unknown"
+    return _cpuinfo("vendor_id") or "unknown"
 
 
 def environment_params(device: torch.device) -> dict[str, Any]:

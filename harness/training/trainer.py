@@ -366,10 +366,6 @@ class Trainer:
         self.history.append(reports)
         return reports
 
-    def accuracies(self, x: torch.Tensor, y: torch.Tensor) -> list[float]:
-        """Each seed's accuracy of q(y|x) on (x, y)."""
-        return scores(self.stepper.predictions(x), y)[0]
-
     def seed_history(self, i: int) -> list[EpochReport]:
         """Seed i's reports, up to the epoch the stop rule ended it."""
         return [reports[i] for reports in self.history[: self.ended[i]]]
