@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from harness.config.families import FAMILIES
 from harness.config.networks import NETWORKS
 
 Estimator = Literal["exact", "gumbel", "gumbel-st", "supervised"]
@@ -36,6 +37,8 @@ class Variant:
     """Every knob of one M2 training run."""
 
     name: str = "custom"
+    # the model family (config/families.py names them; harness/families/ holds them)
+    family: str = "m2"
     # how y is handled for unlabelled data
     estimator: Estimator = "exact"
     y_term: Literal["analytic", "sampled"] = (
@@ -182,13 +185,17 @@ class Variant:
             )
         if not 0 <= self.dropout < 1:
             raise VariantError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        for key in ("classifier_net", "encoder_net"):
-            if getattr(self, key) not in NETWORKS:
-                hint = difflib.get_close_matches(getattr(self, key), NETWORKS, n=1)
+        for key, names, kind, kinds in (
+            ("family", FAMILIES, "family", "families"),
+            ("classifier_net", NETWORKS, "network", "networks"),
+            ("encoder_net", NETWORKS, "network", "networks"),
+        ):
+            if getattr(self, key) not in names:
+                hint = difflib.get_close_matches(getattr(self, key), names, n=1)
                 raise VariantError(
-                    f"{key} {getattr(self, key)!r} is not a registered network"
+                    f"{key} {getattr(self, key)!r} is not a registered {kind}"
                     + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                    + f"; networks: {', '.join(NETWORKS)}"
+                    + f"; {kinds}: {', '.join(names)}"
                 )
         if self.labels <= 0 or self.labels % NUM_CLASSES:
             raise VariantError(
@@ -293,8 +300,8 @@ def applicable_params(variant: Variant) -> dict[str, Any]:
 
 
 # the settings added after checkpoints began (the networks, M1+M2, weight decay, the label
-# seed): left out of a checkpoint's and a record's settings at their defaults, so one written
-# before them still resumes and reads alike
+# seed, the family): left out of a checkpoint's and a record's settings at their defaults, so
+# one written before them still resumes and reads alike
 LATER_SETTINGS = (
     "classifier_net",
     "classifier_layers",
@@ -311,6 +318,7 @@ LATER_SETTINGS = (
     *M1_SETTINGS,
     "weight_decay",
     "label_seed",
+    "family",
 )
 
 

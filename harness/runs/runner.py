@@ -15,7 +15,6 @@ from harness.config.variants import Variant
 from harness.files import ensure_writable
 from harness.training.checkpoint import CheckpointError, load_checkpoint
 from harness.training.data import Splits, load_splits
-from harness.training.model import M2
 from harness.training.reports import EpochReport, run_summary
 from harness.training.trainer import Trainer, resolve_device, settings_differing
 
@@ -47,7 +46,7 @@ class RunLog(Protocol):
         run_id: str,
         variant: Variant,
         reports: list[EpochReport],
-        model: M2,
+        model: torch.nn.Module,
         test: tuple[torch.Tensor, torch.Tensor],
         checkpoint: Path | None,
     ) -> None: ...

@@ -19,9 +19,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from harness.config.variants import Variant
+from harness.families.m2 import M2
 from harness.tools.reference import reference_exact_loss
 from harness.training.data import Splits
-from harness.training.model import M2
 from harness.training.step import make_optimizer
 from harness.training.trainer import Trainer, synchronize
 

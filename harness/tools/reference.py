@@ -1,7 +1,7 @@
 """A plain, unfused M2 loss: one encoder and one decoder call per class, inputs concatenated.
 
 It is the yardstick the fused loss is tested against and benchmarked beside; it draws the same
-noise in the same order as `harness.training.loss.m2_loss`, so the two agree to rounding.
+noise in the same order as `harness.families.m2.m2_loss`, so the two agree to rounding.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness.training.loss import bernoulli_log_prob, gaussian_kl
-from harness.training.model import M2
+from harness.families.m2 import M2
+from harness.training.distributions import bernoulli_log_prob, gaussian_kl
 
 
 def reference_exact_loss(

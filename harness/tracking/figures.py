@@ -1,4 +1,5 @@
-"""Figures of one trained model: the test confusion matrix and the M2 'analogies' grid."""
+"""Figures of one trained model: the test confusion matrix, and the image grids its family adds
+(M2's 'analogies')."""
 
 from __future__ import annotations
 
@@ -10,20 +11,26 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import seaborn as sns
 import torch
-import torch.nn.functional as F
+
+from harness.config.variants import NUM_CLASSES
+from harness.training.family import Family, ImageGrid, predict
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+    from torch import nn
 
-    from harness.training.model import M2
+IMAGE_SIDE = 28
 
 
-def run_figures(model: M2, test_x: torch.Tensor, test_y: torch.Tensor, name: str) -> dict:
-    """The figures a finished run logs, by file name (the analogies where M2 models the
-    pixels, not M1's features)."""
-    figures = {"confusion_matrix.png": confusion_matrix(model, test_x, test_y, name)}
-    if model.likelihood == "bernoulli" and test_x.shape[1] == 28 * 28:
-        figures["analogies.png"] = analogies(model, test_x, name)
+def run_figures(
+    family: Family, model: nn.Module, test_x: torch.Tensor, test_y: torch.Tensor, name: str
+) -> dict:
+    """The figures a finished run logs, by file name."""
+    model.eval()
+    predicted = predict(family, model, test_x)
+    figures = {"confusion_matrix.png": confusion_matrix(test_y, predicted, NUM_CLASSES, name)}
+    for file, grid in family.image_grids(model, test_x).items():
+        figures[file] = image_grid(grid, name)
     return figures
 
 
@@ -34,10 +41,11 @@ def confusion_counts(true: torch.Tensor, predicted: torch.Tensor, classes: int) 
     )
 
 
-def confusion_matrix(model: M2, x: torch.Tensor, y: torch.Tensor, name: str) -> Figure:
-    """The confusion matrix of `model`'s classifier on the images `x` of classes `y`."""
-    model.eval()
-    counts = confusion_counts(y, model.predict(x), model.num_classes)
+def confusion_matrix(
+    true: torch.Tensor, predicted: torch.Tensor, classes: int, name: str
+) -> Figure:
+    """The confusion matrix of a classifier's `predicted` classes against the `true` ones."""
+    counts = confusion_counts(true, predicted, classes)
     figure, ax = plt.subplots(figsize=(6.5, 5.5))
     sns.heatmap(counts.cpu().numpy(), annot=True, fmt="d", cmap="Blues", cbar=False, ax=ax)
     accuracy = counts.diag().sum().item() / counts.sum().item()
@@ -50,23 +58,16 @@ def confusion_matrix(model: M2, x: torch.Tensor, y: torch.Tensor, name: str) -> 
     return figure
 
 
-@torch.no_grad()
-def analogies(model: M2, images: torch.Tensor, name: str, rows: int = 8) -> Figure:
-    """Each row: a test image, then its style z (the mean of q(z|x,y) at the predicted y)
-    decoded with every class y, as in Kingma et al. 2014, Figure 1."""
-    x = images[:rows]
-    model.eval()
-    K = model.num_classes
-    y_pred = F.one_hot(model.classify(x).argmax(-1), K).to(x.dtype)
-    z, _ = model.encode(model.encoder_x_part(x), y_pred)
-    y_all = torch.eye(K, dtype=x.dtype, device=x.device)
-    decoded = torch.sigmoid(model.decode(z.repeat_interleave(K, 0), y_all.repeat(rows, 1)))
-    images = torch.cat([x[:, None], decoded.view(rows, K, -1)], dim=1).view(rows, K + 1, 28, 28)
-    grid = images.permute(0, 2, 1, 3).reshape(rows * 28, (K + 1) * 28).cpu().numpy()
-    figure, ax = plt.subplots(figsize=((K + 1) * 0.6, rows * 0.6))
-    ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
-    ax.set_xticks([14 + 28 * i for i in range(K + 1)], ["x", *map(str, range(K))])
+def image_grid(grid: ImageGrid, name: str) -> Figure:
+    """`grid`'s images, side by side, a column label under each column."""
+    rows, columns, _ = grid.images.shape
+    side = IMAGE_SIDE
+    images = grid.images.reshape(rows, columns, side, side)
+    pixels = images.permute(0, 2, 1, 3).reshape(rows * side, columns * side).cpu().numpy()
+    figure, ax = plt.subplots(figsize=(columns * 0.6, rows * 0.6))
+    ax.imshow(pixels, cmap="gray", vmin=0, vmax=1)
+    ax.set_xticks([side // 2 + side * i for i in range(columns)], list(grid.columns))
     ax.set_yticks([])
-    ax.set_title(f"{name}: test image, then its style with each y", fontsize=8)
+    ax.set_title(f"{name}: {grid.title}", fontsize=8)
     figure.tight_layout()
     return figure

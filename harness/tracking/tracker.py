@@ -22,10 +22,9 @@ import torch
 from harness.files import sqlite_path, store_creation_lock
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    from torch import Tensor, nn
 
     from harness.config.variants import Variant
-    from harness.training.model import M2
     from harness.training.reports import EpochReport
 
 
@@ -239,7 +238,7 @@ class Tracker:
         run_id: str,
         variant: Variant,
         reports: list[EpochReport],
-        model: M2,
+        model: nn.Module,
         test: tuple[Tensor, Tensor],
         checkpoint: Path | None,
     ) -> None:
@@ -250,8 +249,9 @@ class Tracker:
         from mlflow.entities import Metric
 
         from harness.tracking.figures import run_figures
+        from harness.training.family import get_family
 
-        figures = run_figures(model, test[0], test[1], variant.name)
+        figures = run_figures(get_family(variant.family), model, test[0], test[1], variant.name)
 
         from harness.training.reports import run_summary
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from harness.training.loss import TERMS
+from harness.training.family import TERMS
 
 
 class Capturable(Protocol):

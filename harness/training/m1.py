@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from harness.config.m1 import M1Settings
 from harness.training.checkpoint import load_checkpoint, save_checkpoint
-from harness.training.loss import bernoulli_log_prob, gaussian_kl
+from harness.training.distributions import bernoulli_log_prob, gaussian_kl
 from harness.training.networks import NetworkSpec, mlp
 from harness.training.stopping import best_position, no_improvement_for
 from harness.training.trainer import NonFiniteLossError, synchronize

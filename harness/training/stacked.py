@@ -25,8 +25,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from harness.config.variants import Variant
 from harness.training.data import Splits
-from harness.training.loss import TERMS, m2_loss
-from harness.training.model import M2
+from harness.training.family import TERMS, Family, get_family
 from harness.training.step import (
     Batch,
     BeforeUpdate,
@@ -43,16 +42,27 @@ from harness.training.step import (
 
 
 class LossTerms(nn.Module):
-    """m2_loss as a module call (the terms stacked in TERMS order), so that
+    """The family's objective as a module call (the terms stacked in TERMS order), so that
     torch.func.functional_call can run it with any seed's parameters."""
 
-    def __init__(self, model: M2) -> None:
+    def __init__(self, family: Family, model: nn.Module) -> None:
         super().__init__()
-        self.model = model
+        self.family, self.model = family, model
 
     def forward(self, x_l: Tensor, y_l: Tensor, x_u: Tensor, options: dict[str, Any]) -> Tensor:
-        terms = m2_loss(self.model, x_l, y_l, x_u, **options)
+        terms = self.family.objective(self.model, x_l, y_l, x_u, **options)
         return torch.stack([terms[t] for t in TERMS])
+
+
+class Logits(nn.Module):
+    """The family's q(y|x) logits as a module call, for functional_call."""
+
+    def __init__(self, family: Family, model: nn.Module) -> None:
+        super().__init__()
+        self.family, self.model = family, model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.family.classify(self.model, x)
 
 
 class StackedSeeds:
@@ -78,16 +88,18 @@ class StackedSeeds:
             )
         self.seeds, self.device, self.precision = tuple(seeds), device, precision
         self.variants = [variant.replace(seed=seed) for seed in self.seeds]
+        self.family = get_family(variant.family)
         models = []
         for seed in self.seeds:  # each seed initialised as it would be alone
             torch.manual_seed(seed)
-            models.append(M2.from_variant(variant, splits.train_x.shape[1]).to(device))
+            models.append(self.family.build(variant, splits.train_x.shape[1]).to(device))
         params, _ = stack_module_state(models)
         self.params = {f"model.{name}": value for name, value in params.items()}
         self.generator = torch.Generator(device).manual_seed(self.seeds[0])
         self.optimizer = make_optimizer(variant, self.params.values())
         # the module functional_call runs with a seed's parameters: shapes only, no storage
-        self.template = LossTerms(copy.deepcopy(models[0]).to("meta"))
+        self.template = LossTerms(self.family, copy.deepcopy(models[0]).to("meta"))
+        self.logits = Logits(self.family, self.template.model)
         parts = [labelled_split(splits, v.labels, v.label_draw, device) for v in self.variants]
         self.x_l, self.y_l, self.x_u = (
             torch.stack([getattr(p, k) for p in parts]) for k in ("x_l", "y_l", "x_u")
@@ -110,7 +122,9 @@ class StackedSeeds:
         """The loss terms of every seed on its own batch ([S, len(TERMS)]) and their gradients."""
         idx_u, idx_l = batch.idx_u, batch.idx_l
         rows = torch.arange(len(self.seeds), device=self.device)[:, None]
-        options = loss_options(self.variants[0], self.generator, batch.alpha, batch.temperature)
+        options = loss_options(
+            self.family, self.variants[0], self.generator, batch.alpha, batch.temperature
+        )
 
         def seed_terms(params: dict[str, Tensor], x_l: Tensor, y_l: Tensor, x_u: Tensor) -> Tensor:
             return functional_call(self.template, params, (x_l, y_l, x_u, options))
@@ -130,14 +144,11 @@ class StackedSeeds:
 
     @torch.no_grad()
     def predictions(self, x: Tensor, chunk: int = 10_000) -> Tensor:
-        prefix = "model.classifier."
-        classifier = {k[len(prefix) :]: v for k, v in self.params.items() if k.startswith(prefix)}
-
         def predict(params: dict[str, Tensor], part: Tensor) -> Tensor:
-            return functional_call(self.template.model.classifier, params, (part,)).argmax(-1)
+            return functional_call(self.logits, params, (part,)).argmax(-1)
 
         return torch.cat(
-            [vmap(predict, in_dims=(0, None))(classifier, part) for part in x.split(chunk)], dim=1
+            [vmap(predict, in_dims=(0, None))(self.params, part) for part in x.split(chunk)], dim=1
         )
 
     def seed_state(self, i: int) -> dict[str, Any]:

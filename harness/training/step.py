@@ -19,8 +19,7 @@ from torch import Tensor
 
 from harness.config.variants import NUM_CLASSES, Variant
 from harness.training.data import Splits, balanced_label_subset
-from harness.training.loss import TERMS, m2_loss
-from harness.training.model import M2
+from harness.training.family import TERMS, Family, get_family, predict
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -192,18 +191,17 @@ def epoch_order(
 
 
 def loss_options(
-    variant: Variant, generator: torch.Generator, alpha: Any, temperature: Any
+    family: Family, variant: Variant, generator: torch.Generator, alpha: Any, temperature: Any
 ) -> dict[str, Any]:
-    """m2_loss's settings, with alpha and the temperature as given (floats, or 0-d tensors
-    when compiled or graphed, so that a changing value is an input, not a recompilation or
-    a constant baked into the graph)."""
+    """The family objective's arguments but the rows: its settings of `variant`, the generator,
+    and alpha and the temperature as given (floats, or 0-d tensors when compiled or graphed, so
+    that a changing value is an input, not a recompilation or a constant baked into the
+    graph)."""
     return {
-        "estimator": variant.estimator,
+        **family.objective_settings(variant),
         "alpha": alpha,
         "temperature": temperature,
-        "y_term": variant.y_term,
         "generator": generator,
-        "weighting": variant.term_weighting,
     }
 
 
@@ -232,9 +230,11 @@ class OneSeed:
         self.variant, self.device = variant, device
         self.seeds: tuple[int, ...] = (variant.seed,)
         self.precision, self.compiled, self.cuda_graphs = precision, compile, cuda_graphs
-        self.loss_fn = torch.compile(m2_loss) if compile else m2_loss
+        self.family = get_family(variant.family)
+        objective = self.family.objective
+        self.loss_fn = torch.compile(objective) if compile else objective
         torch.manual_seed(variant.seed)
-        self.model = M2.from_variant(variant, splits.train_x.shape[1]).to(device)
+        self.model = self.family.build(variant, splits.train_x.shape[1]).to(device)
         self.generator = torch.Generator(device).manual_seed(variant.seed)
         self.optimizer = make_optimizer(variant, self.model.parameters(), capturable=cuda_graphs)
         self.x_l, self.y_l, self.x_u, self.std_l, self.std_u = labelled_split(
@@ -251,9 +251,9 @@ class OneSeed:
     def loss_terms(
         self, idx_u: Tensor, idx_l: Tensor, alpha: Any, temperature: Any, cache: bool = True
     ) -> dict[str, Tensor]:
-        """m2_loss on a batch drawn by index (`cache`: autocast's weight cache, which a CUDA
-        graph capture must do without)."""
-        options = loss_options(self.variant, self.generator, alpha, temperature)
+        """The family's objective on a batch drawn by index (`cache`: autocast's weight cache,
+        which a CUDA graph capture must do without)."""
+        options = loss_options(self.family, self.variant, self.generator, alpha, temperature)
         x_l = draw_rows(self.x_l, self.std_l, (idx_l,), self.generator)
         x_u = draw_rows(self.x_u, self.std_u, (idx_u,), self.generator)
         with autocast(self.device, self.precision, cache):
@@ -285,7 +285,7 @@ class OneSeed:
     @torch.no_grad()
     def predictions(self, x: Tensor) -> Tensor:
         self.model.eval()
-        predicted = self.model.predict(x)
+        predicted = predict(self.family, self.model, x)
         self.model.train()
         return predicted[None]
 

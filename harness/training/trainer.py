@@ -1,13 +1,14 @@
-"""The one trainer every M2 variant shares: one loop, for one seed or several stacked.
+"""The one trainer every variant of every family shares: one loop, for one seed or several
+stacked.
 
 An epoch is one pass over the unlabelled images in a seeded random order, with the labelled images
 cycled beside them; all data stay on the training device and batches are drawn by index. What is
-trained is a step object (step.py: `OneSeed`, or `stacked.StackedSeeds` for several seeds at
-once); the loop sets alpha and the temperature, watches for NaN, keeps every seed's history and
-applies the stop rule to each seed on its own. Losses are summed on the device (no host sync per
-step on CUDA) and reported once per epoch and seed, with test accuracy and throughput (labelled
-plus unlabelled rows per second, timed with the device synchronised). This module needs neither
-mlflow nor optuna.
+trained is a step object (step.py: `OneSeed`, or `stacked.StackedSeeds` for several seeds at once),
+which reaches the model only through its family (family.py); the loop sets alpha and the
+temperature, watches for NaN, keeps every seed's history and applies the stop rule to each seed on
+its own. Losses are summed on the device (no host sync per step on CUDA) and reported once per epoch
+and seed, with test accuracy and throughput (labelled plus unlabelled rows per second, timed with
+the device synchronised). This module needs neither mlflow nor optuna.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ from tqdm.auto import tqdm
 from harness.config.variants import NUM_CLASSES, Variant, resumable_settings
 from harness.training.checkpoint import load_checkpoint, save_checkpoint
 from harness.training.data import Splits
-from harness.training.loss import TERMS
-from harness.training.model import M2
+from harness.training.family import TERMS, get_family
 from harness.training.reports import EpochReport
 from harness.training.schedules import alpha_ramp, alpha_scale, temperature_at
 from harness.training.step import Batch, OneSeed, TrainingStep
@@ -461,9 +461,10 @@ class Trainer:
         self.load_seed_states([load_checkpoint(p) for p in paths])
         return True
 
-    def seed_model(self, i: int) -> M2:
+    def seed_model(self, i: int) -> torch.nn.Module:
         """A copy of seed i's model as it was when the seed ended (or now, if it has not)."""
         state = self.ended_states.get(i) or self.seed_state_dict(i)
-        model = M2.from_variant(self.variants[i], self.splits.train_x.shape[1]).to(self.device)
+        family = get_family(self.variants[i].family)
+        model = family.build(self.variants[i], self.splits.train_x.shape[1]).to(self.device)
         model.load_state_dict(state["model"])
         return model.eval()

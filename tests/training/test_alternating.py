@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from harness.config.variants import VariantError, create_variant
+from harness.families.m2 import M2, m2_loss
 from harness.training.data import synthetic_splits
-from harness.training.loss import m2_loss
-from harness.training.model import M2
 from harness.training.trainer import Trainer, epoch_plan
 
 

@@ -5,9 +5,8 @@ import math
 import pytest
 import torch
 
+from harness.families.m2 import M2, m2_loss
 from harness.tools.reference import reference_exact_loss
-from harness.training.loss import m2_loss
-from harness.training.model import M2
 
 ESTIMATORS = ["exact", "gumbel", "gumbel-st", "supervised"]
 

@@ -11,8 +11,8 @@ import torch
 from harness.config.m1 import m1_settings
 from harness.config.variants import create_variant
 from harness.training.data import Splits
+from harness.training.distributions import bernoulli_log_prob, decoder_log_prob, gaussian_log_prob
 from harness.training.features import feature_splits, posterior_moments, used_dimensions
-from harness.training.loss import bernoulli_log_prob, decoder_log_prob, gaussian_log_prob
 from harness.training.m1 import M1Training, m1_outcome
 from harness.training.step import draw_rows
 from harness.training.trainer import Trainer

@@ -9,8 +9,8 @@ from torch import nn
 
 from harness.config.networks import NETWORKS
 from harness.config.variants import VariantError, create_variant
+from harness.families.m2 import M2
 from harness.training.data import synthetic_splits
-from harness.training.model import M2
 from harness.training.networks import BUILDERS, NetworkSpec, build_network, register_network
 from harness.training.stacked import StackedSeeds
 from harness.training.trainer import Trainer

@@ -27,8 +27,7 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from harness.config.variants import get_variant, list_variants
-from harness.training.loss import m2_loss
-from harness.training.model import M2
+from harness.families.m2 import M2, m2_loss
 
 pyro = pytest.importorskip("pyro")
 dist = pyro.distributions

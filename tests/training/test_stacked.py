@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from harness.config.variants import create_variant
+from harness.training.family import get_family, predict
 from harness.training.trainer import NonFiniteLossError, Trainer, scores
 
 SEEDS = [0, 1, 2]
@@ -93,7 +94,8 @@ def test_accuracies_are_each_seeds_own(mnist):
     reports = stack.run_epoch()
     for i, seed in enumerate(SEEDS):
         model = stack.seed_model(i)
-        accuracy = (model.predict(mnist.test_x) == mnist.test_y).float().mean().item()
+        predicted = predict(get_family("m2"), model, mnist.test_x)
+        accuracy = (predicted == mnist.test_y).float().mean().item()
         assert reports[i].test_accuracy == pytest.approx(accuracy)
         single = _alone(mnist, "supervised-only", seed, max_steps=5)
         single.load_seed_states([stack.seed_state_dict(i)])

@@ -1,0 +1,16 @@
+"""The names of the model families a variant can choose (`family`), with what each is. The
+families themselves are in `harness.families` (they need torch; this layer does not):
+registering one there (`harness.training.family.register_family`) names it here too, so a
+variant naming it is checked before anything runs."""
+
+from __future__ import annotations
+
+FAMILIES: dict[str, str] = {
+    "m2": "Kingma et al. 2014's M2: q(y|x), q(z|x,y), p(x|y,z); y marginalised exactly, "
+    "relaxed by Gumbel-softmax, or supervised alone (`estimator`)",
+}
+
+
+def name_family(name: str, description: str) -> None:
+    """Make `name` a family variants may choose (its module registers it in training)."""
+    FAMILIES[name] = description
