@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "harness"
-LAYERS = ("config", "training", "families", "runs", "tracking", "reporting", "experiments", "tools", "cli")
+LAYERS = (
+    "config", "training", "families", "runs", "tracking", "reporting", "experiments", "tools", "cli"
+)  # fmt: skip
 
 
 def test_the_package_is_its_layers_and_a_handful_of_modules():

@@ -8,6 +8,8 @@ from __future__ import annotations
 FAMILIES: dict[str, str] = {
     "m2": "Kingma et al. 2014's M2: q(y|x), q(z|x,y), p(x|y,z); y marginalised exactly, "
     "relaxed by Gumbel-softmax, or supervised alone (`estimator`)",
+    "adgm": "Maaløe et al. 2016's auxiliary deep generative model: M2 with an auxiliary "
+    "variable a, q(a|x) q(y|a,x) q(z|a,y,x) and p(a|x,y,z); y handled by M2's estimators",
 }
 
 
