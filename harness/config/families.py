@@ -10,6 +10,8 @@ FAMILIES: dict[str, str] = {
     "relaxed by Gumbel-softmax, or supervised alone (`estimator`)",
     "adgm": "Maaløe et al. 2016's auxiliary deep generative model: M2 with an auxiliary "
     "variable a, q(a|x) q(y|a,x) q(z|a,y,x) and p(a|x,y,z); y handled by M2's estimators",
+    "sdgm": "Maaløe et al. 2016's skip deep generative model: the ADGM with a in the "
+    "generative model too, p(a|y,z) p(x|a,y,z)",
 }
 
 

@@ -49,7 +49,8 @@ from harness.training.networks import ACTIVATIONS, NetworkSpec, mlp
 
 
 class ADGM(nn.Module):
-    """The five networks of the ADGM for rows of `x_dim` values."""
+    """The five networks of the ADGM for rows of `x_dim` values; with `skip`, the SDGM's
+    (sdgm.py): p(a|y,z) in place of p(a|x,y,z), and p(x|a,y,z) in place of p(x|y,z)."""
 
     def __init__(
         self,
@@ -61,6 +62,7 @@ class ADGM(nn.Module):
         generation: tuple[int, ...] = (500, 500),
         activation: str = "relu",
         likelihood: str = "bernoulli",
+        skip: bool = False,
     ) -> None:
         super().__init__()
         self.num_classes, self.likelihood, self.a_dim = num_classes, likelihood, a_dim
@@ -73,21 +75,23 @@ class ADGM(nn.Module):
         self.enc_xa = mlp(x_dim + a_dim, width, NetworkSpec(inference[:-1], activation))
         self.enc_y = nn.Linear(num_classes, width, bias=False)
         self.enc_z = nn.Linear(width, 2 * z_dim)
-        # p(a|x,y,z) and p(x|y,z): x (per image), z and y meet at the first hidden layer
+        # p(a|x,y,z) and p(x|y,z), or p(a|y,z) and p(x|a,y,z): what they read meets at their
+        # first hidden layer (x there once per image, a once per image)
         width = generation[0]
         rest = NetworkSpec(generation[1:], activation)
-        self.aux_dec_x = nn.Linear(x_dim, width)
-        self.aux_dec_zy = nn.Linear(z_dim + num_classes, width, bias=False)
+        self.aux_dec_x = None if skip else nn.Linear(x_dim, width)
+        self.aux_dec_zy = nn.Linear(z_dim + num_classes, width, bias=skip)
         self.aux_dec_out = mlp(width, 2 * a_dim, rest)
         self.dec_zy = nn.Linear(z_dim + num_classes, width)
+        self.dec_a = nn.Linear(a_dim, width, bias=False) if skip else None
         self.dec_out = mlp(width, x_dim * LIKELIHOOD_OUTPUTS[likelihood], rest)
 
     @classmethod
-    def from_variant(cls, variant: Variant, x_dim: int = 784) -> ADGM:
+    def from_variant(cls, variant: Variant, x_dim: int = 784, skip: bool = False) -> ADGM:
         if variant.estimator == "supervised":
             raise ValueError(
                 "estimator=supervised trains a classifier alone: that is M2's supervised-only "
-                "control (family m2), not an ADGM"
+                f"control (family m2), not an {variant.family.upper()}"
             )
         return cls(
             x_dim=x_dim,
@@ -97,6 +101,7 @@ class ADGM(nn.Module):
             generation=(variant.decoder_hidden or variant.hidden,) * variant.decoder_layers,
             activation=variant.activation,
             likelihood=variant.likelihood,
+            skip=skip,
         )
 
     def aux_encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -118,18 +123,22 @@ class ADGM(nn.Module):
         return loc, logvar
 
     def aux_decoder_x_part(self, x: Tensor) -> Tensor:
-        """The part of p(a|x,y,z)'s first layer that reads x: once per image."""
-        return self.aux_dec_x(x)
+        """The part of p(a|x,y,z)'s first layer that reads x: once per image (none, width 0,
+        for the SDGM's p(a|y,z))."""
+        return x[:, :0] if self.aux_dec_x is None else self.aux_dec_x(x)
 
     def aux_decode(self, x_part: Tensor, z: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and log-variance of p(a|x,y,z)."""
-        h = self.act(x_part + self.aux_dec_zy(torch.cat([z, y], dim=-1)))
+        """Mean and log-variance of p(a|x,y,z) (SDGM: p(a|y,z))."""
+        h = self.aux_dec_zy(torch.cat([z, y], dim=-1))
+        h = self.act(h if self.aux_dec_x is None else h + x_part)
         loc, logvar = self.aux_dec_out(h).chunk(2, dim=-1)
         return loc, logvar
 
-    def decode(self, z: Tensor, y: Tensor) -> Tensor:
-        """p(x|y,z)'s parameters: Bernoulli logits, or Gaussian means then log-variances."""
-        return self.dec_out(self.act(self.dec_zy(torch.cat([z, y], dim=-1))))
+    def decode(self, z: Tensor, y: Tensor, a: Tensor) -> Tensor:
+        """p(x|y,z)'s parameters (SDGM: p(x|a,y,z)'s): Bernoulli logits, or Gaussian means then
+        log-variances."""
+        h = self.dec_zy(torch.cat([z, y], dim=-1))
+        return self.dec_out(self.act(h if self.dec_a is None else h + self.dec_a(a)))
 
 
 def _sample(loc: Tensor, logvar: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -166,21 +175,19 @@ def adgm_loss(
 
     # what each image's rows share: its a, log q(a|x), and the parts of q(z|a,y,x) and
     # p(a|x,y,z) that read x (and a), side by side so that one repeat lines them up
-    per_image = torch.cat(
-        [a, log_qa[:, None], model.encoder_xa_part(x_all, a), model.aux_decoder_x_part(x_all)],
-        dim=-1,
-    )
+    shared = [a, log_qa[:, None], model.encoder_xa_part(x_all, a), model.aux_decoder_x_part(x_all)]
+    per_image = torch.cat(shared, dim=-1)
     y_u, per_image_u, rows_per_image = unlabelled_rows(
         estimator, logits_y[n_l:], per_image[n_l:], K, temperature, generator
     )
     y_rows = torch.cat([F.one_hot(y_l, K).to(dtype), y_u])
     a_rows, log_qa_rows, enc_part, aux_part = torch.cat([per_image[:n_l], per_image_u]).split(
-        [model.a_dim, 1, model.enc_y.out_features, model.aux_dec_x.out_features], dim=-1
+        [part.shape[-1] for part in shared], dim=-1
     )
     z_loc, z_logvar = (t.to(dtype) for t in model.encode(enc_part, y_rows))
     z = _sample(z_loc, z_logvar, generator)
     pa_loc, pa_logvar = (t.to(dtype) for t in model.aux_decode(aux_part, z, y_rows))
-    decoded = model.decode(z, y_rows).to(dtype)
+    decoded = model.decode(z, y_rows, a_rows).to(dtype)
 
     log_px_given_yz = torch.cat(  # an unlabelled image broadcast against its rows, not copied
         [

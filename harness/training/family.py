@@ -28,7 +28,11 @@ from harness.config.variants import Variant
 TERMS = ("loss", "labelled", "unlabelled", "classification")
 ENTRY_POINTS = "m2_harness.families"
 # the harness's families and their modules (named, not imported: they import this one)
-BUILT_IN = {"m2": "harness.families.m2", "adgm": "harness.families.adgm"}
+BUILT_IN = {
+    "m2": "harness.families.m2",
+    "adgm": "harness.families.adgm",
+    "sdgm": "harness.families.sdgm",
+}
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""The ADGM's fused objective (harness/families/adgm.py) against the same equations written
-plainly: a per-class loop over the unlabelled images, torch.distributions' densities and KL,
-and the same noise, in float64; and its variant's recipe as the module says."""
+"""The ADGM's and the SDGM's fused objective (harness/families/adgm.py) against the same
+equations written plainly: a per-class loop over the unlabelled images, torch.distributions'
+densities and KL, and the same noise, in float64; and their variants' recipe as the modules
+say."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from torch.distributions import Normal, kl_divergence
 
 from harness.config.variants import get_variant
 from harness.families.adgm import ADGM, adgm_loss
+from harness.training.family import get_family
 
 
 def _normal(loc_logvar: tuple[torch.Tensor, torch.Tensor]) -> Normal:
@@ -32,7 +34,8 @@ def plain_adgm_exact(model, x_l, y_l, x_u, alpha, eps_a, eps_z):
         y = F.one_hot(y, K).to(x.dtype)
         q_z = _normal(model.encode(model.encoder_xa_part(x, a), y))
         z = q_z.loc + q_z.scale * noise
-        log_px = -F.binary_cross_entropy_with_logits(model.decode(z, y), x, reduction="none")
+        logits = model.decode(z, y, a)
+        log_px = -F.binary_cross_entropy_with_logits(logits, x, reduction="none")
         p_a = _normal(model.aux_decode(model.aux_decoder_x_part(x), z, y))
         kl_z = kl_divergence(q_z, Normal(torch.zeros_like(z), torch.ones_like(z))).sum(-1)
         return -log_px.sum(-1) + math.log(K) + kl_z - p_a.log_prob(a).sum(-1) + log_qa
@@ -54,9 +57,11 @@ def plain_adgm_exact(model, x_l, y_l, x_u, alpha, eps_a, eps_z):
     }
 
 
-def test_the_fused_exact_objective_is_the_per_class_equations():
+@pytest.mark.parametrize("skip", [False, True], ids=["adgm", "sdgm"])
+def test_the_fused_exact_objective_is_the_per_class_equations(skip):
     torch.manual_seed(0)
-    model = ADGM(x_dim=12, num_classes=3, a_dim=4, z_dim=5, inference=(8, 7), generation=(6, 9))
+    sizes = {"inference": (8, 7), "generation": (6, 9), "skip": skip}
+    model = ADGM(x_dim=12, num_classes=3, a_dim=4, z_dim=5, **sizes)
     model = model.double()
     x_l, x_u = torch.rand(4, 12, dtype=torch.float64), torch.rand(5, 12, dtype=torch.float64)
     y_l = torch.tensor([0, 2, 1, 2])
@@ -76,9 +81,11 @@ def test_the_fused_exact_objective_is_the_per_class_equations():
         torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)
 
 
-def test_the_adgm_variant_is_the_authors_recipe_where_the_harness_has_the_knob():
-    variant = get_variant("adgm")
-    model = ADGM.from_variant(variant)
+@pytest.mark.parametrize("name", ["adgm", "sdgm"])
+def test_the_variants_are_the_authors_recipe_where_the_harness_has_the_knob(name):
+    variant = get_variant(name)
+    model = get_family(name).build(variant, 784)
+    assert (model.aux_dec_x is None, model.dec_a is not None) == (name == "sdgm",) * 2
     assert (model.a_dim, model.enc_z.out_features // 2) == (100, 100)
     assert [m.out_features for m in model.aux_encoder if isinstance(m, torch.nn.Linear)] == [
         500, 500, 200,

@@ -1,8 +1,10 @@
-"""The ADGM's objective checked against Pyro, as M2's is (tests/training/test_pyro.py).
+"""The ADGM's and the SDGM's objective checked against Pyro, as M2's is
+(tests/training/test_pyro.py).
 
-A Pyro model p(y) p(z) p(x|y,z) p(a|x,y,z) and guide q(a|x) q(y|a,x) q(z|a,y,x) are written
-around the harness's own ADGM modules, fed the noise the harness drew, and compared in float64
-with its fused loss (weighting sum: Pyro's losses are sums over the rows):
+A Pyro model p(y) p(z) p(a|x,y,z) p(x|y,z) (SDGM: p(a|y,z) p(x|a,y,z)) and guide q(a|x)
+q(y|a,x) q(z|a,y,x) are written around the harness's own modules, fed the noise the harness
+drew, and compared in float64 with its fused loss (weighting sum: Pyro's losses are sums over
+the rows):
 - the labelled term against `Trace_ELBO` with y observed, a and z sampled;
 - the unlabelled term of exact marginalisation against `TraceEnum_ELBO` with y enumerated in
   parallel beneath the sampled a (the authors' "a sampled once, outside the sum");
@@ -50,9 +52,9 @@ def pyro_losses(model: ADGM, x_l, y_l, x_u, eps_a, eps_z_l, eps_z_u):
             )
             z = pyro.sample("z", dist.Normal(torch.zeros(Z, dtype=x.dtype), 1.0).to_event(1))
             y = y.expand((*z.shape[:-1], K))  # y enumerated: (K, 1, K) beside z's (K, n, Z)
-            pyro.sample("x", dist.Bernoulli(logits=model.decode(z, y)).to_event(1), obs=x)
             loc, logvar = model.aux_decode(model.aux_decoder_x_part(x), z, y)
-            pyro.sample("a", dist.Normal(loc, _scale(logvar)).to_event(1))
+            a = pyro.sample("a", dist.Normal(loc, _scale(logvar)).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=model.decode(z, y, a)).to_event(1), obs=x)
 
     def guide(x, y=None, eps_a=None, eps_z=None):
         with pyro.plate("data", len(x)):
@@ -101,14 +103,16 @@ def kl_corrections(model: ADGM, x_l, y_l, x_u, eps_a, eps_z_l, eps_z_u):
     return labelled, unlabelled
 
 
-def test_the_adgm_objective_equals_pyros_elbos_with_y_enumerated(generated):
+@pytest.mark.parametrize("skip", [False, True], ids=["adgm", "sdgm"])
+def test_the_objective_equals_pyros_elbos_with_y_enumerated(skip, generated):
     pyro.clear_param_store()
     pyro.enable_validation(False)  # intensities in [0, 1], as the harness's Bernoulli takes them
     x = generated.train_x[: N_L + N_U, :20].double()
     y = generated.train_y[: N_L + N_U] % K
     x_l, y_l, x_u = x[:N_L], y[:N_L], x[N_L:]
     torch.manual_seed(0)
-    model = ADGM(x_dim=20, num_classes=K, a_dim=A, z_dim=Z, inference=(8, 7), generation=(6, 9))
+    sizes = {"inference": (8, 7), "generation": (6, 9), "skip": skip}
+    model = ADGM(x_dim=20, num_classes=K, a_dim=A, z_dim=Z, **sizes)
     model = model.double()
     with torch.no_grad():  # a sharp q(y|a,x): the entropy term is far from log K
         model.classifier[-1].weight.mul_(40.0)
