@@ -30,7 +30,7 @@ from harness.training.distributions import (
     log_prob_of_sample_class,
 )
 from harness.training.family import Family, ImageGrid, register_family
-from harness.training.networks import ACTIVATIONS, NetworkSpec, build_network, mlp
+from harness.training.networks import ACTIVATIONS, NetworkSpec, build_network, mlp, square_side
 
 
 class M2(nn.Module):
@@ -283,8 +283,9 @@ def analogies(model: M2, x: Tensor, rows: int = 8) -> ImageGrid:
 
 
 def image_grids(model: M2, test_x: Tensor) -> dict[str, ImageGrid]:
-    """The analogies, where M2 models the pixels (not M1's real-valued features)."""
-    if model.likelihood != "bernoulli" or test_x.shape[1] != 28 * 28:
+    """The analogies, where M2 models the pixels of square grey-level images (not M1's
+    real-valued features)."""
+    if model.likelihood != "bernoulli" or square_side(test_x.shape[1]) is None:
         return {}
     return {"analogies.png": analogies(model, test_x)}
 

@@ -14,12 +14,11 @@ import torch
 
 from harness.config.variants import NUM_CLASSES
 from harness.training.family import Family, ImageGrid, predict
+from harness.training.networks import square_side
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from torch import nn
-
-IMAGE_SIDE = 28
 
 
 def run_figures(
@@ -29,7 +28,7 @@ def run_figures(
     model.eval()
     predicted = predict(family, model, test_x)
     figures = {"confusion_matrix.png": confusion_matrix(test_y, predicted, NUM_CLASSES, name)}
-    for file, grid in family.image_grids(model, test_x).items():
+    for file, grid in family.image_grids(model, test_x).items():  # square images only
         figures[file] = image_grid(grid, name)
     return figures
 
@@ -60,8 +59,9 @@ def confusion_matrix(
 
 def image_grid(grid: ImageGrid, name: str) -> Figure:
     """`grid`'s images, side by side, a column label under each column."""
-    rows, columns, _ = grid.images.shape
-    side = IMAGE_SIDE
+    rows, columns, size = grid.images.shape
+    side = square_side(size)
+    assert side is not None, "image grids are of square grey-level images"
     images = grid.images.reshape(rows, columns, side, side)
     pixels = images.permute(0, 2, 1, 3).reshape(rows * side, columns * side).cpu().numpy()
     figure, ax = plt.subplots(figsize=(columns * 0.6, rows * 0.6))

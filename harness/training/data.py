@@ -1,43 +1,123 @@
-"""Datasets held whole on the training device, and the seeded, balanced labelled subset.
+"""Datasets held whole on the training device, the registry that names them, and the seeded,
+balanced labelled subset.
 
-Images come from torchvision's MNIST / FashionMNIST (raw files under `<root>/<Name>/raw`),
-verified against the publishers' MD5s, flattened to 784 floats in [0, 1], and moved to the
-device once: batches are drawn by index, with no DataLoader.
+A dataset is a `Dataset` descriptor, registered by name (`register_dataset`, as a family or a
+network is): its images' shape, its classes, the raw files it reads (with their MD5s) and how
+it reads its training and test images as flattened floats in [0, 1]. MNIST and Fashion-MNIST are
+torchvision's (raw files under `<root>/<Name>/raw`, verified against the publishers' MD5s); a
+dataset with no files (generated arrays, a researcher's own) needs no data root. Splits are moved
+to the device once: batches are drawn by index, with no DataLoader.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from harness.config.datasets import DATASETS as DATASET_NAMES
+from harness.config.datasets import name_dataset
+from harness.config.variants import NUM_CLASSES
 from harness.files import DATA_ROOT_ENV
 
+
+class DataError(RuntimeError):
+    """A dataset that is missing, corrupt, or cannot give what was asked of it."""
+
+
+Images = tuple[Tensor, Tensor, Tensor, Tensor]  # train_x, train_y, test_x, test_y
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What the harness knows of a dataset: `shape` (channels, height, width) of an image and
+    its `classes`; `read(root)` its training and test images, each flattened to floats in
+    [0, 1], with their int64 classes, on the CPU; the raw `files` it reads under
+    `<root>/<folder>/raw`, by MD5 (none: it needs no data root), and `download(root)` to fetch
+    them (None: they cannot be downloaded)."""
+
+    name: str
+    shape: tuple[int, int, int]
+    read: Callable[[Path], Images]
+    classes: int = NUM_CLASSES
+    folder: str = ""
+    files: dict[str, str] = field(default_factory=dict)
+    download: Callable[[Path], None] | None = None
+    description: str = ""
+
+
+DATASETS: dict[str, Dataset] = {}
+
+
+def register_dataset(dataset: Dataset) -> Dataset:
+    """Register `dataset` under its name, so that a variant's `dataset` can name it."""
+    if dataset.classes != NUM_CLASSES:
+        raise DataError(
+            f"dataset {dataset.name!r} has {dataset.classes} classes; the harness's variants "
+            f"and tables have {NUM_CLASSES} so far"
+        )
+    DATASETS[dataset.name] = dataset
+    name_dataset(dataset.name, dataset.description or DATASET_NAMES.get(dataset.name, ""))
+    return dataset
+
+
+def get_dataset(name: str) -> Dataset:
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def flatten_images(images: Tensor) -> Tensor:
+    """Images of 8-bit grey levels, (N, H, W) or (N, C, H, W), as (N, C*H*W) floats in [0, 1]."""
+    return images.reshape(len(images), -1).to(torch.float32) / 255.0
+
+
+def _torchvision(name: str, folder: str, files: dict[str, str]) -> Dataset:
+    """One of torchvision's 28x28 grey-level datasets (`folder` is its class's name)."""
+
+    def make(root: Path, train: bool, download: bool) -> Any:
+        from torchvision import datasets
+
+        return getattr(datasets, folder)(str(root), train=train, download=download)
+
+    def read(root: Path) -> Images:
+        train, test = make(root, True, False), make(root, False, False)
+        return flatten_images(train.data), train.targets, flatten_images(test.data), test.targets
+
+    def download(root: Path) -> None:
+        for train in (True, False):
+            make(root, train, True)
+
+    return register_dataset(Dataset(name, (1, 28, 28), read, NUM_CLASSES, folder, files, download))
+
+
 # MD5 of each uncompressed raw file, as torchvision and the publishers give them
-RAW_MD5 = {
-    "MNIST": {
+_torchvision(
+    "mnist",
+    "MNIST",
+    {
         "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
         "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
         "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
         "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
     },
-    "FashionMNIST": {
+)
+_torchvision(
+    "fashion-mnist",
+    "FashionMNIST",
+    {
         "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
         "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
         "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
         "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
     },
-}
-FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
-
-
-class DataError(RuntimeError):
-    """A dataset that is missing, corrupt, or cannot give what was asked of it."""
+)
 
 
 @dataclass(frozen=True)
@@ -73,11 +153,12 @@ _VERIFIED: set[tuple[Path, int, int]] = set()
 
 def verify_raw_files(dataset: str, root: Path) -> None:
     """Raise DataError if a raw file is absent or its MD5 is not the published one."""
-    folder = root / FOLDERS[dataset] / "raw"
-    for name, expected in RAW_MD5[FOLDERS[dataset]].items():
+    descriptor = get_dataset(dataset)
+    folder = root / descriptor.folder / "raw"
+    for name, expected in descriptor.files.items():
         path = folder / name
         if not path.exists():
-            raise DataError(_missing_message(dataset, root))
+            raise DataError(_missing_message(descriptor, root))
         stamp = (path.resolve(), path.stat().st_size, path.stat().st_mtime_ns)
         if stamp in _VERIFIED:  # checked already in this process, and unchanged since
             continue
@@ -89,50 +170,43 @@ def verify_raw_files(dataset: str, root: Path) -> None:
         _VERIFIED.add(stamp)
 
 
-def _missing_message(dataset: str, root: Path) -> str:
-    folder = root.resolve() / FOLDERS[dataset] / "raw"
-    files = ", ".join(RAW_MD5[FOLDERS[dataset]])
+def _missing_message(dataset: Dataset, root: Path) -> str:
+    folder = root.resolve() / dataset.folder / "raw"
     return (
-        f"{dataset} is not under {folder} and could not be downloaded. Put the uncompressed "
-        f"files {files} there, or point --data-root / ${DATA_ROOT_ENV} at a folder that holds "
-        f"{FOLDERS[dataset]}/raw/."
+        f"{dataset.name} is not under {folder} and could not be downloaded. Put the "
+        f"uncompressed files {', '.join(dataset.files)} there, or point --data-root / "
+        f"${DATA_ROOT_ENV} at a folder that holds {dataset.folder}/raw/."
     )
-
-
-def _torchvision_dataset(dataset: str, root: Path, train: bool, download: bool) -> Any:
-    from torchvision import datasets
-
-    cls = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}[dataset]
-    return cls(str(root), train=train, download=download)
 
 
 def ensure_dataset(
     dataset: str, root: str | os.PathLike | None = None, download: bool = True
 ) -> Path:
-    """Download `dataset` if it is missing (and allowed), then check its MD5s; the data root."""
-    if dataset not in FOLDERS:
-        raise DataError(f"unknown dataset {dataset!r}; known: {', '.join(FOLDERS)}")
+    """Download `dataset` if it is missing (and allowed), then check its MD5s; the data root
+    (a dataset with no files needs none: it is returned unchecked)."""
+    descriptor = get_dataset(dataset)
     root = resolve_data_root(root)
-    raw = root / FOLDERS[dataset] / "raw"
-    if not all((raw / name).exists() for name in RAW_MD5[FOLDERS[dataset]]):
+    if not descriptor.files:
+        return root
+    raw = root / descriptor.folder / "raw"
+    if not all((raw / name).exists() for name in descriptor.files):
         if not root.is_dir():  # a typo is not a place to download into: nothing is created
             raise DataError(
                 f"the data root {root.resolve()} does not exist; point --data-root / "
-                f"${DATA_ROOT_ENV} at the folder that holds {FOLDERS[dataset]}/raw/"
+                f"${DATA_ROOT_ENV} at the folder that holds {descriptor.folder}/raw/"
             )
-        if not download:
-            raise DataError(_missing_message(dataset, root))
-        made = [f for f in (root / FOLDERS[dataset], raw) if not f.exists()]
+        if not download or descriptor.download is None:
+            raise DataError(_missing_message(descriptor, root))
+        made = [f for f in (root / descriptor.folder, raw) if not f.exists()]
         try:
-            for train in (True, False):
-                _torchvision_dataset(dataset, root, train, download=True)
+            descriptor.download(root)
         except Exception as err:  # offline, or a mirror refused: one clear line
             for folder in reversed(made):  # leave no empty folder behind
                 if folder.is_dir() and not any(folder.iterdir()):
                     folder.rmdir()
             reason = " ".join(str(err).split())[:200]
             raise DataError(
-                f"{_missing_message(dataset, root)} (download failed: {reason})"
+                f"{_missing_message(descriptor, root)} (download failed: {reason})"
             ) from None
     verify_raw_files(dataset, root)
     return root
@@ -148,13 +222,7 @@ def load_splits(
     """Load a dataset onto `device`; the last `validation` training images become the
     validation split (as Kingma et al. hold out the last 10,000)."""
     root = ensure_dataset(dataset, root, download)
-    train = _torchvision_dataset(dataset, root, True, download=False)
-    test = _torchvision_dataset(dataset, root, False, download=False)
-
-    def flat(images: Tensor) -> Tensor:
-        return images.reshape(len(images), -1).to(device=device, dtype=torch.float32) / 255.0
-
-    train_x, train_y = flat(train.data), train.targets.to(device)
+    train_x, train_y, test_x, test_y = (t.to(device) for t in get_dataset(dataset).read(root))
     if not 0 <= validation < len(train_x):
         raise DataError(f"validation must be in [0, {len(train_x)}), got {validation}")
     cut = len(train_x) - validation
@@ -163,8 +231,8 @@ def load_splits(
         train_y=train_y[:cut],
         val_x=train_x[cut:],
         val_y=train_y[cut:],
-        test_x=flat(test.data),
-        test_y=test.targets.to(device),
+        test_x=test_x,
+        test_y=test_y,
     )
 
 

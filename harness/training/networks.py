@@ -5,6 +5,7 @@ classifier's and the encoder's x-reading network by name (`classifier_net`, `enc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,12 @@ from harness.config.networks import name_network
 from harness.training.softplus import Softplus
 
 ACTIVATIONS = {"relu": nn.ReLU, "softplus": Softplus}
-IMAGE_SIDE = 28
+
+
+def square_side(pixels: int) -> int | None:
+    """The side of a square grey-level image of `pixels` values (784: 28), else None."""
+    side = math.isqrt(pixels)
+    return side if side * side == pixels else None
 
 
 @dataclass(frozen=True)
@@ -71,17 +77,23 @@ def mlp(in_dim: int, out_dim: int, spec: NetworkSpec) -> nn.Module:
 
 
 class _Image(nn.Module):
+    def __init__(self, side: int) -> None:
+        super().__init__()
+        self.side = side
+
     def forward(self, x: Tensor) -> Tensor:
-        return x.view(-1, 1, IMAGE_SIDE, IMAGE_SIDE)
+        return x.view(-1, 1, self.side, self.side)
 
 
 @register_network
 def cnn(in_dim: int, out_dim: int, spec: NetworkSpec) -> nn.Module:
-    """A small CNN on the 28x28 image: two 3x3 convolutions of stride 2 (32 and 64 channels,
-    each with optional batch norm and the activation), flattened, then `mlp` on the features."""
-    if in_dim != IMAGE_SIDE * IMAGE_SIDE:
-        raise ValueError(f"cnn reads 28x28 images (784 inputs), got {in_dim} inputs")
-    layers: list[nn.Module] = [_Image()]
+    """A small CNN on a square grey-level image (28x28 for MNIST): two 3x3 convolutions of
+    stride 2 (32 and 64 channels, each with optional batch norm and the activation), flattened,
+    then `mlp` on the features."""
+    side = square_side(in_dim)
+    if side is None:
+        raise ValueError(f"cnn reads square grey-level images (784 inputs: 28x28), got {in_dim}")
+    layers: list[nn.Module] = [_Image(side)]
     channels = 1
     for out_channels in (32, 64):
         layers.append(nn.Conv2d(channels, out_channels, 3, stride=2, padding=1))
@@ -90,4 +102,5 @@ def cnn(in_dim: int, out_dim: int, spec: NetworkSpec) -> nn.Module:
         layers.append(ACTIVATIONS[spec.activation]())
         channels = out_channels
     layers.append(nn.Flatten())
-    return nn.Sequential(*layers, mlp(64 * 7 * 7, out_dim, spec))
+    after = math.ceil(side / 4)  # each padded stride-2 convolution halves the side, rounding up
+    return nn.Sequential(*layers, mlp(64 * after * after, out_dim, spec))

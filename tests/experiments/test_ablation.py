@@ -340,11 +340,14 @@ def test_two_ablations_writing_to_one_store_at_once_lose_nothing(tmp_path):
 def test_a_cell_with_a_nan_loss_fails_alone_and_the_ablation_goes_on(
     tiny, tmp_path, monkeypatch, capsys
 ):
+    from dataclasses import replace
+
     import torch
 
-    from harness.training import step as step_module
+    from harness.training import family as family_module
 
-    real_loss = step_module.m2_loss
+    m2 = family_module.get_family("m2")
+    real_loss = m2.objective
 
     def nan_for_the_control(model, *args, estimator, **kwargs):
         terms = real_loss(model, *args, estimator=estimator, **kwargs)
@@ -352,7 +355,7 @@ def test_a_cell_with_a_nan_loss_fails_alone_and_the_ablation_goes_on(
             terms["classification"] = terms["classification"] * torch.tensor(float("nan"))
         return terms
 
-    monkeypatch.setattr(step_module, "m2_loss", nan_for_the_control)
+    monkeypatch.setitem(family_module.REGISTERED, "m2", replace(m2, objective=nan_for_the_control))
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert (
         main(

@@ -160,19 +160,22 @@ def test_a_stack_that_only_partly_has_checkpoints_is_refused(store, tmp_path, mo
 
 
 def test_a_non_finite_loss_marks_the_run_failed_with_the_reason(store, tmp_path, monkeypatch):
+    from dataclasses import replace
+
     import torch
 
-    from harness.training import step as step_module
+    from harness.training import family as family_module
     from harness.training.trainer import NonFiniteLossError
 
-    real_loss = step_module.m2_loss
+    m2 = family_module.get_family("m2")
+    real_loss = m2.objective
 
     def nan_loss(*args, **kwargs):
         terms = real_loss(*args, **kwargs)
         terms["unlabelled"] = terms["unlabelled"] * torch.tensor(float("nan"))
         return terms
 
-    monkeypatch.setattr(step_module, "m2_loss", nan_loss)
+    monkeypatch.setitem(family_module.REGISTERED, "m2", replace(m2, objective=nan_loss))
     tracker = Tracker(store, "nan")
     with pytest.raises(NonFiniteLossError):
         runner.run_variant(

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
+from harness.config.variants import VariantError, create_variant, load_user_variants
 from harness.training.data import DataError, balanced_label_subset, load_splits, resolve_data_root
+from harness.training.trainer import Trainer
 
 
 def test_mnist_loads_whole_onto_the_device(mnist):
@@ -73,3 +76,16 @@ def test_data_root_from_flag_then_environment(monkeypatch, tmp_path):
     assert resolve_data_root("/elsewhere").as_posix() == "/elsewhere"
     monkeypatch.delenv("M2_DATA_ROOT")
     assert resolve_data_root(None).as_posix() == "data"
+
+
+def test_a_dataset_registered_from_an_outside_file_trains_without_a_data_root(tmp_path):
+    load_user_variants(Path(__file__).with_name("generated_dataset.py"))
+    splits = load_splits("blobs", tmp_path / "no-such-root", validation=200)
+    assert splits.train_x.shape == (1_800, 64) and splits.test_x.shape == (500, 64)
+    assert len(splits.val_x) == 200 and 0 <= splits.train_x.min() <= splits.train_x.max() <= 1
+    variant = create_variant("exact-blobs", {"epochs": 1, "labels": 100})
+    trainer = Trainer(variant, splits, "cpu", max_steps=30, progress=False)
+    (report,) = trainer.run_epoch()
+    assert report.test_accuracy > 0.3  # its classes are learnable
+    with pytest.raises(VariantError, match="dataset 'blobz' is not a registered dataset"):
+        create_variant("exact", {"dataset": "blobz"})
