@@ -373,6 +373,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from harness.runs.records import read_record
+    from harness.runs.reproduce import reproduce
+
+    record = read_record(args.record)
+    verify_data(args, record.variant.dataset)
+    print(f"{args.record}: rerunning its first {args.epochs} epochs here")
+    outcome = reproduce(record, args.epochs, args.data_root)
+    print(outcome.summary())
+    return 0 if outcome.difference is None else 1
+
+
 def cmd_load(args: argparse.Namespace) -> int:
     from harness.config.ablations import load_ablation
     from harness.experiments.ablate import log_records
@@ -751,6 +763,20 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--epochs", type=int, help="the runs' epoch budget (default: the file's)")
     compare.add_argument("--max-steps", type=int, help="the runs' step cap (default: none)")
     compare.set_defaults(func=cmd_compare)
+
+    reproduce = sub.add_parser(
+        "reproduce",
+        help="rerun a run record's first epochs: does it reproduce, and if not, why?",
+        description="Train RECORD's first epochs again with every setting it holds, on the "
+        "CPU with its threads, and compare them epoch by epoch at the record's precision; exit "
+        "1 with the first difference and what differs from where it was made (commit and "
+        "numerics version, torch, device, processor, instruction set) if they differ.",
+    )
+    reproduce.add_argument("record", help="a run record, e.g. results/runs/exact-...-s0.json")
+    reproduce.add_argument("--epochs", type=int, default=1, help="epochs to rerun (default 1)")
+    reproduce.add_argument("--data-root", help="folder holding MNIST/raw (default: $M2_DATA_ROOT)")
+    reproduce.add_argument("--no-download", action="store_true", help="never download data")
+    reproduce.set_defaults(func=cmd_reproduce)
 
     search = sub.add_parser("search", help="an Optuna study over a variant's search space")
     search.add_argument("name")
