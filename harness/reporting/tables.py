@@ -28,6 +28,7 @@ from harness.reporting.statistics import (
     t_interval,
 )
 from harness.runs.records import RUNS_FOLDER, RunRecord, find_records, missing_records
+from harness.runs.reproduce import numerics_version_at
 from harness.training.stopping import TARGET_PERCENTS
 
 if TYPE_CHECKING:
@@ -109,6 +110,8 @@ def _row(record: RunRecord, cell: Cell, order: int, axes: Sequence[str]) -> dict
         "samples_per_sec": out["final_samples_per_sec"],
         "git_commit": " & ".join(sorted({_commit(s) for s in segments})),
         "machine": " & ".join(sorted({s.get("device_name") or "unknown" for s in segments})),
+        "numerics": " & ".join(sorted({_numerics(s, made) for s in segments})),
+        "instruction_set": made.get("cpu_capability", "unrecorded"),
         "finished": made.get("finished", ""),
         # controls are not swept along an axis that does not change the problem
         **{
@@ -116,6 +119,15 @@ def _row(record: RunRecord, cell: Cell, order: int, axes: Sequence[str]) -> dict
             for axis in axes
         },
     }
+
+
+def _numerics(segment: dict, made: dict) -> str:
+    """The numerics version a segment trained under: the record's own (the last segment's,
+    where it names one), else the one its commit had (training/numerics.py's starts)."""
+    if segment is (made.get("segments") or [made])[-1] and "numerics_version" in made:
+        return f"version {made['numerics_version']}"
+    version = numerics_version_at(segment.get("git_commit", ""))
+    return f"version {version}" if version is not None else "version unknown (commit not here)"
 
 
 def _commit(segment: dict) -> str:
@@ -370,9 +382,21 @@ def provenance(ablation: Ablation, runs: pd.DataFrame, epochs: int, max_steps: i
         "rebuild": f"m2h table {ablation.name}{budget}",
         "commit": counted("git_commit"),
         "machine": counted("machine"),
+        "numerics": counted("numerics") + _mixed(runs, "numerics"),
+        "instruction_set": counted("instruction_set") + _mixed(runs, "instruction_set"),
         "wall_time": f"{runs['wall_seconds'].sum() / 3600:.2f} h summed over {len(runs)} runs "
         f"(finished {runs['finished'].min()} to {runs['finished'].max()})",
     }
+
+
+def _mixed(runs: pd.DataFrame, column: str) -> str:
+    """The cells whose runs trained under more than one value of `column` (a numerics version,
+    an instruction set), said, so that nobody reads one arithmetic into them."""
+    spans = runs.groupby("cell", sort=False)[column].agg(
+        lambda v: len({*" & ".join(v).split(" & ")})
+    )
+    mixed = [str(cell) for cell, n in spans.items() if n > 1]
+    return f" (cells whose runs mix them: {', '.join(mixed)})" if mixed else ""
 
 
 def m1_note(
@@ -482,6 +506,7 @@ def write_table(
         f"- command: `{meta['command']}` (then `{meta['rebuild']}`)",
         f"- commit: {meta['commit']}",
         f"- machine: {meta['machine']}",
+        f"- numerics: {meta['numerics']}; instruction set: {meta['instruction_set']}",
         f"- time: {meta['wall_time']}",
         f"- progress: {meta['progress']}",
         *([f"- M1: {meta['m1']}"] if meta.get("m1") else []),

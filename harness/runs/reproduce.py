@@ -6,6 +6,7 @@ between), torch, the device, the processor and its instruction set, the threads.
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -76,6 +77,7 @@ def first_difference(recorded: list[EpochReport], rerun: list[EpochReport]) -> s
     return None
 
 
+@functools.cache
 def numerics_version_at(commit: str) -> int | None:
     """The numerics version a commit trained under: the last version whose first commit is it
     or one of its ancestors (None where git cannot say)."""

@@ -202,3 +202,19 @@ def test_the_final_plot_of_m1m2_cells_shows_the_papers_m1m2_row_too(tmp_path):
     assert [PAPER_M1M2_ERROR[n][0] for n in (100, 600)] in heights
     legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
     assert "paper's M1+M2 (Kingma et al. 2014)" in legend
+
+
+def test_a_table_says_which_cells_mix_numerics_versions():
+    import pandas as pd
+
+    from harness.reporting.tables import _mixed, _numerics
+
+    old = {"git_commit": "6e1b6f0~1"}  # before the softplus change: version 0 where git knows
+    made = {"numerics_version": 1, "segments": [old, {"git_commit": "HEAD"}]}
+    assert _numerics(made["segments"][-1], made) == "version 1"  # the record's own word
+    assert _numerics({"git_commit": "0" * 40}, made) == "version unknown (commit not here)"
+    runs = pd.DataFrame(
+        {"cell": ["a", "a", "b"], "numerics": ["version 0", "version 1", "version 1 & version 0"]}
+    )
+    assert _mixed(runs, "numerics") == " (cells whose runs mix them: a, b)"
+    assert _mixed(runs[runs.cell == "a"].iloc[1:], "numerics") == ""
