@@ -34,9 +34,9 @@ from torch import Tensor, nn
 from harness.config.variants import NUM_CLASSES, Variant
 from harness.families.m2 import (
     objective_settings,
-    term_weights,
     unlabelled_bound,
     unlabelled_rows,
+    weighted_terms,
 )
 from harness.training.distributions import (
     LIKELIHOOD_OUTPUTS,
@@ -210,13 +210,7 @@ def adgm_loss(
         log_q_u = F.log_softmax(logits_y[n_l:], dim=-1)
         by_image = neg_elbo[n_l:].view(n_u, rows_per_image)
         unlabelled = unlabelled_bound(estimator, y_term, by_image, log_q_u, y_u).mean()
-    w_l, w_u = term_weights(weighting, n_l, n_u)
-    return {
-        "loss": w_l * labelled + w_u * unlabelled + alpha * w_l * classification,
-        "labelled": labelled,
-        "unlabelled": unlabelled,
-        "classification": classification,
-    }
+    return weighted_terms(labelled, unlabelled, classification, alpha, weighting, n_l, n_u)
 
 
 def classify(model: ADGM, x: Tensor) -> Tensor:

@@ -242,6 +242,19 @@ def m2_loss(
         neg_elbo_u_given_y = -log_px_given_yz_u - log_py + kl_z[n_l:].view(n_u, per_image)
         unlabelled = unlabelled_bound(estimator, y_term, neg_elbo_u_given_y, log_q_u, y_u).mean()
 
+    return weighted_terms(labelled, unlabelled, classification, alpha, weighting, n_l, n_u)
+
+
+def weighted_terms(
+    labelled: Tensor,
+    unlabelled: Tensor,
+    classification: Tensor,
+    alpha: float,
+    weighting: str,
+    n_l: int,
+    n_u: int,
+) -> dict[str, Tensor]:
+    """The three means and the loss w_l L + w_u U + alpha w_l CE (`term_weights`' w)."""
     w_l, w_u = term_weights(weighting, n_l, n_u)
     return {
         "loss": w_l * labelled + w_u * unlabelled + alpha * w_l * classification,

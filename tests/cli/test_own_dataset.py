@@ -5,13 +5,12 @@ root and no other file changed."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
+
+from tests.m2h_process import run_m2h
 
 ABLATION = """description = "exact against Gumbel on generated 8x8 images"
 variants = ["exact-blobs", "gumbel-blobs"]
@@ -26,16 +25,9 @@ DATASET = Path(__file__).parents[1] / "training" / "generated_dataset.py"
 
 
 def _m2h(folder: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "--variants", "my_dataset.py", *args],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "M2_DATA_ROOT": str(folder / "no-data-here")},
+    return run_m2h(
+        folder, "my_dataset.py", *args, env={"M2_DATA_ROOT": str(folder / "no-data-here")}
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
 
 
 def test_a_dataset_in_one_outside_file_runs_ablates_tables_and_compares(tmp_path):

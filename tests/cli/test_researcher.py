@@ -5,14 +5,13 @@ as a grid."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from harness.config.ablations import AblationError, sweep_spec
+from tests.m2h_process import run_m2h
 
 VARIANTS = '''
 from harness.config.variants import get_variant, register_variant
@@ -27,15 +26,7 @@ QUICK = ["--epochs", "1", "--max-steps", "3", "--no-track"]
 
 
 def _m2h(folder: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "--variants", "my_variants.py", *args],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+    return run_m2h(folder, "my_variants.py", *args)
 
 
 @pytest.mark.e2e

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from tests.m2h_process import run_m2h
 
 ABLATION = """description = "softmax regression, a family of its own, against supervised-only"
 variants = ["softmax-regression"]
@@ -26,15 +26,7 @@ BUDGET = ["--epochs", "1", "--max-steps", "3"]
 
 
 def _m2h(folder: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "--variants", "my_family.py", *args],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+    return run_m2h(folder, "my_family.py", *args)
 
 
 @pytest.mark.e2e
