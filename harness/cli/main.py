@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from harness.tracking.tracker import Tracker
 
 LIST_COLUMNS = (
+    "family",
     "estimator",
     "y_term",
     "temperature",

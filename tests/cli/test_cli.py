@@ -37,7 +37,9 @@ def test_list_shows_every_variant_with_its_knobs(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     header = out.splitlines()[0].split()
-    assert header[:3] == ["name", "estimator", "y_term"] and "temperature" in header
+    assert header[:4] == ["name", "family", "estimator", "y_term"] and "temperature" in header
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:]}
+    assert (rows["exact"], rows["adgm"], rows["sdgm"]) == ("m2", "adgm", "sdgm")
     for name in [
         "tutorial-gumbel",
         "paper-exact",
