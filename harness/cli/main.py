@@ -374,6 +374,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_answers(args: argparse.Namespace) -> int:
+    from harness.reporting.answers import write_answers
+
+    path = write_answers(args.out)
+    print(path.read_text())
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from harness.runs.records import read_record
     from harness.runs.reproduce import reproduce
@@ -764,6 +773,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--epochs", type=int, help="the runs' epoch budget (default: the file's)")
     compare.add_argument("--max-steps", type=int, help="the runs' step cap (default: none)")
     compare.set_defaults(func=cmd_compare)
+
+    answers = sub.add_parser(
+        "answers",
+        help="results/answers.md: one row per ablation, its question, pick and verdicts",
+    )
+    answers.add_argument("--out", default="results", help="results folder holding runs/")
+    answers.set_defaults(func=cmd_answers)
 
     reproduce = sub.add_parser(
         "reproduce",

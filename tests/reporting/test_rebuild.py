@@ -11,7 +11,9 @@ import pytest
 from harness.cli.main import main
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
-TABLES = sorted(p.stem for p in RESULTS.glob("*.md") if p.stem not in ("README", "performance"))
+TABLES = sorted(
+    p.stem for p in RESULTS.glob("*.md") if p.stem not in ("README", "performance", "answers")
+)
 SNAPSHOT = "- snapshot without run records:"
 
 
@@ -38,3 +40,10 @@ def test_a_table_rebuilds_byte_for_byte_or_says_it_is_a_snapshot(name, tmp_path,
         assert ours.exists() == theirs.exists(), suffix
         if theirs.exists():
             assert ours.read_bytes() == theirs.read_bytes(), f"{name}{suffix} differs"
+
+
+def test_the_answers_page_rebuilds_byte_for_byte(tmp_path, capsys):
+    shutil.copytree(RESULTS / "runs", tmp_path / "runs")
+    assert main(["answers", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "answers.md").read_bytes() == (RESULTS / "answers.md").read_bytes()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from harness.config.ablations import load_ablation
@@ -218,3 +220,14 @@ def test_a_table_says_which_cells_mix_numerics_versions():
     )
     assert _mixed(runs, "numerics") == " (cells whose runs mix them: a, b)"
     assert _mixed(runs[runs.cell == "a"].iloc[1:], "numerics") == ""
+
+
+def test_the_answers_page_asks_each_ablations_question_and_keeps_controls_apart():
+    from harness.config.ablations import load_ablation
+    from harness.reporting.answers import answers_markdown, question
+
+    assert question(load_ablation("m1m2")) == "M1+M2 (Kingma et al. 2014, Table 1's best row)"
+    page = answers_markdown(Path(__file__).resolve().parents[2] / "results", ["estimator"])
+    (row,) = [line for line in page.splitlines() if line.startswith("| [`estimator`]")]
+    # the supervised-only control is worse, but it is no answer to "which estimator"
+    assert "3 no difference; the controls: worse" in row and "| none " in row
