@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from harness.config.datasets import DATASETS
+from harness.config.families import FAMILIES
 from harness.config.networks import NETWORKS
 from harness.config.variants import (
     USER_VARIANTS_ENV,
@@ -87,10 +89,15 @@ def cmd_show(args: argparse.Namespace) -> int:
             f"\n({left_out} settings that do not apply to this variant left out; "
             f"`m2h show {variant.name} --all` lists every one)"
         )
-    print("\nnetworks that classifier_net and encoder_net can name (`--set classifier_net=cnn`):")
-    width = max(len(name) for name in NETWORKS)
-    for name, description in NETWORKS.items():
-        print(f"  {name.ljust(width)}  {description}")
+    for names, what in (
+        (FAMILIES, "families that family can name (`--set family=adgm`)"),
+        (DATASETS, "datasets that dataset can name (`--set dataset=fashion-mnist`)"),
+        (NETWORKS, "networks that classifier_net and encoder_net can name (`--set ...=cnn`)"),
+    ):
+        print(f"\n{what}:")
+        width = max(len(name) for name in names)
+        for name, description in names.items():
+            print(f"  {name.ljust(width)}  {description}")
     return 0
 
 
