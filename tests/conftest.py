@@ -38,16 +38,26 @@ def _isolated(monkeypatch, tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _registry_as_found():
-    """Every test leaves the variant registry as it found it (a test may register variants,
-    or load exported ones)."""
-    from harness.config import variants
+    """Every test leaves the registries as it found them: variants (a test may register some,
+    or load exported ones, or a researcher's file, which loads once per process), families,
+    datasets and their names."""
+    from harness.config import datasets, families, variants
+    from harness.training import data, family
 
-    registry, spaces = dict(variants._REGISTRY), dict(variants._SPACES)
+    kept = [
+        variants._REGISTRY,
+        variants._SPACES,
+        variants._LOADED,
+        families.FAMILIES,
+        datasets.DATASETS,
+        family.REGISTERED,
+        data.DATASETS,
+    ]
+    copies = [type(registry)(registry) for registry in kept]
     yield
-    variants._REGISTRY.clear()
-    variants._REGISTRY.update(registry)
-    variants._SPACES.clear()
-    variants._SPACES.update(spaces)
+    for registry, copy in zip(kept, copies, strict=True):
+        registry.clear()
+        registry.update(copy)
 
 
 def _tree_state() -> set[str]:

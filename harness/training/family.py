@@ -85,8 +85,8 @@ def _load_installed(name: str | None = None) -> None:
     """Import the built-in and the installed families' modules (the one called `name`, or all):
     each registers its family."""
     for family, module in BUILT_IN.items():
-        if name in (None, family):
-            import_module(module)
+        if name in (None, family):  # registered again if a registry was reset since its import
+            register_family(import_module(module).FAMILY)
     for entry in entry_points(group=ENTRY_POINTS):
         if name in (None, entry.name):
             entry.load()

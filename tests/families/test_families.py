@@ -71,3 +71,10 @@ def test_an_unknown_family_is_refused_with_the_registered_ones():
         create_variant("exact", {"family": "m2s"})
     with pytest.raises(ValueError, match=r"family .nope. is not registered.*entry-point group"):
         get_family("nope")
+
+
+def test_a_built_in_family_is_found_again_after_the_registry_is_emptied():
+    from harness.training import family
+
+    family.REGISTERED.clear()  # the conftest puts it back after the test
+    assert get_family("adgm").name == "adgm" and "m2" in list_families()

@@ -22,7 +22,7 @@ from harness.training.trainer import Trainer
 DATASET = Path(__file__).parents[1] / "training" / "generated_dataset.py"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def record():
     """Two epochs of exact M2 on the generated dataset, recorded as a run would be."""
     load_user_variants(DATASET)
