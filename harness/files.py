@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,20 +32,44 @@ def ensure_writable(folder: Path, what: str) -> None:
         raise OutputError(f"the {what} {folder} cannot be written: {err.strerror}") from None
 
 
+def inside(folder: str | os.PathLike, name: str) -> Path:
+    """`folder/name` for a name that is one plain component, so the path stays in `folder`;
+    OutputError otherwise (names are checked where they are given, `config/names.py`: this
+    holds for any other way a name could arrive)."""
+    part = Path(name)
+    if part.is_absolute() or len(part.parts) != 1 or part.name in ("", ".", ".."):
+        raise OutputError(f"{name!r} would be written outside {folder}: refused")
+    return Path(folder) / part
+
+
 def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
     """Call `write(tmp)` for a temporary file beside `path` whose name is this writer's own
     (its pid and a random part), then rename it over `path`: two writers of one file never
     collide, and a reader sees the old file or the new one, never half of one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_all_atomically({path: write})
     return path
+
+
+def write_all_atomically(writers: Mapping[Path, Callable[[Path], object]]) -> list[Path]:
+    """Write each file of a set (`write(tmp)` to a temporary file of this writer's beside it)
+    and only when every one is written, rename them all over their paths: a failure (a full
+    disk, an error in any writer) removes the temporary files and leaves every earlier file of
+    the set as it was."""
+    temporary: dict[Path, Path] = {}
+    try:
+        for path, write in writers.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+            temporary[path] = tmp
+            write(tmp)
+        for path, tmp in temporary.items():
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp in temporary.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    return list(writers)
 
 
 def sqlite_path(uri: str) -> Path | None:

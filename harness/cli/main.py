@@ -199,6 +199,7 @@ def write_sweep(args: argparse.Namespace) -> str:
     base and the swept keys), so that it runs, tables and plots by its name like any ablation;
     a different file of that name is never overwritten."""
     from harness.config.ablations import sweep_spec
+    from harness.config.names import check_name
     from harness.files import ensure_writable, write_atomically
 
     if not args.base:
@@ -206,7 +207,7 @@ def write_sweep(args: argparse.Namespace) -> str:
     default, text = sweep_spec(
         args.base, args.sweep, parse_overrides(args.set or []), args.seeds, args.epochs
     )
-    name = args.name or default
+    name = check_name(args.name or default, "ablation")
     path = Path("ablations") / f"{name}.toml"
     if path.exists() and path.read_text() != text:
         raise UsageError(f"{path} exists with other settings; name this sweep: m2h ablate NAME ...")
@@ -418,6 +419,8 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from harness.config.names import check_name
+    from harness.config.variants import check_export_name
     from harness.experiments.search import (
         SearchSpec,
         export_best,
@@ -429,6 +432,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if args.trials is None and not args.export:
         raise UsageError("say how many trials the study should hold (--trials T)")
+    study = check_name(args.study or f"{args.name}-search", "study")
+    if args.export:
+        check_export_name(args.export)
     if args.trials is not None and args.trials < 1:
         raise UsageError(f"--trials must be >= 1, got {args.trials}")
     if args.jobs > 1 and (args.storage or "sqlite").startswith("sqlite"):
@@ -441,7 +447,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     verify_data(args, variant.dataset)
     spec = SearchSpec(
         variant=args.name,
-        study=args.study or f"{args.name}-search",
+        study=study,
         storage=args.storage,
         space=space,
         settings=parse_overrides(args.set or []),

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.config.names import InvalidNameError, check_name
 from harness.config.variants import Variant, create_variant, get_variant, parse_value
 
 ABLATIONS_DIR = Path(__file__).resolve().parents[2] / "ablations"
@@ -186,6 +187,10 @@ def ablation_file(name: str, directory: Path | None = None) -> Path:
 def load_ablation(name: str, directory: Path | None = None) -> Ablation:
     """Read the ablation file `name` (`ablation_file`) and check every name in it."""
     path = ablation_file(name, directory)
+    try:
+        check_name(path.stem, "ablation")  # it names the tables, plots and MLflow runs
+    except InvalidNameError as err:
+        raise AblationError(str(err)) from None
     if not path.exists():
         known = available(directory)
         hint = difflib.get_close_matches(name, known, n=1)

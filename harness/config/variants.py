@@ -22,7 +22,9 @@ from typing import Any, Literal
 
 from harness.config.datasets import DATASETS
 from harness.config.families import FAMILIES
+from harness.config.names import InvalidNameError, check_name
 from harness.config.networks import NETWORKS
+from harness.files import write_atomically
 
 Estimator = Literal["exact", "gumbel", "gumbel-st", "supervised"]
 NUM_CLASSES = 10
@@ -416,6 +418,8 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
 
 _REGISTRY: dict[str, Variant] = {}
 _SPACES: dict[str, dict[str, Any]] = {}
+BUILT_IN_MODULE = "harness.config.zoo"  # its variants are the built-in ones
+_BUILT_IN: set[str] = set()
 USER_VARIANTS_ENV = "M2H_VARIANTS"
 
 
@@ -424,11 +428,14 @@ def register_variant(
     variant: Variant | None = None,
     *,
     space: dict[str, Any] | None = None,
+    replace: bool = False,
 ) -> Any:
     """Register a variant: `@register_variant`, `@register_variant(space=...)` on a factory
-    function, or `register_variant(name, variant, space=...)`. `space` is what a search tunes."""
+    function, or `register_variant(name, variant, space=...)`. `space` is what a search tunes.
+    The name must be able to name a file (`config/names.py`); a built-in variant (the zoo's) is
+    redefined only with `replace=True`, so a variants file never changes one by accident."""
     if fn_or_name is None:
-        return lambda fn: register_variant(fn, space=space)
+        return lambda fn: register_variant(fn, space=space, replace=replace)
     if isinstance(fn_or_name, str):
         if variant is None:
             raise TypeError("register_variant(name, variant) needs a variant")
@@ -437,6 +444,18 @@ def register_variant(
         name = fn_or_name.__name__.replace("_", "-")
         doc = " ".join((fn_or_name.__doc__ or "").split())
         registered = fn_or_name().replace(name=name, description=doc)
+    try:
+        check_name(name, "variant")
+    except InvalidNameError as err:
+        raise VariantError(str(err)) from None
+    module = getattr(fn_or_name, "__module__", None)
+    if name in _BUILT_IN and not replace and module != BUILT_IN_MODULE:
+        raise VariantError(
+            f"variant {name!r} is built in; to redefine it, say so: `replace = true` in its "
+            f"TOML table, or register_variant(..., replace=True); else give yours a new name"
+        )
+    if module == BUILT_IN_MODULE:
+        _BUILT_IN.add(name)
     _REGISTRY[name] = registered
     _SPACES[name] = dict(space or {})
     return fn_or_name if not isinstance(fn_or_name, str) else registered
@@ -449,6 +468,8 @@ def user_variants_path() -> Path:
 
 
 _LOADED: set[Path] = set()
+# what a variant's table in a TOML variants file may hold (`tuned`: where an export was tuned)
+TOML_KEYS = {"base", "description", "set", "replace", "tuned"}
 
 
 def load_user_variants(path: Path) -> None:
@@ -470,14 +491,23 @@ def load_user_variants(path: Path) -> None:
         raise VariantError(f"{path} is not valid TOML: {err}") from None
     for name, entry in spec.items():
         try:
+            if not isinstance(entry, dict):
+                raise VariantError(f"must be a table ([{name}] with base = ...), not a value")
+            strays = set(entry) - TOML_KEYS
+            if strays:
+                known = ", ".join(sorted(TOML_KEYS))
+                raise VariantError(f"unknown key {', '.join(sorted(strays))} (known: {known})")
+            if "base" not in entry:
+                raise VariantError('names no base (base = "VARIANT")')
             variant = create_variant(entry["base"], entry.get("set", {}))
-        except (VariantError, KeyError, TypeError, AttributeError) as err:
+            register_variant(
+                name,
+                variant.replace(description=str(entry.get("description", ""))),
+                space=_SPACES.get(variant.name),
+                replace=entry.get("replace") is True,
+            )
+        except (VariantError, TypeError, AttributeError) as err:
             raise VariantError(f"{path}: variant [{name}]: {err}") from None
-        register_variant(
-            name,
-            variant.replace(description=entry.get("description", "")),
-            space=_SPACES.get(variant.name),
-        )
 
 
 def _run_module(path: Path) -> None:
@@ -519,6 +549,18 @@ def load_configured_variants() -> None:
     load_user_variants(user_variants_path())
 
 
+def check_export_name(name: str) -> str:
+    """`name` when an export may take it (it can name a file and no built-in variant has it);
+    checked before a search trains anything."""
+    try:
+        check_name(name, "variant")
+    except InvalidNameError as err:
+        raise VariantError(str(err)) from None
+    if name in _BUILT_IN:
+        raise VariantError(f"variant {name!r} is built in; export the trial under a new name")
+    return name
+
+
 def save_user_variant(
     name: str,
     base: str,
@@ -529,6 +571,7 @@ def save_user_variant(
 ) -> Path:
     """Add (or replace) `name` in the exports file, with where it was `tuned` (study, budget),
     and register it."""
+    check_export_name(name)
     path = path or exports_path()
     spec = tomllib.loads(path.read_text()) if path.exists() else {}
     spec[name] = {"base": base, "description": description, "set": settings, "tuned": tuned}
@@ -543,7 +586,7 @@ def save_user_variant(
             lines += ["", f"[{json.dumps(key)}.{table}]"]
             lines += [f"{k} = {json.dumps(v)}" for k, v in entry.get(table, {}).items()]
         lines.append("")
-    path.write_text("\n".join(lines))
+    write_atomically(path, lambda tmp: tmp.write_text("\n".join(lines)))
     _LOADED.discard(path.resolve())
     load_user_variants(path)
     return path

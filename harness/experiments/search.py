@@ -30,7 +30,7 @@ from harness.config.variants import (
 from harness.experiments.machine import default_threads
 from harness.experiments.trial_budget import counted_trials, run_to_budget, study_lock
 from harness.experiments.workers import process_pool, visible_gpus
-from harness.files import store_creation_lock
+from harness.files import inside, store_creation_lock
 from harness.runs.runner import RunOptions, run_variant
 from harness.tracking.server import local_server
 from harness.tracking.tracker import RunStopped, Tracker
@@ -173,7 +173,7 @@ def objective(spec: SearchSpec, tracker: Tracker | None) -> Callable[[optuna.Tri
                 progress=False,
                 tracker=tracker,
                 parent_run_id=spec.parent_run_id,
-                checkpoint_dir=Path(spec.checkpoint_dir) / spec.study / f"trial-{first}",
+                checkpoint_dir=inside(spec.checkpoint_dir, spec.study) / f"trial-{first}",
                 resume="retry_of" in trial.user_attrs,
             )
             result = run_variant(

@@ -5,6 +5,7 @@ counts), and the paired differences against each cell's reference."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
+from harness.files import write_all_atomically
 from harness.reporting.statistics import CONFIDENCE, Comparison, t_interval
 from harness.reporting.tables import PAPER_M1M2_ERROR, PAPER_M2_ERROR, PROBLEM_AXES
 
@@ -34,37 +36,31 @@ def plot(
     found: Sequence[Comparison] = (),
     grid: Sequence[str] = (),
 ) -> list[Path]:
-    """The test-error curves (`plot_curves`; not drawn from runs of one epoch: a curve needs
+    """The test-error curves (`curves_figure`; not drawn from runs of one epoch: a curve needs
     two), the reported error per cell (`final_figure`, with the paper's M2 errors where `paper`),
     for a sweep over two settings `grid` the grid of them (`grid_figure`), and, where there are
     comparisons, the paired differences (`paired_figure`); the paths written."""
     sns.set_theme(style="whitegrid", context="notebook")
-    paths = []
+    figures: dict[Path, Figure] = {}
     if curves["epoch"].nunique() > 1:
-        paths.append(plot_curves(name, runs, curves, out_dir / f"{name}_curves.png", axis))
-    figure = final_figure(name, runs, axis, paper)
-    final = out_dir / f"{name}_final.png"
-    figure.savefig(final, dpi=120)
-    plt.close(figure)
-    paths.append(final)
+        figures[out_dir / f"{name}_curves.png"] = curves_figure(name, runs, curves, axis)
+    figures[out_dir / f"{name}_final.png"] = final_figure(name, runs, axis, paper)
     if len(grid) == 2:
-        figure = grid_figure(name, runs, grid[0], grid[1])
-        path = out_dir / f"{name}_grid.png"
-        figure.savefig(path, dpi=120)
-        plt.close(figure)
-        paths.append(path)
+        figures[out_dir / f"{name}_grid.png"] = grid_figure(name, runs, grid[0], grid[1])
     if found:
-        figure = paired_figure(name, found)
-        paired = out_dir / f"{name}_paired.png"
-        figure.savefig(paired, dpi=120)
-        plt.close(figure)
-        paths.append(paired)
-    return paths
+        figures[out_dir / f"{name}_paired.png"] = paired_figure(name, found)
+    try:  # all written, or none replaced
+        return write_all_atomically({path: partial(_save_png, f) for path, f in figures.items()})
+    finally:
+        for figure in figures.values():
+            plt.close(figure)
 
 
-def plot_curves(
-    name: str, runs: pd.DataFrame, curves: pd.DataFrame, path: Path, axis: str | None
-) -> Path:
+def _save_png(figure: Figure, path: Path) -> None:
+    figure.savefig(path, dpi=120, format="png")
+
+
+def curves_figure(name: str, runs: pd.DataFrame, curves: pd.DataFrame, axis: str | None) -> Figure:
     """Test error by epoch per cell, mean and band over seeds; when the swept `axis` changes the
     problem (labels or dataset), one panel per value of it and a line per variant."""
     title = f"{name}: test error by epoch (mean ± sd over seeds)"
@@ -87,18 +83,14 @@ def plot_curves(
         for ax in grid.axes.flat:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         grid.figure.subplots_adjust(top=0.82)
-        grid.savefig(path, dpi=120)
-        plt.close(grid.figure)
-        return path
+        return grid.figure
     fig, ax = plt.subplots(figsize=(8, 5))
     sns.lineplot(curves, x="epoch", y="test_error", hue="cell", errorbar="sd", marker="o", ax=ax)
     ax.set(ylabel="test error (%)", title=title)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def final_figure(name: str, runs: pd.DataFrame, axis: str | None, paper: bool) -> Figure:

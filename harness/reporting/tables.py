@@ -10,12 +10,14 @@ Each table names the command, the commits and machines that made its runs and th
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import pandas as pd
 
+from harness.files import write_all_atomically
 from harness.reporting.statistics import (
     CONFIDENCE,
     LEVEL,
@@ -465,9 +467,6 @@ def write_table(
     the comparisons, then any further `sections`' lines); the index in results/README.md keeps
     the provenance line."""
     csv, md = out_dir / f"{name}.csv", out_dir / f"{name}.md"
-    table.to_csv(csv, index=False)
-    if found:
-        comparison_frame(found).to_csv(out_dir / f"{name}_comparisons.csv", index=False)
     shown = _cells_shown(table)
     shown["test error (%)"] = [
         f"{m:.2f} ± {s:.2f}"
@@ -526,14 +525,21 @@ def write_table(
         *comparisons_markdown(found, reference_label),
         *sections,
     ]
-    md.write_text("\n".join(lines))
-    update_index(out_dir, name, meta)
+    index = out_dir / "README.md"
+    writers: dict[Path, Callable[[Path], object]] = {
+        csv: partial(table.to_csv, index=False),
+        md: partial(Path.write_text, data="\n".join(lines)),
+        index: partial(Path.write_text, data=indexed(index, name, meta)),
+    }
+    if found:
+        comparisons = comparison_frame(found)
+        writers[out_dir / f"{name}_comparisons.csv"] = partial(comparisons.to_csv, index=False)
+    write_all_atomically(writers)  # all written, or none replaced
     return md, csv
 
 
-def update_index(out_dir: Path, name: str, meta: dict[str, str]) -> None:
-    """Keep one provenance entry per table in results/README.md."""
-    index = out_dir / "README.md"
+def indexed(index: Path, name: str, meta: dict[str, str]) -> str:
+    """results/README.md (`index`) with one provenance entry for table `name`, kept or added."""
     text = index.read_text() if index.exists() else "# Results\n\n"
     block = (
         f"<!-- table:{name} -->\n- [`{name}`]({name}.md): `{meta['command']}`; commit "
@@ -543,4 +549,4 @@ def update_index(out_dir: Path, name: str, meta: dict[str, str]) -> None:
         rf"<!-- table:{re.escape(name)} -->.*?<!-- /table:{re.escape(name)} -->", re.S
     )
     text = pattern.sub(block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
-    index.write_text(text.rstrip() + "\n")
+    return text.rstrip() + "\n"

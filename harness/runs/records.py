@@ -25,7 +25,7 @@ import torch
 
 from harness.config.identity import cell_key, record_key, record_name, twin_key
 from harness.config.variants import Variant, recorded_params
-from harness.files import write_atomically
+from harness.files import inside, write_atomically
 from harness.training.reports import EpochReport, run_summary
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class RecordError(ValueError):
 
 def record_path(runs_dir: str | Path, variant: Variant, max_steps: int | None) -> Path:
     """Where the record of `variant`'s run (its seed included) lives in `runs_dir`."""
-    return Path(runs_dir) / f"{record_name(variant, max_steps)}.json"
+    return inside(runs_dir, f"{record_name(variant, max_steps)}.json")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import torch
 
 from harness.config.identity import run_key
 from harness.config.variants import Variant
-from harness.files import ensure_writable
+from harness.files import ensure_writable, inside
 from harness.training.checkpoint import CheckpointError, load_checkpoint
 from harness.training.data import Splits, load_splits
 from harness.training.reports import EpochReport, run_summary
@@ -243,7 +243,7 @@ def _prepare(variant: Variant, options: RunOptions) -> tuple[torch.device, Split
 
 def checkpoint_path(checkpoint_dir: str | Path, variant: Variant, max_steps: int | None) -> Path:
     """Where a run of `variant` keeps its checkpoint in `checkpoint_dir`."""
-    return Path(checkpoint_dir) / f"{run_key(variant, max_steps)}.pt"
+    return inside(checkpoint_dir, f"{run_key(variant, max_steps)}.pt")
 
 
 def resume_note(variant: Variant, checkpoint: Path, resume: bool, resumed: bool, epoch: int) -> str:
