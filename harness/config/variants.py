@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import functools
 import json
+import math
 import os
 import tomllib
 import typing
@@ -28,6 +29,9 @@ from harness.files import write_atomically
 
 Estimator = Literal["exact", "gumbel", "gumbel-st", "supervised"]
 NUM_CLASSES = 10
+
+
+MAX_SEED = 2**32 - 1  # the largest seed every generator the harness seeds takes
 
 
 class VariantError(ValueError):
@@ -135,6 +139,14 @@ class Variant:
     def __post_init__(self) -> None:
         for f in fields(self):
             _check_choice(f, getattr(self, f.name))
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise VariantError(f"{f.name} must be a finite number, got {value!r}")
+        for key in ("seed", "label_seed", "m1_seed"):
+            if (getattr(self, key) or 0) > MAX_SEED:
+                raise VariantError(
+                    f"{key} must be at most {MAX_SEED} (2**32 - 1), got {getattr(self, key)!r}"
+                )
         positive = [
             "temperature",
             "temperature_min",

@@ -28,6 +28,7 @@ from harness.config.m1 import M1Settings, m1_settings
 from harness.config.variants import Variant, round_float
 from harness.files import ensure_writable, write_atomically
 from harness.runs.claims import Claim, holder
+from harness.training.checkpoint import CheckpointError, load_tensor_file
 from harness.training.data import Splits
 from harness.training.m1 import M1, M1Epoch, M1Training, m1_outcome
 
@@ -167,6 +168,12 @@ def _load(folder: Path, key: str, settings: M1Settings, device: torch.device) ->
             f"{folder / key}.json is of another M1 (its settings differ from its name's)"
         )
     model = M1(settings)
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    model.encoder.load_state_dict(state["encoder"])
+    remedy = "delete or move it (and its .json) to train this M1 again"
+    state = load_tensor_file(weights, {"encoder": dict}, "M1 encoder", remedy)
+    try:
+        model.encoder.load_state_dict(state["encoder"])
+    except (RuntimeError, TypeError, ValueError):
+        raise CheckpointError(
+            f"{weights}: not the encoder of the M1 its record names (its tensors differ); {remedy}"
+        ) from None
     return TrainedM1(key, record, model.to(device).eval())

@@ -14,6 +14,7 @@ again.
 from __future__ import annotations
 
 import json
+import math
 import platform
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -122,23 +123,68 @@ def write_record(runs_dir: str | Path, record: RunRecord) -> Path:
     return write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
+REMEDY = "move it out of the runs folder (or delete it) to go on"
+
+
 def read_record(path: str | Path) -> RunRecord:
+    """The run record in `path`, checked against its schema (types, ranges, finite figures);
+    RecordError in one line naming the file for anything else."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-        if data.get("format") != FORMAT:
-            raise RecordError(f"{path}: record format {data.get('format')!r}, expected {FORMAT}")
-        return RunRecord(
-            Variant(**data["variant"]),
-            data["max_steps"],
-            data["made"],
-            [EpochReport(**e) for e in data["epochs"]],
-            path,
-        )
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        if isinstance(err, RecordError):
-            raise
-        raise RecordError(f"{path} is not a readable run record: {err}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RecordError(f"{path} is not a readable run record ({err}); {REMEDY}") from None
+    try:
+        return _parsed(data, path)
+    except (ValueError, KeyError, TypeError) as err:
+        reason = f"missing {err}" if isinstance(err, KeyError) else str(err)
+        raise RecordError(f"{path} is not a valid run record: {reason}; {REMEDY}") from None
+
+
+def _parsed(data: Any, path: Path) -> RunRecord:
+    if not isinstance(data, dict):
+        raise ValueError(f"it holds a JSON {type(data).__name__}, not a record's object")
+    if data.get("format") != FORMAT:
+        raise ValueError(f"record format {data.get('format')!r}, expected {FORMAT}")
+    for key, kind in (("variant", dict), ("made", dict), ("epochs", list)):
+        if not isinstance(data[key], kind):
+            raise ValueError(f"{key} is a {type(data[key]).__name__}, not a {kind.__name__}")
+    max_steps = data["max_steps"]
+    if max_steps is not None and not (type(max_steps) is int and max_steps >= 1):
+        raise ValueError(f"max_steps must be a positive whole number or null, got {max_steps!r}")
+    if not data["epochs"]:
+        raise ValueError("it records no epoch")
+    history = [EpochReport(**e) if isinstance(e, dict) else e for e in data["epochs"]]
+    for number, report in enumerate(history, start=1):
+        _check_epoch(report, number)
+    return RunRecord(Variant(**data["variant"]), max_steps, data["made"], history, path)
+
+
+def _check_epoch(report: Any, number: int) -> None:
+    """An epoch's figures: its number in order, every figure a finite number in its range."""
+    if not isinstance(report, EpochReport):
+        raise ValueError(f"epoch line {number} is a {type(report).__name__}, not an object")
+    if report.epoch != number:
+        raise ValueError(f"epoch line {number} says epoch {report.epoch!r}")
+    figures = {
+        "test_accuracy": report.test_accuracy,
+        "test_error": report.test_error,
+        "samples_per_sec": report.samples_per_sec,
+        "epoch_seconds": report.epoch_seconds,
+        **({"val_accuracy": report.val_accuracy} if report.val_accuracy is not None else {}),
+        **{f"losses.{k}": v for k, v in report.losses.items()},
+    }
+    for key, value in figures.items():
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise ValueError(f"epoch {number}: {key} is {value!r}, not a finite number")
+    ranges = {"test_accuracy": 1.0, "val_accuracy": 1.0, "test_error": 100.0}
+    for key, top in ranges.items():
+        if key in figures and not 0 <= figures[key] <= top:
+            raise ValueError(f"epoch {number}: {key} {figures[key]!r} is outside [0, {top:g}]")
 
 
 def find_records(runs_dir: str | Path, variant: Variant, max_steps: int | None) -> list[RunRecord]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +44,19 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint without unpickling anything but tensors and plain containers; raise
     CheckpointError (one line naming the file) for anything else."""
+    return load_tensor_file(
+        path, FIELDS, "checkpoint", "delete or move it to start this run afresh"
+    )
+
+
+def load_tensor_file(
+    path: str | os.PathLike, fields: dict[str, type | tuple[type, ...]], what: str, remedy: str
+) -> dict[str, Any]:
+    """Read any file of tensors the harness wrote (a checkpoint, an M1's weights) with
+    `torch.load(weights_only=True)` and check it holds `fields` with their types; any failure,
+    whatever torch raises on a truncated, random or foreign file, is CheckpointError in one
+    line naming the file, the `what` it should be and the `remedy`."""
     path = Path(path)
-    afresh = "delete or move it to start this run afresh"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -55,26 +65,27 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         unsafe = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line), "")
         if not unsafe:
             raise CheckpointError(
-                f"{path}: not a readable checkpoint (truncated or corrupt: not a torch.save "
-                f"file); {afresh}"
+                f"{path}: not a readable {what} (truncated or corrupt: not a torch.save "
+                f"file); {remedy}"
             ) from None
         reason = "it names " + unsafe[unsafe.index("GLOBAL") :].split()[1]
         raise CheckpointError(
-            f"{path}: refused, not loaded: it is not a plain checkpoint of tensors and numbers "
-            f"and loading it could run code ({reason.rstrip('.')}); {afresh}"
+            f"{path}: refused, not loaded: it is not a plain {what} of tensors and numbers "
+            f"and loading it could run code ({reason.rstrip('.')}); {remedy}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except Exception as err:  # torch.load raises many kinds on bytes it did not write
+        text = str(err).strip()
+        first = f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
         raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated or corrupt: {first}); {afresh}"
+            f"{path}: not a readable {what} (truncated or corrupt: {first[:200]}); {remedy}"
         ) from None
     if not isinstance(state, dict):
         raise CheckpointError(
-            f"{path}: not an m2h checkpoint (it holds a {type(state).__name__}); {afresh}"
+            f"{path}: not an m2h {what} (it holds a {type(state).__name__}); {remedy}"
         )
-    wrong = [k for k, kind in FIELDS.items() if not isinstance(state.get(k), kind)]
+    wrong = [k for k, kind in fields.items() if not isinstance(state.get(k), kind)]
     if wrong:
         raise CheckpointError(
-            f"{path}: not an m2h checkpoint (missing or malformed: {', '.join(wrong)}); {afresh}"
+            f"{path}: not an m2h {what} (missing or malformed: {', '.join(wrong)}); {remedy}"
         )
     return state

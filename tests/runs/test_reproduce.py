@@ -50,9 +50,10 @@ def test_a_changed_number_is_named_with_its_epoch(record):
 
 
 def test_the_causes_name_another_processor_and_instruction_set(record):
-    made = {**record.made, "device_name": "cpu (Intel(R) Xeon(R) Processor, 2 cores)"}
+    # a processor no machine here has, so the test holds on whichever one runs it
+    made = {**record.made, "device_name": "cpu (Example Processor 9000, 2 cores)"}
     made["segments"] = [{**made["segments"][0], "device_name": made["device_name"]}]
-    assert any("Intel(R) Xeon(R)" in c and "here" in c for c in causes(made, 1))
+    assert any("Example Processor 9000" in c and "here" in c for c in causes(made, 1))
     made = {**record.made, "cpu_capability": "AVX2"}
     if record.made["cpu_capability"] != "AVX2":
         assert any("instruction set AVX2 there" in c for c in causes(made, 1))
