@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -107,6 +108,28 @@ def variant_from_args(args: argparse.Namespace) -> Variant:
         if getattr(args, key, None) is not None:
             overrides[key] = getattr(args, key)
     return create_variant(args.name, overrides)
+
+
+DEVICE_NAME = re.compile(r"cpu|cuda(:[0-9]+)?")
+
+
+def device_name(text: str) -> str:
+    """A --device the trainer runs on (cpu, cuda, cuda:N), refused while the flags are read,
+    so nothing is written for a device that is not there."""
+    if not DEVICE_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is no device m2h trains on: cpu, cuda or cuda:N"
+        )
+    if text.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text!r} asked for, but CUDA is not available here")
+        if ":" in text and int(text.split(":")[1]) >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    return text
 
 
 def verify_data(args: argparse.Namespace, dataset: str) -> None:
@@ -357,9 +380,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from harness.reporting.tables import errors_by_pair, load_runs
 
     where = parse_overrides(args.where or [])
+    found = [find_cell(spec, args.ablation, where) for spec in (args.cell, args.reference)]
+    (_, cell), (_, reference_cell) = found
+    if (cell.variant, cell.overrides) == (reference_cell.variant, reference_cell.overrides):
+        raise UsageError(
+            f"{args.cell} and {args.reference} are one cell (the same variant and settings): "
+            "a comparison needs two"
+        )
     picked = []
-    for spec in (args.cell, args.reference):
-        ablation, cell = find_cell(spec, args.ablation, where)
+    for ablation, cell in found:
         runs, _ = load_runs(ablation, args.out, args.epochs, args.max_steps, every_seed=True)
         picked.append((f"{ablation.name}:{cell.name}", errors_by_pair(runs, cell.name)))
     (name, errors), (reference, reference_errors) = picked
@@ -553,7 +582,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA when present)")
+    p.add_argument(
+        "--device", type=device_name, help="cpu, cuda, cuda:N (default: CUDA when present)"
+    )
     p.add_argument(
         "--data-root",
         help="folder holding MNIST/raw and FashionMNIST/raw (default: $M2_DATA_ROOT, else ./data)",

@@ -28,7 +28,7 @@ from harness.config.m1 import M1Settings, m1_settings
 from harness.config.variants import Variant, round_float
 from harness.files import ensure_writable, write_atomically
 from harness.runs.claims import Claim, holder
-from harness.training.checkpoint import CheckpointError, load_tensor_file
+from harness.training.checkpoint import CheckpointError, load_tensor_file, save_tensor_file
 from harness.training.data import Splits
 from harness.training.m1 import M1, M1Epoch, M1Training, m1_outcome
 
@@ -132,7 +132,7 @@ def _train(
         "epochs": [_epoch_line(h) for h in history],
     }
     encoder = {k: v.cpu() for k, v in training.model.encoder.state_dict().items()}
-    write_atomically(folder / f"{key}.pt", lambda tmp: torch.save({"encoder": encoder}, tmp))
+    save_tensor_file(folder / f"{key}.pt", {"encoder": encoder}, "M1 encoder")
     write_atomically(folder / f"{key}.json", lambda tmp: tmp.write_text(_record_text(record)))
     checkpoint.unlink(missing_ok=True)
     trained = TrainedM1(key, record, training.model.eval())

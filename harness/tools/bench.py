@@ -8,6 +8,7 @@ the classes (`harness.tools.reference`). Both train the same network with the sa
 
 from __future__ import annotations
 
+import functools
 import itertools
 import statistics
 import time
@@ -65,13 +66,34 @@ def count_flops(fn: Callable[[], object]) -> int:
 
 
 def matmul_peak(
-    device: torch.device, size: int = 2048, dtype: torch.dtype = torch.float32
+    device: torch.device,
+    size: int = 2048,
+    dtype: torch.dtype = torch.float32,
+    call_seconds: float = 0.05,
 ) -> float:
-    """FLOP/s of a large square matrix product on `device`: the yardstick for a step's rate."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    seconds = time_call(lambda: a @ b, device, repeats=10, warmup=2)
-    return 2 * size**3 / seconds
+    """FLOP/s of a large square matrix product on `device`: the yardstick for a step's rate.
+    The side doubles from 256 until one product takes `call_seconds` or the side is `size`, so
+    a precision the device runs slowly (bf16 on a CPU without bf16 instructions) is measured in
+    about a second instead of minutes."""
+    side = 256
+    while True:
+        a, b = (torch.randn(side, side, device=device, dtype=dtype) for _ in range(2))
+        product = functools.partial(torch.matmul, a, b)
+        if side >= size or time_call(product, device, repeats=1, warmup=1) >= call_seconds:
+            break
+        side *= 2
+    seconds = time_call(product, device, repeats=10, warmup=2)
+    return 2 * side**3 / seconds
+
+
+def slow_precision(device: torch.device, peaks: dict[str, float]) -> str | None:
+    """Why bf16 is not worth timing here, or None: on a CPU whose bf16 products run at under a
+    quarter of its fp32 rate (no bf16 instructions: emulated, 16-25x slower per step), a bf16
+    measurement says nothing a GPU run needs and takes minutes."""
+    ratio = peaks["bf16"] / peaks["fp32"]
+    if device.type == "cpu" and ratio < 0.25:
+        return f"not run: this CPU multiplies bf16 at {ratio:.0%} of its fp32 rate (emulated)"
+    return None
 
 
 def check_fixed_batches(variant: Variant) -> None:

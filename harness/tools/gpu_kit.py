@@ -179,7 +179,7 @@ def bench(out: Path, log: Log, device: Any, budget: dict, deadline: float) -> No
     import torch
 
     from harness.config.variants import create_variant
-    from harness.tools.bench import count_flops, harness_step, time_call
+    from harness.tools.bench import count_flops, harness_step, slow_precision, time_call
     from harness.training.data import synthetic_splits
     from harness.training.trainer import Trainer
 
@@ -189,10 +189,16 @@ def bench(out: Path, log: Log, device: Any, budget: dict, deadline: float) -> No
 
     flops_of: dict[tuple[str, Any], float] = {}
 
+    slow = slow_precision(device, peak)
+
     def measure(name: str, mode: str, count: int, **options: Any) -> None:
         row: dict[str, Any] = {"variant": name, "mode": mode, "seeds": count}
         if time.monotonic() > deadline:
             result["rows"].append({**row, "error": "not run: the stage's deadline had passed"})
+            return
+        if slow and options.get("precision") == "bf16":
+            result["rows"].append({**row, "skipped": slow})
+            log(f"  {name:<16} {mode:<12} seeds {count:>2}  {slow}")
             return
         try:
             torch.manual_seed(0)
@@ -249,6 +255,7 @@ def accuracy(
     labels, eager, with CUDA graphs and with bf16 (fp32 is the eager run), each mode with an
     equal share of the time left; rewritten after every epoch."""
     from harness.config.variants import create_variant
+    from harness.tools.bench import slow_precision
     from harness.training.data import load_splits
     from harness.training.stopping import time_to_accuracy
     from harness.training.trainer import Trainer
@@ -256,10 +263,15 @@ def accuracy(
     splits = load_splits("mnist", data_root, device, download=False)
     modes = ["eager"] + (["cuda_graphs"] if device.type == "cuda" else []) + ["bf16"]
     result: dict[str, Any] = {"device": str(device), "labels": 600, "to_90": []}
+    slow = slow_precision(device, peaks(out, device))
     for k, mode in enumerate(modes):
         mine = time.monotonic() + (deadline - time.monotonic()) / (len(modes) - k)
         entry: dict[str, Any] = {"mode": mode, "test_accuracy": []}
         result["to_90"].append(entry)
+        if slow and mode == "bf16":
+            entry["skipped"] = slow
+            log(f"  exact to 90% ({mode}): {slow}")
+            continue
         try:
             variant = create_variant("exact", {"labels": 600, "epochs": budget["to_90"]})
             trainer = Trainer(

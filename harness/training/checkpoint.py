@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from harness.files import write_atomically
+from harness.files import OutputError, write_atomically
 
 # what every checkpoint holds, with the type each must have
 FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -38,7 +39,22 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write `state` atomically (a temporary file of this writer's, renamed over `path`)."""
-    write_atomically(Path(path), lambda tmp: torch.save(state, tmp))
+    save_tensor_file(path, state, "checkpoint")
+
+
+def save_tensor_file(path: str | os.PathLike, state: dict[str, Any], what: str) -> None:
+    """Write a file of tensors atomically; a write that fails (a full disk: torch says only
+    "enforce fail at inline_container.cc") is OutputError in one line naming the file, and the
+    file written before it stays as it was."""
+    path = Path(path)
+    try:
+        write_atomically(path, lambda tmp: torch.save(state, tmp))
+    except (RuntimeError, OSError) as err:
+        free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
+        cause = "the disk is full" if free < 1 << 20 else str(err).strip().splitlines()[0][:200]
+        raise OutputError(
+            f"{path}: the {what} could not be written ({cause}); any earlier one is kept"
+        ) from None
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

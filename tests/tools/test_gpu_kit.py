@@ -88,7 +88,10 @@ def test_the_kit_reports_every_stage_under_device_conditions_when_one_fails(tmp_
     accuracy = json.loads((out / "accuracy.json").read_text())
     assert accuracy["labels"] == 600
     assert [m["mode"] for m in accuracy["to_90"]] == ["eager", "bf16"]
-    assert all(m["epochs_run"] == 1 and "error" not in m for m in accuracy["to_90"])
+    slow = env_json["bf16_matmul_peak_flops"] < env_json["fp32_matmul_peak_flops"] / 4
+    ran = [m for m in accuracy["to_90"] if "skipped" not in m]
+    assert [m["mode"] for m in ran] == (["eager"] if slow else ["eager", "bf16"])
+    assert all(m["epochs_run"] == 1 and "error" not in m for m in ran)
     with tarfile.open(out / "records.tar.gz") as tar:
         names = tar.getnames()
         assert len(names) == 12 and all(n.startswith("runs/") for n in names)  # 12 cells, seed 0
@@ -108,6 +111,13 @@ def test_the_bench_stage_scores_each_precision_against_its_own_peak(tmp_path, da
     rows = result["rows"]
     assert {r["variant"] for r in rows} >= {"exact", "gumbel-st", "supervised-only"}
     assert {r["mode"] for r in rows} >= {"eager", "bf16", "stacked"}
+    # bf16 is timed where the CPU multiplies it at a quarter of its fp32 rate or more; where
+    # it is emulated (16-25x slower a step) each bf16 row says why it was not run
+    slow = result["peak_flops"]["bf16"] < result["peak_flops"]["fp32"] / 4
+    skipped = [r for r in rows if "skipped" in r]
+    assert {r["mode"] for r in skipped} == ({"bf16"} if slow else set())
+    assert all("emulated" in r["skipped"] for r in skipped)
+    rows = [r for r in rows if "skipped" not in r]
     assert all("error" not in r and r["rows_per_sec"] > 0 for r in rows), rows
     for row in rows:
         assert row["precision"] == ("bf16" if row["mode"] == "bf16" else "fp32")
