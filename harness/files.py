@@ -4,12 +4,14 @@ atomic replacement that several writers can make at once, and the lock under whi
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 
@@ -70,6 +72,19 @@ def write_all_atomically(writers: Mapping[Path, Callable[[Path], object]]) -> li
             tmp.unlink(missing_ok=True)
         raise
     return list(writers)
+
+
+class FileFormatError(ValueError):
+    """A file the harness wrote that no longer reads as what it was."""
+
+
+def read_json(path: Path, what: str, remedy: str) -> Any:
+    """The JSON in `path`, or FileFormatError in one line naming the file, the `what` it should
+    be and the `remedy` (unreadable, not UTF-8, truncated or not JSON)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise FileFormatError(f"{path} is not a readable {what} ({err}); {remedy}") from None
 
 
 def sqlite_path(uri: str) -> Path | None:

@@ -461,7 +461,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if args.trials is None and not args.export:
         raise UsageError("say how many trials the study should hold (--trials T)")
-    study = check_name(args.study or f"{args.name}-search", "study")
+    study_name = check_name(args.study or f"{args.name}-search", "study")
     if args.export:
         check_export_name(args.export)
     if args.trials is not None and args.trials < 1:
@@ -476,7 +476,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     verify_data(args, variant.dataset)
     spec = SearchSpec(
         variant=args.name,
-        study=study,
+        study=study_name,
         storage=args.storage,
         space=space,
         settings=parse_overrides(args.set or []),

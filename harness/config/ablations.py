@@ -33,7 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from harness.config.names import InvalidNameError, check_name
-from harness.config.variants import Variant, create_variant, get_variant, parse_value
+from harness.config.variants import (
+    Variant,
+    VariantError,
+    create_variant,
+    get_variant,
+    parse_value,
+)
 
 ABLATIONS_DIR = Path(__file__).resolve().parents[2] / "ablations"
 CONTROL_AXES = ("labels", "dataset")
@@ -201,8 +207,20 @@ def load_ablation(name: str, directory: Path | None = None) -> Ablation:
         )
     try:
         spec = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise AblationError(f"{path} is not valid TOML: {err}") from None
+    try:
+        return _checked(path, spec)
+    except (AblationError, VariantError) as err:
+        if str(path) in str(err):
+            raise
+        raise type(err)(f"{path}: {err}") from None
+    except (TypeError, ValueError, AttributeError) as err:  # a value of the wrong kind
+        raise AblationError(f"{path}: a value of the wrong kind ({err})") from None
+
+
+def _checked(path: Path, spec: dict[str, Any]) -> Ablation:
+    """The ablation `spec` (read from `path`) describes, every name and setting in it checked."""
     keys = {"description", "variants", "controls", "seeds", "epochs", "set", "axes", "reference"}
     unknown = set(spec) - keys - {"seeds_by_variant", "set_by_variant"}
     if unknown:

@@ -499,7 +499,7 @@ def load_user_variants(path: Path) -> None:
         return
     try:
         spec = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise VariantError(f"{path} is not valid TOML: {err}") from None
     for name, entry in spec.items():
         try:

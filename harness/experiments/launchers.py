@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import submitit
 
+from harness.files import FileFormatError, read_json, write_atomically
+
 if TYPE_CHECKING:
     from harness.experiments.jobs import CellOutcome, Job, Setting
 
@@ -55,7 +57,13 @@ def _ledger_path(options: SlurmOptions, ablation: str) -> Path:
 def read_ledger(options: SlurmOptions, ablation: str) -> dict[str, dict[str, str]]:
     """run key -> {"job": Slurm job id, "cell": cell name, "seed": seed}."""
     path = _ledger_path(options, ablation)
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    remedy = "delete it if no job of this ablation is queued or running (m2h then resubmits)"
+    ledger = read_json(path, "Slurm ledger", remedy)
+    if not isinstance(ledger, dict) or not all(isinstance(v, dict) for v in ledger.values()):
+        raise FileFormatError(f"{path} is not a Slurm ledger (run key -> job); {remedy}")
+    return ledger
 
 
 def queue_states(job_ids: list[str]) -> dict[str, str]:
@@ -125,5 +133,6 @@ def submit(
                 "cell": job.cell.name,
                 "seed": str(variant.seed),
             }
-    _ledger_path(options, ablation).write_text(json.dumps(ledger, indent=1) + "\n")
+    text = json.dumps(ledger, indent=1) + "\n"
+    write_atomically(_ledger_path(options, ablation), lambda tmp: tmp.write_text(text))
     return list(zip(fresh, submitted, strict=True))

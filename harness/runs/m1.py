@@ -26,7 +26,7 @@ import torch
 from harness.config.identity import m1_key
 from harness.config.m1 import M1Settings, m1_settings
 from harness.config.variants import Variant, round_float
-from harness.files import ensure_writable, write_atomically
+from harness.files import FileFormatError, ensure_writable, read_json, write_atomically
 from harness.runs.claims import Claim, holder
 from harness.training.checkpoint import CheckpointError, load_tensor_file, save_tensor_file
 from harness.training.data import Splits
@@ -156,7 +156,14 @@ def _record_text(record: dict[str, Any]) -> str:
 def read_m1_record(folder: Path, key: str) -> dict[str, Any] | None:
     """The record of M1 `key` in `folder`, None when it is not there."""
     path = folder / f"{key}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    remedy = "delete or move it (and its .pt) to train this M1 again"
+    record = read_json(path, "M1 record", remedy)
+    if not isinstance(record, dict):
+        kind = type(record).__name__
+        raise FileFormatError(f"{path} is not an M1 record (a JSON {kind}); {remedy}")
+    return record
 
 
 def _load(folder: Path, key: str, settings: M1Settings, device: torch.device) -> TrainedM1 | None:

@@ -26,7 +26,7 @@ import torch
 
 from harness.config.identity import cell_key, record_key, record_name, twin_key
 from harness.config.variants import Variant, recorded_params
-from harness.files import inside, write_atomically
+from harness.files import FileFormatError, inside, read_json, write_atomically
 from harness.training.reports import EpochReport, run_summary
 
 if TYPE_CHECKING:
@@ -131,9 +131,9 @@ def read_record(path: str | Path) -> RunRecord:
     RecordError in one line naming the file for anything else."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RecordError(f"{path} is not a readable run record ({err}); {REMEDY}") from None
+        data = read_json(path, "run record", REMEDY)
+    except FileFormatError as err:
+        raise RecordError(str(err)) from None
     try:
         return _parsed(data, path)
     except (ValueError, KeyError, TypeError) as err:

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from harness.files import sqlite_path, store_creation_lock
+from harness.files import (
+    FileFormatError,
+    read_json,
+    sqlite_path,
+    store_creation_lock,
+    write_atomically,
+)
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -313,7 +319,8 @@ class Tracker:
         """Remember which MLflow run a checkpoint belongs to, so a resume continues that run."""
         pointer = checkpoint.with_suffix(".run.json")
         pointer.parent.mkdir(parents=True, exist_ok=True)
-        pointer.write_text(json.dumps({"tracking_uri": self.store, "run_id": run_id}))
+        text = json.dumps({"tracking_uri": self.store, "run_id": run_id})
+        write_atomically(pointer, lambda tmp: tmp.write_text(text))
 
     def run_of_checkpoint(self, checkpoint: Path, parent_run_id: str | None = None) -> str | None:
         """The run a checkpoint was logged to, if it is in this store and experiment, under the
@@ -321,7 +328,10 @@ class Tracker:
         pointer = checkpoint.with_suffix(".run.json")
         if not pointer.exists():
             return None
-        saved = json.loads(pointer.read_text())
+        remedy = "delete it: the run then logs to a new MLflow run"
+        saved = read_json(pointer, "pointer to a checkpoint's MLflow run", remedy)
+        if not (isinstance(saved, dict) and isinstance(saved.get("run_id"), str)):
+            raise FileFormatError(f"{pointer} names no MLflow run; {remedy}")
         if saved.get("tracking_uri") != self.store:
             return None
         try:
