@@ -4,6 +4,7 @@ atomic replacement that several writers can make at once, and the lock under whi
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -23,12 +24,18 @@ class OutputError(OSError):
 
 
 def ensure_writable(folder: Path, what: str) -> None:
-    """Create `folder` and prove it writable, or raise one clear error. The probe is a file of
-    this call's own (removed when closed), so processes checking one folder at once never remove
-    each other's."""
+    """Prove `folder` writable, or raise one clear error, creating nothing: the probe is a file
+    of this call's own (removed when closed) in the folder, or where the folder does not exist
+    yet in its nearest existing parent, so a command refused later leaves no empty folder
+    behind (the folder is made by the first write into it), and processes checking one folder
+    at once never remove each other's probes."""
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder, prefix=".m2h-write-test-"):
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "a file is in the way", str(existing))
+        with tempfile.TemporaryFile(dir=existing, prefix=".m2h-write-test-"):
             pass
     except OSError as err:
         raise OutputError(f"the {what} {folder} cannot be written: {err.strerror}") from None
@@ -83,6 +90,8 @@ def read_json(path: Path, what: str, remedy: str) -> Any:
     be and the `remedy` (unreadable, not UTF-8, truncated or not JSON)."""
     try:
         return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileFormatError(f"{path}: no such file (a {what} expected)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise FileFormatError(f"{path} is not a readable {what} ({err}); {remedy}") from None
 

@@ -28,7 +28,12 @@ def test_writers_proving_one_folder_at_once_never_fail_each_other(tmp_path):
     for thread in threads:
         thread.join()
     assert failures == []
-    assert list(folder.iterdir()) == []  # no probe left behind
+    assert list(tmp_path.iterdir()) == []  # no probe left behind, no folder made
+
+
+def test_proving_a_folder_writable_makes_nothing(tmp_path):
+    ensure_writable(tmp_path / "results" / "runs", "results folder")
+    assert list(tmp_path.iterdir()) == []  # a command refused later leaves no empty folder
 
 
 def test_a_folder_that_cannot_be_made_is_one_clear_error(tmp_path):

@@ -413,7 +413,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_answers(args: argparse.Namespace) -> int:
     from harness.reporting.answers import write_answers
+    from harness.runs.records import RUNS_FOLDER
 
+    if not (Path(args.out) / RUNS_FOLDER).is_dir():
+        raise UsageError(f"{args.out} holds no {RUNS_FOLDER}/ of run records to answer from")
     path = write_answers(args.out)
     print(path.read_text())
     print(f"wrote {path}")

@@ -159,6 +159,8 @@ def checked(ablation: Ablation, options: AblationOptions) -> AblationOptions:
     from harness.files import ensure_writable
     from harness.training.data import ensure_dataset
 
+    for seed in options.seeds or ():  # a seed no run can take fails here, named
+        ablation.variant(ablation.cells()[0], seed)
     for dataset in {ablation.variant(cell, 0).dataset for cell in ablation.cells()}:
         ensure_dataset(dataset, options.data_root, options.download)
     options = dataclasses.replace(options, epochs=options.epochs or ablation.epochs)
