@@ -48,6 +48,7 @@ def _registry_as_found():
         variants._REGISTRY,
         variants._SPACES,
         variants._LOADED,
+        variants._SOURCES,
         families.FAMILIES,
         datasets.DATASETS,
         family.REGISTERED,

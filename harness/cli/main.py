@@ -452,6 +452,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from harness.config.names import check_name
+    from harness.config.space import describe
     from harness.config.variants import check_export_name
     from harness.experiments.search import (
         SearchSpec,
@@ -462,6 +463,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         summary,
     )
 
+    if args.show_space:
+        space = prepare(args.name, args.space or [], args.validation)
+        own = variant_from_args(args)
+        print(f"search space of {args.name} (its own value in brackets):")
+        for key, dim in space.items():
+            print(f"  {describe({key: dim})}  [{getattr(own, key)}]")
+        return 0
     if args.trials is None and not args.export:
         raise UsageError("say how many trials the study should hold (--trials T)")
     study_name = check_name(args.study or f"{args.name}-search", "study")
@@ -849,6 +857,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="trials the study should hold in all, never one over however many processes share it",
     )
+    search.add_argument(
+        "--show-space",
+        action="store_true",
+        help="print the space (the variant's, or its base's, with --space applied) and the "
+        "variant's own value of each knob, then stop; a fresh study's first trial is those values",
+    )
     search.add_argument("--study", help="study name (default: NAME-search)")
     search.add_argument(
         "--storage",
@@ -966,7 +980,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not Path(args.variants).is_file():
                 raise UsageError(f"--variants {args.variants}: no such file")
             os.environ[USER_VARIANTS_ENV] = str(Path(args.variants).resolve())
-        load_configured_variants()
+        for warning in load_configured_variants():
+            print(f"m2h: warning: {warning}", file=sys.stderr)
         return args.func(args)
     except BrokenPipeError:  # `m2h show x | head` closed the pipe: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

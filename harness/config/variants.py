@@ -444,18 +444,21 @@ def register_variant(
 ) -> Any:
     """Register a variant: `@register_variant`, `@register_variant(space=...)` on a factory
     function, or `register_variant(name, variant, space=...)`. `space` is what a search tunes.
-    The name must be able to name a file (`config/names.py`); a built-in variant (the zoo's) is
-    redefined only with `replace=True`, so a variants file never changes one by accident."""
+    Without `space`, a variant made from another (`get_variant("exact").replace(...)`, or a TOML
+    file's `base`) searches its base's space. The name must be able to name a file
+    (`config/names.py`); a built-in variant (the zoo's) is redefined only with `replace=True`, so
+    a variants file never changes one by accident."""
     if fn_or_name is None:
         return lambda fn: register_variant(fn, space=space, replace=replace)
     if isinstance(fn_or_name, str):
         if variant is None:
             raise TypeError("register_variant(name, variant) needs a variant")
-        name, registered = fn_or_name, variant.replace(name=fn_or_name)
+        base, name, registered = variant.name, fn_or_name, variant.replace(name=fn_or_name)
     else:
         name = fn_or_name.__name__.replace("_", "-")
         doc = " ".join((fn_or_name.__doc__ or "").split())
-        registered = fn_or_name().replace(name=name, description=doc)
+        built = fn_or_name()
+        base, registered = built.name, built.replace(name=name, description=doc)
     try:
         check_name(name, "variant")
     except InvalidNameError as err:
@@ -469,7 +472,9 @@ def register_variant(
     if module == BUILT_IN_MODULE:
         _BUILT_IN.add(name)
     _REGISTRY[name] = registered
-    _SPACES[name] = dict(space or {})
+    # a variant made from another (get_variant(BASE).replace(...), a TOML base) searches its
+    # base's space unless it declares its own
+    _SPACES[name] = dict(space if space is not None else _SPACES.get(base, {}))
     return fn_or_name if not isinstance(fn_or_name, str) else registered
 
 
@@ -480,46 +485,69 @@ def user_variants_path() -> Path:
 
 
 _LOADED: set[Path] = set()
-# what a variant's table in a TOML variants file may hold (`tuned`: where an export was tuned)
-TOML_KEYS = {"base", "description", "set", "replace", "tuned"}
+_SOURCES: dict[str, Path] = {}  # the file each user variant was registered from
+# what a variant's table in a TOML variants file may hold (`tuned`: where an export was tuned;
+# `variants`: the file its base comes from, loaded first)
+TOML_KEYS = {"base", "description", "set", "replace", "tuned", "variants"}
 
 
-def load_user_variants(path: Path) -> None:
+def load_user_variants(path: Path, lenient: bool = False) -> list[str]:
     """Register the user's variants (and networks) from `path`, once per process: a Python
     module (`@register_variant`, `@register_network`: it runs as imported) or a TOML file whose
-    `[name]` tables give `base`, `description` and a `[name.set]` table. A missing file
-    is no error (`--variants` checks the file it names exists); a broken one is one line naming
-    the file and the line."""
+    `[name]` tables give `base`, `description`, a `[name.set]` table and, where the base is
+    another file's variant, that file (`variants`, loaded first). A missing file is no error
+    (`--variants` checks the file it names exists); a broken one is one line naming the file
+    and the line, or with `lenient` (the exports file m2h writes) a warning returned for each
+    entry it skips, so one stale export never stops an unrelated command."""
     path = path.resolve()
     if path in _LOADED or not path.exists():  # no file yet: exports may create it
-        return
+        return []
     _LOADED.add(path)
     if path.suffix == ".py":
+        before = set(_REGISTRY)
         _run_module(path)
-        return
+        _SOURCES.update(dict.fromkeys(set(_REGISTRY) - before, path))
+        return []
     try:
         spec = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        if lenient:
+            return [f"{path} is not valid TOML ({err}); none of its variants is loaded"]
         raise VariantError(f"{path} is not valid TOML: {err}") from None
+    skipped = []
     for name, entry in spec.items():
         try:
-            if not isinstance(entry, dict):
-                raise VariantError(f"must be a table ([{name}] with base = ...), not a value")
-            strays = set(entry) - TOML_KEYS
-            if strays:
-                known = ", ".join(sorted(TOML_KEYS))
-                raise VariantError(f"unknown key {', '.join(sorted(strays))} (known: {known})")
-            if "base" not in entry:
-                raise VariantError('names no base (base = "VARIANT")')
-            variant = create_variant(entry["base"], entry.get("set", {}))
-            register_variant(
-                name,
-                variant.replace(description=str(entry.get("description", ""))),
-                space=_SPACES.get(variant.name),
-                replace=entry.get("replace") is True,
-            )
+            _register_entry(name, entry)
+            _SOURCES[name] = path
         except (VariantError, TypeError, AttributeError) as err:
-            raise VariantError(f"{path}: variant [{name}]: {err}") from None
+            if not lenient:
+                raise VariantError(f"{path}: variant [{name}]: {err}") from None
+            skipped.append(f"{path}: variant [{name}] not loaded: {err}")
+    return skipped
+
+
+def _register_entry(name: str, entry: Any) -> None:
+    """Register one `[name]` table of a TOML variants file."""
+    if not isinstance(entry, dict):
+        raise VariantError(f"must be a table ([{name}] with base = ...), not a value")
+    strays = set(entry) - TOML_KEYS
+    if strays:
+        known = ", ".join(sorted(TOML_KEYS))
+        raise VariantError(f"unknown key {', '.join(sorted(strays))} (known: {known})")
+    if "base" not in entry:
+        raise VariantError('names no base (base = "VARIANT")')
+    if "variants" in entry:
+        source = Path(str(entry["variants"]))
+        if not source.is_file():
+            raise VariantError(f"its base {entry['base']!r} is from {source}, which is gone")
+        load_user_variants(source)
+    variant = create_variant(entry["base"], entry.get("set", {}))
+    register_variant(
+        name,
+        variant.replace(description=str(entry.get("description", ""))),
+        space=_SPACES.get(variant.name),
+        replace=entry.get("replace") is True,
+    )
 
 
 def _run_module(path: Path) -> None:
@@ -555,10 +583,15 @@ def exports_path() -> Path:
     return Path(os.environ.get(EXPORTS_ENV) or "m2h-exports.toml")
 
 
-def load_configured_variants() -> None:
-    """What every command and worker loads: the exports, then the user's variants file."""
-    load_user_variants(exports_path())
+def load_configured_variants() -> list[str]:
+    """What every command and worker loads: the exports and the user's variants file, either of
+    which may build on the other's variants (an export names the file its base came from); the
+    warnings for exports that could not be loaded, which are skipped."""
+    exports = exports_path()
+    load_user_variants(exports, lenient=True)  # the user's file may build on an export
     load_user_variants(user_variants_path())
+    _LOADED.discard(exports.resolve())
+    return load_user_variants(exports, lenient=True)  # an export may build on the user's file
 
 
 def check_export_name(name: str) -> str:
@@ -587,11 +620,14 @@ def save_user_variant(
     path = path or exports_path()
     spec = tomllib.loads(path.read_text()) if path.exists() else {}
     spec[name] = {"base": base, "description": description, "set": settings, "tuned": tuned}
+    if base in _SOURCES:  # a variant of the user's file: the export says which file
+        spec[name]["variants"] = str(_SOURCES[base])
     lines = [EXPORTS_HEADER]
     for key, entry in spec.items():
         lines += [
             f"[{json.dumps(key)}]",
             f"base = {json.dumps(entry['base'])}",
+            *([f"variants = {json.dumps(entry['variants'])}"] if "variants" in entry else []),
             f"description = {json.dumps(entry['description'])}",
         ]
         for table in ("set", "tuned"):

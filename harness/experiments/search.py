@@ -19,7 +19,7 @@ from typing import Any
 
 import optuna
 
-from harness.config.space import Space, describe, narrow, suggest
+from harness.config.space import Choice, Space, describe, narrow, suggest
 from harness.config.variants import (
     create_variant,
     load_configured_variants,
@@ -110,6 +110,7 @@ class SearchSpec:
 
 
 OBJECTIVE = "validation accuracy"
+OWN_SETTINGS = "own_settings"  # the user attribute of the trial of the variant's own settings
 
 
 def load_study(spec: SearchSpec) -> optuna.Study:
@@ -239,15 +240,36 @@ def retry_interrupted(study: optuna.Study) -> int:
 
 
 def prepare(variant: str, space_specs: Sequence[str], validation: int) -> Space:
-    space = search_space(variant)
+    """The variant's space (its own, else its base's) narrowed or extended by `--space`."""
+    space = narrow(search_space(variant), list(space_specs))
     if not space:
-        raise SearchError(f"variant {variant!r} declares no search space")
+        raise SearchError(
+            f"variant {variant!r} has no search space: give one with --space KEY=LOW:HIGH "
+            "(or KEY=A,B), or declare it with register_variant(..., space={...})"
+        )
     if validation <= 0:
         raise SearchError(
             "a search needs a validation split (--validation > 0); "
             "the test set is never its objective"
         )
-    return narrow(space, list(space_specs))
+    return space
+
+
+def own_settings(spec: SearchSpec) -> dict[str, Any] | None:
+    """The variant's own value of every knob of the space (what a search must beat, enqueued
+    as a fresh study's first trial), or None where one lies outside the space (a value the
+    space does not offer cannot be a trial of it)."""
+    variant = create_variant(spec.variant, spec.settings)
+    values = {key: getattr(variant, key) for key in spec.space}
+    for key, dim in spec.space.items():
+        inside_dim = (
+            values[key] in dim.values
+            if isinstance(dim, Choice)
+            else dim.low <= values[key] <= dim.high
+        )
+        if not inside_dim:
+            return None
+    return values
 
 
 def run_search(spec: SearchSpec, jobs: int = 1, echo: Callable[[str], Any] = print) -> optuna.Study:
@@ -256,6 +278,9 @@ def run_search(spec: SearchSpec, jobs: int = 1, echo: Callable[[str], Any] = pri
     study = load_study(spec)  # a bad storage fails here, before any trial
     study.set_user_attr("budget", budget_of(spec))  # what an export says it was tuned at
     retried = retry_interrupted(study)
+    own = own_settings(spec)
+    if not study.trials and not spec.enqueue and own is not None:
+        study.enqueue_trial(own, user_attrs={OWN_SETTINGS: True})  # a fresh study's first
     for params in spec.enqueue:
         study.enqueue_trial(params)
     echo(
@@ -325,7 +350,34 @@ def summary(study: optuna.Study) -> str:
                 for k, v in best.params.items()
             )
         )
+        lines += against_own_settings(study, best)
     return "\n".join(lines)
+
+
+def against_own_settings(study: optuna.Study, best: optuna.trial.FrozenTrial) -> list[str]:
+    """Whether the best trial beats the variant's own settings: both ran the same seed (every
+    trial of a study does: the same labelled images and initialisation), so the difference is
+    paired, but over one seed; `m2h compare` over seeds says whether it holds."""
+    own = [
+        t
+        for t in study.trials
+        if t.user_attrs.get(OWN_SETTINGS) and t.state == optuna.trial.TrialState.COMPLETE
+    ]
+    if not own:
+        return ["the variant's own settings are no complete trial of this study (outside "
+                "its space, or not yet run): the best is not compared with them"]  # fmt: skip
+    assert own[0].value is not None and best.value is not None
+    gain = 100 * (best.value - own[0].value)
+    seed = study.user_attrs.get("budget", {}).get("seed")
+    on = f"on seed {seed}, " if seed is not None else ""
+    if own[0].number == best.number:
+        return [f"the variant's own settings (trial {best.number}) are the best: no trial beat "
+                "them"]  # fmt: skip
+    return [
+        f"against the variant's own settings (trial {own[0].number}, validation "
+        f"{100 * own[0].value:.2f}%): {gain:+.2f} points {on}the one seed every trial runs; "
+        "export it and `m2h compare` over seeds to know whether it holds"
+    ]
 
 
 def export_best(study: optuna.Study, spec: SearchSpec, name: str, path: Path | None = None) -> Path:
@@ -359,6 +411,7 @@ def budget_of(spec: SearchSpec) -> dict[str, Any]:
     """The budget a study's trials ran at: epochs, step cap, validation images, fixed settings."""
     return {
         "epochs": spec.epochs or create_variant(spec.variant, spec.settings).epochs,
+        "seed": spec.seed,
         "max_steps": spec.max_steps or "none",
         "validation": spec.validation,
         "settings": {k: round_float(v) for k, v in spec.settings.items()},

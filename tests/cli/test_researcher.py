@@ -5,12 +5,22 @@ as a grid."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from harness.config.ablations import AblationError, sweep_spec
+from harness.config.variants import (
+    get_variant,
+    load_user_variants,
+    register_variant,
+    save_user_variant,
+    search_space,
+)
 from tests.m2h_process import run_m2h
 
 VARIANTS = '''
@@ -75,3 +85,47 @@ def test_a_sweep_is_an_ablation_file_and_bad_ones_are_refused():
     ]:
         with pytest.raises((AblationError, ValueError), match=message):
             sweep_spec("gumbel-0.5", sweep, settings, None, None)
+
+
+def _plain_m2h(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """m2h in `folder` with no --variants and no $M2H_VARIANTS: what a later command sees."""
+    env = {k: v for k, v in os.environ.items() if k not in ("M2H_VARIANTS", "M2H_EXPORTS")}
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+
+
+def test_an_export_of_a_researchers_variant_loads_without_naming_their_file(tmp_path):
+    """Issue 53's first finding: an export whose base is a variant of the user's file broke every
+    later command in the folder; it names that file and loads it first."""
+    (tmp_path / "my_variants.py").write_text(VARIANTS)
+    load_user_variants(tmp_path / "my_variants.py")
+    exports = tmp_path / "m2h-exports.toml"
+    save_user_variant("bigz-tuned", "gumbel-bigz", {"alpha": 0.3}, "tuned", {}, exports)
+    assert f'variants = "{tmp_path / "my_variants.py"}"' in exports.read_text()
+    shown = _plain_m2h(tmp_path, "show", "bigz-tuned")
+    assert shown.returncode == 0, shown.stderr
+    assert "128" in shown.stdout and "0.3" in shown.stdout  # the base's z and the tuned alpha
+    assert shown.stderr == ""
+
+
+def test_a_stale_export_is_a_warning_naming_it_not_a_failure_of_other_commands(tmp_path):
+    (tmp_path / "m2h-exports.toml").write_text('[stale]\nbase = "gone-variant"\n')
+    listed = _plain_m2h(tmp_path, "list")
+    assert listed.returncode == 0 and "exact" in listed.stdout
+    warning = listed.stderr.strip()
+    assert warning.startswith("m2h: warning: ") and "\n" not in warning
+    assert "m2h-exports.toml: variant [stale] not loaded" in warning and "gone-variant" in warning
+
+
+def test_a_variant_made_from_another_searches_its_bases_space(tmp_path):
+    (tmp_path / "my_variants.py").write_text(VARIANTS)
+    load_user_variants(tmp_path / "my_variants.py")
+    assert search_space("gumbel-bigz") == search_space("gumbel-0.5") != {}
+    register_variant("own-space", get_variant("exact"), space={"alpha": [0.1, 1.0]})
+    assert search_space("own-space") == {"alpha": [0.1, 1.0]}

@@ -10,6 +10,7 @@ import pytest
 
 from harness.cli.main import main
 from harness.config.space import Range
+from harness.config.variants import get_variant, register_variant
 from harness.experiments.search import SearchError, SearchSpec, open_storage, run_search
 
 mlflow = pytest.importorskip("mlflow")
@@ -252,3 +253,38 @@ def test_an_interrupted_trial_resumes_from_its_checkpoint_when_the_search_runs_a
         replace(spec, study="straight", checkpoint_dir=str(tmp_path / "s")), echo=lambda *a: None
     )
     assert straight.trials[0].value == retry.value
+
+
+def test_a_fresh_study_tries_the_variants_own_settings_first_and_weighs_the_best_against_them(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    space = ["--space", "lr=5e-4:2e-3", "--space", "hidden=256,512"]
+    args = ["search", "exact", "--trials", "2", "--storage", storage, "--no-track", *space]
+    assert main([*args, *QUICK]) == 0
+    out = capsys.readouterr().out
+    first, second = _trials(storage, "exact-search")
+    exact = get_variant("exact")
+    assert first.params == {key: getattr(exact, key) for key in first.params}  # exact's own
+    assert (first.params["lr"], first.params["hidden"]) == (1e-3, 512)
+    assert first.user_attrs["own_settings"] and "own_settings" not in second.user_attrs
+    assert "against the variant's own settings (trial 0" in out or "are the best" in out
+    assert main([*args, "--trials", "3", *QUICK]) == 0  # a study that has trials: none enqueued
+    assert sum("own_settings" in t.user_attrs for t in _trials(storage, "exact-search")) == 1
+
+
+def test_the_space_is_shown_with_the_variants_own_values_and_an_empty_one_can_be_given(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", "exact", "--show-space", "--space", "classifier_layers=1,3"]) == 0
+    out = capsys.readouterr().out
+    assert "lr in [0.0001, 0.003] (log)  [0.001]" in out
+    assert "classifier_layers in {1, 3}  [1]" in out
+    assert list(tmp_path.iterdir()) == []  # showing writes nothing
+    register_variant("spaceless", get_variant("exact"), space={})
+    assert main(["search", "spaceless", "--show-space"]) == 1
+    assert "give one with --space" in capsys.readouterr().err
+    assert main(["search", "spaceless", "--show-space", "--space", "alpha=0.1:1"]) == 0
+    assert "alpha in [0.1, 1]  [1.0]" in capsys.readouterr().out
