@@ -228,7 +228,12 @@ def write_sweep(args: argparse.Namespace) -> str:
     if not args.base:
         raise UsageError("--sweep needs --base VARIANT (the variant whose settings it sweeps)")
     default, text = sweep_spec(
-        args.base, args.sweep, parse_overrides(args.set or []), args.seeds, args.epochs
+        args.base,
+        args.sweep,
+        parse_overrides(args.set or []),
+        args.seeds,
+        args.epochs,
+        args.max_steps,
     )
     name = check_name(args.name or default, "ablation")
     path = Path("ablations") / f"{name}.toml"
@@ -240,6 +245,24 @@ def write_sweep(args: argparse.Namespace) -> str:
     print(f"ablation {name}: the sweep is {path}; `m2h table {name}` and `m2h plot {name}` "
           "table and plot it", flush=True)  # fmt: skip
     return name
+
+
+def variants_named() -> str | None:
+    """The user's variants file as a command would name it (relative to here when it is below
+    here), or None when none is in use."""
+    named = os.environ.get(USER_VARIANTS_ENV)
+    if not named:
+        return None
+    path = Path(named)
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def with_budget(args: argparse.Namespace, ablation: Ablation) -> Ablation:
+    """`ablation`, with `args.max_steps` defaulting to the step cap its file names, so that
+    ablate, status, table, plot, compare and load agree on the runs without repeating it."""
+    if args.max_steps is None:
+        args.max_steps = ablation.max_steps
+    return ablation
 
 
 def slurm_options(args: argparse.Namespace) -> Any:
@@ -262,7 +285,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from harness.config.ablations import load_ablation
     from harness.experiments.ablate import run_states
 
-    ablation = load_ablation(args.name)
+    ablation = with_budget(args, load_ablation(args.name))
     states = run_states(
         ablation, args.seeds, args.epochs, args.max_steps, args.out, slurm_options(args)
     )
@@ -285,7 +308,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         raise UsageError("name an ablation, or sweep one: --base VARIANT --sweep KEY=A,B ...")
     elif args.base or args.set:
         raise UsageError("--base and --set go with --sweep")
-    ablation = load_ablation(args.name)
+    ablation = with_budget(args, load_ablation(args.name))
     print(f"ablation {ablation.name}: read {ablation.source}", flush=True)
     options = AblationOptions(
         tracking_uri=args.tracking_uri,
@@ -320,7 +343,7 @@ def _results_inputs(args: argparse.Namespace) -> tuple[Ablation, pd.DataFrame, p
     from harness.files import ensure_writable
     from harness.reporting.tables import load_runs
 
-    ablation = load_ablation(args.name)
+    ablation = with_budget(args, load_ablation(args.name))
     ensure_writable(Path(args.out), "results folder")
     runs, curves = load_runs(ablation, args.out, args.epochs, args.max_steps)
     return ablation, runs, curves
@@ -340,7 +363,9 @@ def cmd_table(args: argparse.Namespace) -> int:
 
     ablation, runs, _ = _results_inputs(args)
     table = summarize(runs, compares_with_paper(ablation.axes, runs), list(ablation.axes))
-    meta = provenance(ablation, runs, args.epochs or ablation.epochs, args.max_steps)
+    meta = provenance(
+        ablation, runs, args.epochs or ablation.epochs, args.max_steps, args.out, variants_named()
+    )
     meta["m1"] = m1_note(ablation, args.out, args.epochs, args.max_steps)
     md, csv = write_table(
         ablation.name,
@@ -389,7 +414,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
     picked = []
     for ablation, cell in found:
-        runs, _ = load_runs(ablation, args.out, args.epochs, args.max_steps, every_seed=True)
+        steps = args.max_steps or ablation.max_steps
+        runs, _ = load_runs(ablation, args.out, args.epochs, steps, every_seed=True)
         picked.append((f"{ablation.name}:{cell.name}", errors_by_pair(runs, cell.name)))
     (name, errors), (reference, reference_errors) = picked
     c = compare(name, errors, reference, reference_errors)
@@ -439,7 +465,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     from harness.config.ablations import load_ablation
     from harness.experiments.ablate import log_records
 
-    ablation = load_ablation(args.name)
+    ablation = with_budget(args, load_ablation(args.name))
     loaded, present, uri = log_records(
         ablation, args.out, args.epochs, args.max_steps, args.tracking_uri
     )

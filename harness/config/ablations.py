@@ -76,6 +76,7 @@ class Ablation:
     controls: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
     epochs: int = 10
+    max_steps: int | None = None  # a step cap per epoch its runs train and are tabled at
     settings: dict[str, Any] = field(default_factory=dict)
     axes: dict[str, list[Any]] = field(default_factory=dict)
     seeds_by_variant: dict[str, list[int]] = field(default_factory=dict)
@@ -222,6 +223,7 @@ def load_ablation(name: str, directory: Path | None = None) -> Ablation:
 def _checked(path: Path, spec: dict[str, Any]) -> Ablation:
     """The ablation `spec` (read from `path`) describes, every name and setting in it checked."""
     keys = {"description", "variants", "controls", "seeds", "epochs", "set", "axes", "reference"}
+    keys.add("max_steps")
     unknown = set(spec) - keys - {"seeds_by_variant", "set_by_variant"}
     if unknown:
         raise AblationError(f"{path}: unknown keys {', '.join(sorted(unknown))}")
@@ -233,6 +235,7 @@ def _checked(path: Path, spec: dict[str, Any]) -> Ablation:
         controls=list(spec.get("controls", [])),
         seeds=list(spec.get("seeds", [0])),
         epochs=int(spec.get("epochs", 10)),
+        max_steps=spec.get("max_steps"),
         settings=dict(spec.get("set", {})),
         axes={k: list(v) for k, v in spec.get("axes", {}).items()},
         seeds_by_variant={k: list(v) for k, v in spec.get("seeds_by_variant", {}).items()},
@@ -241,6 +244,9 @@ def _checked(path: Path, spec: dict[str, Any]) -> Ablation:
     )
     if not ablation.variants:
         raise AblationError(f"{path}: no variants")
+    steps = ablation.max_steps
+    if steps is not None and not (type(steps) is int and steps >= 1):
+        raise AblationError(f"{path}: max_steps must be a whole number >= 1, got {steps!r}")
     if isinstance(ablation.reference, dict):
         for key, value in ablation.reference.items():
             if value not in ablation.axes.get(key, []):
@@ -309,9 +315,11 @@ def sweep_spec(
     settings: dict[str, Any],
     seeds: Sequence[int] | None,
     epochs: int | None,
+    max_steps: int | None = None,
 ) -> tuple[str, str]:
     """An ad-hoc sweep from the command line (`--base gumbel-0.5 --sweep temperature=0.2,1.0
-    z_dim=32,128`) as an ablation file: (the name it gets unless the user names it, its TOML).
+    z_dim=32,128`) as an ablation file: (the name it gets unless the user names it, its TOML),
+    with its budget (epochs, step cap), so later commands need no budget flag.
     Each value is parsed and checked as `--set` checks it; a key swept twice is refused."""
     axes: dict[str, list[Any]] = {}
     for spec in sweep:
@@ -333,6 +341,7 @@ def sweep_spec(
         f"variants = {json.dumps([base])}",
         f"seeds = {json.dumps(list(seeds or [0]))}",
         *([f"epochs = {epochs}"] if epochs else []),
+        *([f"max_steps = {max_steps}"] if max_steps else []),
         "",
         "[set]",
         *(f"{k} = {json.dumps(v)}" for k, v in settings.items()),

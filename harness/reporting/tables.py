@@ -355,16 +355,28 @@ def counted_noun(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def provenance(ablation: Ablation, runs: pd.DataFrame, epochs: int, max_steps: int | None) -> dict:
-    """The command that makes these runs (the table holds the seeds the file plans), and which
-    commits and machines made how many of them, with their summed time (they may have run in
-    several sessions, on several machines)."""
-    command = f"m2h ablate {ablation.name}"
+def provenance(
+    ablation: Ablation,
+    runs: pd.DataFrame,
+    epochs: int,
+    max_steps: int | None,
+    out: str = "results",
+    variants: str | None = None,
+) -> dict:
+    """The command that makes these runs (the table holds the seeds the file plans), with every
+    option it needs beyond the ablation file (the user's `variants` file, a budget the file does
+    not hold, a results folder `out` other than results/), and which commits and machines made
+    how many of them, with their summed time (they may have run in several sessions, on several
+    machines)."""
+    m2h = f"m2h --variants {variants}" if variants else "m2h"
     budget = ""
     if epochs != ablation.epochs:
         budget += f" --epochs {epochs}"
-    if max_steps:
+    if max_steps and max_steps != ablation.max_steps:
         budget += f" --max-steps {max_steps}"
+    if Path(out) != Path("results"):
+        budget += f" --out {out}"
+    command = f"{m2h} ablate {ablation.name}"
 
     def counted(column: str) -> str:
         """How many runs trained under each value (a run resumed under another commit or
@@ -381,7 +393,7 @@ def provenance(ablation: Ablation, runs: pd.DataFrame, epochs: int, max_steps: i
         "progress": f"{len(runs)} of the {planned} runs the ablation file plans have finished"
         + ("" if len(runs) >= planned else "; cells without a row have none yet"),
         "command": command + budget,
-        "rebuild": f"m2h table {ablation.name}{budget}",
+        "rebuild": f"{m2h} table {ablation.name}{budget}",
         "commit": counted("git_commit"),
         "machine": counted("machine"),
         "numerics": counted("numerics") + _mixed(runs, "numerics"),

@@ -45,3 +45,22 @@ def test_a_dataset_in_one_outside_file_runs_ablates_tables_and_compares(tmp_path
     compared = _m2h(tmp_path, "compare", "blobs:gumbel-blobs", "blobs:exact-blobs", *BUDGET)
     assert "paired over seeds 0 1" in compared and "verdict: " in compared
     assert not (tmp_path / "no-data-here").exists()
+
+
+def test_a_budget_in_the_ablation_file_holds_for_every_command_and_its_provenance(tmp_path):
+    """Issue 53: the step cap lives in the ablation file, so ablate, status, table and compare
+    agree without repeating it, and the table's command reproduces it with the variants file
+    and results folder it needs."""
+    shutil.copy(DATASET, tmp_path / "my_dataset.py")
+    (tmp_path / "ablations").mkdir()
+    (tmp_path / "ablations" / "blobs.toml").write_text("max_steps = 3\n" + ABLATION)
+    out_dir = ["--out", "mine"]
+    _m2h(tmp_path, "ablate", "blobs", "--no-track", *out_dir)
+    assert list((tmp_path / "mine" / "runs").glob("*-s1.json"))  # trained at the file's cap
+    status = _m2h(tmp_path, "status", "blobs", *out_dir)
+    assert status.strip().endswith("blobs: 4 done"), status
+    _m2h(tmp_path, "table", "blobs", *out_dir)
+    shown = (tmp_path / "mine" / "blobs.md").read_text()
+    assert "- command: `m2h --variants my_dataset.py ablate blobs --out mine`" in shown
+    compared = _m2h(tmp_path, "compare", "blobs:gumbel-blobs", "blobs:exact-blobs", *out_dir)
+    assert "paired over seeds 0 1" in compared
