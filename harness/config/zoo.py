@@ -84,7 +84,7 @@ def pyro_m2() -> Variant:
     """The best published M2 on pixels, Pyro's SS-VAE tutorial (examples/vae/ss_vae_M2.py:
     6.81 +- 0.60% test error at 100 labels, 95% interval over 5 label draws), as its script
     trains it: exact marginalisation (y enumerated), one hidden layer of 500 softplus units in
-    every network, z=50, PyTorch's default initial weights, Adam lr 4.2e-4 with betas (0.9,
+    every network, z=50, Adam lr 4.2e-4 with betas (0.9,
     0.999), 10,000 training images held out for validation; its loop (batch_rule alternating):
     an epoch's steps are 200 unlabelled images alone, and the labelled images once, alone, in
     batches of up to 200 (at 100 labels one step of the 100, the epoch's second), each step's
@@ -92,7 +92,9 @@ def pyro_m2() -> Variant:
     for each labelled image (alpha 46, unscaled). Pyro steps a labelled batch's ELBO and its
     classification loss as two Adam updates where this takes one; the labelled ELBO does not
     reach q(y|x) and the classification loss reaches nothing else, so each parameter gets the
-    same gradient and one update either way. Differences kept: Pyro's last unlabelled batch
+    same gradient and one update either way. Differences kept: Pyro's initial weights (its MLP
+    draws every hidden layer's weights and biases from N(0, 0.001^2), its output layers keep
+    PyTorch's default; here every layer keeps PyTorch's default), Pyro's last unlabelled batch
     of 100 images (this drops it: 249 unlabelled steps an epoch at 100 labels), its softmax
     and sigmoid clipped at 1e-7, and its 50 epochs with the test accuracy read at the best
     validation epoch, where this runs the labels protocol's stop rule (patience 10 epochs at

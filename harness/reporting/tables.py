@@ -464,21 +464,8 @@ def _cells_shown(table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
-def write_table(
-    name: str,
-    table: pd.DataFrame,
-    meta: dict[str, str],
-    out_dir: Path,
-    description: str = "",
-    found: Sequence[Comparison] = (),
-    reference_label: str = "the reference",
-    sections: Sequence[str] = (),
-) -> tuple[Path, Path]:
-    """results/NAME.csv (every column), NAME_comparisons.csv (the paired comparisons, where
-    there are any) and NAME.md (the table as a reader wants it, under its provenance, then
-    the comparisons, then any further `sections`' lines); the index in results/README.md keeps
-    the provenance line."""
-    csv, md = out_dir / f"{name}.csv", out_dir / f"{name}.md"
+def shown_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as its Markdown shows it: each figure formatted, intervals and counts said."""
     shown = _cells_shown(table)
     shown["test error (%)"] = [
         f"{m:.2f} ± {s:.2f}"
@@ -509,6 +496,25 @@ def write_table(
         ]
     shown["samples/s"] = table["samples_per_sec"].map(lambda v: f"{v:,.0f}")
     shown["seeds"] = table["seeds"]
+    return shown
+
+
+def write_table(
+    name: str,
+    table: pd.DataFrame,
+    meta: dict[str, str],
+    out_dir: Path,
+    description: str = "",
+    found: Sequence[Comparison] = (),
+    reference_label: str = "the reference",
+    sections: Sequence[str] = (),
+) -> tuple[Path, Path]:
+    """results/NAME.csv (every column), NAME_comparisons.csv (the paired comparisons, where
+    there are any) and NAME.md (the table as a reader wants it, under its provenance, then
+    the comparisons, then any further `sections`' lines); the index in results/README.md keeps
+    the provenance line."""
+    csv, md = out_dir / f"{name}.csv", out_dir / f"{name}.md"
+    shown = shown_frame(table)
     lines = [
         f"# Ablation `{name}`",
         "",
