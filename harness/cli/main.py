@@ -443,9 +443,10 @@ def cmd_answers(args: argparse.Namespace) -> int:
 
     if not (Path(args.out) / RUNS_FOLDER).is_dir():
         raise UsageError(f"{args.out} holds no {RUNS_FOLDER}/ of run records to answer from")
-    path = write_answers(args.out)
-    print(path.read_text())
-    print(f"wrote {path}")
+    paths = write_answers(args.out)
+    for path in paths:
+        print(path.read_text())
+    print(f"wrote {' and '.join(map(str, paths))}")
     return 0
 
 

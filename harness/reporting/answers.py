@@ -10,12 +10,14 @@ seeds and the CPU time its runs took. Every figure comes from the same functions
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
 from harness.config.ablations import ABLATIONS_DIR, Ablation, load_ablation
-from harness.files import write_atomically
+from harness.files import write_all_atomically
+from harness.reporting.paper_table import paper_markdown
 from harness.reporting.statistics import Comparison
 from harness.reporting.tables import (
     ResultsError,
@@ -122,7 +124,11 @@ def answers_markdown(results_dir: str | Path, names: list[str] | None = None) ->
     return HEADER + pd.DataFrame(rows).to_markdown(index=False) + "\n"
 
 
-def write_answers(results_dir: str | Path) -> Path:
-    path = Path(results_dir) / "answers.md"
-    text = answers_markdown(results_dir)
-    return write_atomically(path, lambda tmp: tmp.write_text(text))
+def write_answers(results_dir: str | Path) -> list[Path]:
+    """results/answers.md and results/paper.md (the paper's table side by side,
+    `paper_table.py`), written together."""
+    pages = {"answers.md": answers_markdown(results_dir), "paper.md": paper_markdown(results_dir)}
+    folder = Path(results_dir)
+    return write_all_atomically(
+        {folder / name: partial(Path.write_text, data=text) for name, text in pages.items()}
+    )

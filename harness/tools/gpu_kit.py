@@ -271,6 +271,7 @@ def accuracy(
         if slow and mode == "bf16":
             entry["skipped"] = slow
             log(f"  exact to 90% ({mode}): {slow}")
+            write_json(out / "accuracy.json", result)
             continue
         try:
             variant = create_variant("exact", {"labels": 600, "epochs": budget["to_90"]})

@@ -12,7 +12,9 @@ from harness.cli.main import main
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 TABLES = sorted(
-    p.stem for p in RESULTS.glob("*.md") if p.stem not in ("README", "performance", "answers")
+    p.stem
+    for p in RESULTS.glob("*.md")
+    if p.stem not in ("README", "performance", "answers", "paper")
 )
 SNAPSHOT = "- snapshot without run records:"
 
@@ -51,4 +53,5 @@ def test_the_answers_page_rebuilds_byte_for_byte(tmp_path, capsys):
     shutil.copytree(RESULTS / "runs", tmp_path / "runs")
     assert main(["answers", "--out", str(tmp_path)]) == 0
     capsys.readouterr()
-    assert (tmp_path / "answers.md").read_bytes() == (RESULTS / "answers.md").read_bytes()
+    for page in ("answers.md", "paper.md"):
+        assert (tmp_path / page).read_bytes() == (RESULTS / page).read_bytes(), page
