@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
+from scipy import stats
 
 from harness.files import write_all_atomically
 from harness.reporting.statistics import CONFIDENCE, Comparison, t_interval
@@ -103,14 +104,15 @@ def final_figure(name: str, runs: pd.DataFrame, axis: str | None, paper: bool) -
         if axis is not None and axis in runs:
             dodge = 0.3 if runs["variant"].nunique() > 1 else False  # seaborn: one hue, no dodge
             sns.pointplot(
-                runs, x=axis, y=column, hue="variant", errorbar=t_interval, dodge=dodge, ax=ax
-            )
+                runs, x=axis, y=column, hue="variant", errorbar=nonnegative_interval, dodge=dodge,
+                ax=ax,
+            )  # fmt: skip
         else:
             sns.pointplot(
                 runs,
                 x="cell",
                 y=column,
-                errorbar=t_interval,
+                errorbar=nonnegative_interval,
                 linestyle="none",
                 capsize=0.2,
                 ax=ax,
@@ -121,12 +123,19 @@ def final_figure(name: str, runs: pd.DataFrame, axis: str | None, paper: bool) -
     error_ax.set(ylabel="test error (%)", title="reported test error")
     speed_ax.set(ylabel="training rows/s (last epoch)", title="speed")
     seeds = runs.groupby("cell")["seed"].nunique()
-    interval = f"mean, {CONFIDENCE:.0%} t interval over seeds"
+    interval = f"mean, {CONFIDENCE:.0%} t interval over seeds, cut at zero"
     if seeds.min() < 2:
         interval += "; one seed has no interval"
     fig.suptitle(f"{name}: error and speed per cell ({interval})")
     fig.tight_layout()
     return fig
+
+
+def nonnegative_interval(values: Sequence[float]) -> tuple[float, float]:
+    """The t interval of the mean of an error or a speed, which cannot be below zero: cut there
+    (with few seeds and a wide spread the t interval reaches below it)."""
+    low, high = t_interval(values)
+    return max(0.0, low), high
 
 
 def grid_figure(name: str, runs: pd.DataFrame, rows: str, columns: str) -> Figure:
@@ -161,32 +170,55 @@ def grid_label(mean: float, interval: Any) -> str:
     return f"{mean:.2f}\n[{interval[0]:.2f}, {interval[1]:.2f}]"
 
 
+def corrected_interval(c: Comparison, comparisons: int) -> tuple[float, float]:
+    """The paired difference's t interval at the family-wise level the verdicts hold
+    (Bonferroni over the table's `comparisons`: 95% for all of them at once), from the 95%
+    interval's half-width; an interval that leaves out zero is then a difference the
+    Holm-corrected t test detects too (Holm rejects whatever Bonferroni does)."""
+    n = len(c.seeds)
+    if pd.isna(c.low) or n < 2:
+        return c.difference, c.difference
+    sem = (c.high - c.difference) / stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)
+    half = sem * stats.t.ppf(1 - (1 - CONFIDENCE) / (2 * comparisons), n - 1)
+    return c.difference - half, c.difference + half
+
+
 def paired_figure(name: str, found: Sequence[Comparison]) -> Figure:
-    """One row per comparison: the mean paired difference in error with its t interval, against
-    zero (left of it: the cell is better than its reference), the verdict beside it."""
-    fig, ax = plt.subplots(figsize=(12, 0.5 * len(found) + 1.6))
-    rows = range(len(found))[::-1]
+    """One row per comparison: the mean paired difference in error with its interval corrected
+    as the verdicts are (bold; the uncorrected 95% interval thin behind it), against zero (left
+    of it: the cell is better than its reference), the verdict at the right."""
+    fig, ax = plt.subplots(figsize=(10, 0.5 * len(found) + 1.6))
+    rows = list(range(len(found))[::-1])
     for y, c in zip(rows, found, strict=True):
-        low, high = (c.difference, c.difference) if pd.isna(c.low) else (c.low, c.high)
         color = "tab:green" if c.verdict.startswith("better") else "tab:red"
         if c.verdict.startswith("no difference"):
             color = "tab:gray"
-        ax.errorbar(
-            c.difference,
-            y,
-            xerr=[[c.difference - low], [high - c.difference]],
-            fmt="o",
-            color=color,
-            capsize=4,
-        )
-        ax.annotate(c.verdict, (1.01, y), xycoords=("axes fraction", "data"), va="center")
+        for (low, high), width in (
+            ((c.low, c.high) if not pd.isna(c.low) else (c.difference,) * 2, 1.0),
+            (corrected_interval(c, len(found)), 3.0),
+        ):
+            ax.errorbar(
+                c.difference,
+                y,
+                xerr=[[c.difference - low], [high - c.difference]],
+                fmt="o",
+                color=color,
+                elinewidth=width,
+                alpha=1.0 if width > 1 else 0.5,
+                capsize=4,
+            )
     ax.axvline(0, color="black", linewidth=1)
-    ax.set_yticks(list(rows), [f"{c.cell} - {c.reference} ({len(c.seeds)})" for c in found])
+    ax.set_yticks(rows, [f"{c.cell} - {c.reference} ({len(c.seeds)})" for c in found])
+    verdicts = ax.twinx()  # the verdicts as right-hand tick labels: no margin is left empty
+    verdicts.set_ylim(ax.get_ylim())
+    verdicts.set_yticks(rows, [c.verdict for c in found])
+    verdicts.grid(False)
     ax.set(
         xlabel="paired difference in test error (points; < 0: the cell is better)",
-        title=f"{name}: paired differences, {CONFIDENCE:.0%} t interval (pairs)",
+        title=f"{name}: paired differences; bold: {CONFIDENCE:.0%} for all {len(found)} at once "
+        f"(Bonferroni), thin: {CONFIDENCE:.0%} each; verdicts Holm-corrected",
     )
-    fig.tight_layout(rect=(0, 0, 0.78, 1))  # the verdicts stand right of the axes
+    fig.tight_layout()
     return fig
 
 

@@ -180,3 +180,28 @@ def test_m2h_compare_refuses_cells_without_two_shared_seeds_in_one_line(labels_r
     err = capsys.readouterr().err
     assert code == 1
     assert err.count("\n") == 1 and "share 1 seed (0); a paired comparison needs" in err
+
+
+def test_the_paired_plot_draws_intervals_corrected_as_the_verdicts_are():
+    """Issue 55: an interval that leaves out zero beside "no difference detected" read as a
+    contradiction; the bold interval is 95% for all comparisons at once (Bonferroni), so one
+    that leaves out zero is a difference the Holm-corrected t test detects too."""
+    from harness.reporting.plots import corrected_interval, nonnegative_interval, paired_figure
+
+    reference = {s: 10.0 + 0.3 * s for s in range(5)}
+
+    def shifted(k: int) -> dict[int, float]:
+        return {s: e - 0.3 * k + 0.05 * (s % 2) for s, e in reference.items()}
+
+    found = holm([compare(f"c{k}", shifted(k), "ref", reference) for k in range(1, 5)])
+    assert any(corrected_interval(c, len(found))[1] < 0 for c in found)
+    for c in found:
+        assert corrected_interval(c, 1) == pytest.approx((c.low, c.high))
+        low, high = corrected_interval(c, len(found))
+        assert low < c.low and high > c.high  # wider for four comparisons at once
+        if high < 0:  # it leaves out zero: the corrected t test finds the difference too
+            assert c.p_t_holm < 0.05 and not c.verdict.startswith("no difference")
+    assert nonnegative_interval([0.1, 5.0, 0.2])[0] == 0.0  # an error's interval stops at zero
+    figure = paired_figure("t", found)
+    labels = [t.get_text() for t in figure.axes[1].get_yticklabels()]
+    assert sorted(labels) == sorted(c.verdict for c in found)  # the verdicts, at the right
