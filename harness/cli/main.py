@@ -454,12 +454,34 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from harness.runs.records import read_record
     from harness.runs.reproduce import reproduce
 
-    record = read_record(args.record)
-    verify_data(args, record.variant.dataset)
-    print(f"{args.record}: rerunning its first {args.epochs} epochs here")
-    outcome = reproduce(record, args.epochs, args.data_root)
-    print(outcome.summary())
-    return 0 if outcome.difference is None else 1
+    if (args.record is None) == (args.all is None):
+        raise UsageError("name a RECORD, or an ablation's records with --all ABLATION")
+    records = [read_record(args.record)] if args.record else sampled_records(args)
+    for dataset in {r.variant.dataset for r in records}:
+        verify_data(args, dataset)
+    differ = 0
+    for record in records:
+        print(f"{record.path}: rerunning its first {args.epochs} epochs here", flush=True)
+        outcome = reproduce(record, args.epochs, args.data_root)
+        print(outcome.summary(), flush=True)
+        differ += outcome.difference is not None
+    if args.all:
+        print(f"{len(records) - differ} of {len(records)} records of {args.all} reproduce")
+    return 0 if not differ else 1
+
+
+def sampled_records(args: argparse.Namespace) -> list:
+    """`--all ABLATION`: the first --per-cell records (by seed) of each of its cells."""
+    from harness.config.ablations import load_ablation
+    from harness.runs.records import RUNS_FOLDER, find_records
+
+    ablation = with_budget(args, load_ablation(args.all))
+    runs_dir, picked = Path(args.out) / RUNS_FOLDER, []
+    for cell in ablation.cells():
+        picked += find_records(runs_dir, ablation.variant(cell, 0), args.max_steps)[: args.per_cell]
+    if not picked:
+        raise UsageError(f"ablation {ablation.name} has no records in {runs_dir}")
+    return picked
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -871,7 +893,17 @@ def build_parser() -> argparse.ArgumentParser:
         "1 with the first difference and what differs from where it was made (commit and "
         "numerics version, torch, device, processor, instruction set) if they differ.",
     )
-    reproduce.add_argument("record", help="a run record, e.g. results/runs/exact-...-s0.json")
+    reproduce.add_argument(
+        "record", nargs="?", help="a run record, e.g. results/runs/exact-...-s0.json"
+    )
+    reproduce.add_argument(
+        "--all", metavar="ABLATION", help="instead of one record: a few of each cell's of ABLATION"
+    )
+    reproduce.add_argument(
+        "--per-cell", type=int, default=1, help="with --all: records per cell (lowest seeds first)"
+    )
+    reproduce.add_argument("--out", default="results", help="with --all: results folder")
+    reproduce.add_argument("--max-steps", type=int, help="with --all: the runs' step cap")
     reproduce.add_argument("--epochs", type=int, default=1, help="epochs to rerun (default 1)")
     reproduce.add_argument("--data-root", help="folder holding MNIST/raw (default: $M2_DATA_ROOT)")
     reproduce.add_argument("--no-download", action="store_true", help="never download data")
@@ -975,6 +1007,7 @@ def check_counts(args: argparse.Namespace) -> None:
         "jobs",
         "epochs",
         "repeats",
+        "per_cell",
         "time_limit",
         "cpus_per_job",
         "array_parallelism",

@@ -75,3 +75,20 @@ def test_a_commit_before_a_numerics_change_is_named_with_its_version(record):
     made["segments"] = [{**made["segments"][0], "git_commit": made["git_commit"]}]
     (cause, *_) = causes(made, 1)
     assert f"under numerics version {NUMERICS_VERSION - 1}" in cause and start in cause
+
+
+def test_an_ablations_records_are_sampled_per_cell_and_each_reproduces(tmp_path, monkeypatch):
+    """`m2h reproduce --all ABLATION`: the first --per-cell records of each cell, made here,
+    each reproduce; the exit status says whether all did."""
+    from harness.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ablations").mkdir()
+    (tmp_path / "ablations" / "blobs.toml").write_text(
+        'max_steps = 3\nvariants = ["exact-blobs", "gumbel-blobs"]\nseeds = [0, 1]\nepochs = 1\n'
+    )
+    load_user_variants(DATASET)
+    assert main(["ablate", "blobs", "--no-track"]) == 0
+    assert main(["reproduce", "--all", "blobs", "--per-cell", "1"]) == 0
+    assert main(["reproduce", "--all", "blobs", "--per-cell", "0"]) == 1  # a count below 1
+    assert main(["reproduce"]) == 1  # neither a record nor --all
