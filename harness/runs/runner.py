@@ -241,6 +241,9 @@ def _prepare(variant: Variant, options: RunOptions) -> tuple[torch.device, Split
     return torch_device, splits
 
 
+CHECKPOINTS_NAMED = 3  # checkpoints of other settings a fresh start names, the closest first
+
+
 def checkpoint_path(checkpoint_dir: str | Path, variant: Variant, max_steps: int | None) -> Path:
     """Where a run of `variant` keeps its checkpoint in `checkpoint_dir`."""
     return inside(checkpoint_dir, f"{run_key(variant, max_steps)}.pt")
@@ -261,16 +264,19 @@ def resume_note(variant: Variant, checkpoint: Path, resume: bool, resumed: bool,
     note = f"starting fresh: no checkpoint of these settings in {checkpoint.parent}"
     if not resume:
         return note
-    others = []
+    others: list[tuple[int, str]] = []  # (settings that differ, what is said of the file)
     for path in sorted(checkpoint.parent.glob(f"{variant.name}-*.pt")):
         try:
             changed = settings_differing(variant, load_checkpoint(path)) or ["--max-steps"]
         except CheckpointError:  # not this run's file: named, never loaded
-            others.append(f"{path.name} (not read: not a plain m2h checkpoint)")
+            others.append((10**6, f"{path.name} (not read: not a plain m2h checkpoint)"))
             continue
-        others.append(f"{path.name} (differs in {', '.join(changed)})")
-    if others:
-        note += f"; not resumed, being of other settings: {'; '.join(others)}"
+        others.append((len(changed), f"{path.name} (differs in {', '.join(changed)})"))
+    if others:  # the closest few, so the line stays short however many a folder holds
+        closest = [said for _, said in sorted(others)[:CHECKPOINTS_NAMED]]
+        more = len(others) - len(closest)
+        note += f"; not resumed, being of other settings: {'; '.join(closest)}"
+        note += f"; and {more} more of {variant.name}" if more else ""
     return note
 
 

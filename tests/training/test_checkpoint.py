@@ -162,3 +162,20 @@ def test_a_slurm_folder_others_can_write_is_refused_before_any_job_is_pickled(tm
     check_owner_only(shared)  # only its owner writes: fine
     check_owner_only(tmp_path / "new")
     assert (tmp_path / "new").stat().st_mode & 0o077 == 0  # made private
+
+
+def test_a_fresh_start_names_the_closest_few_checkpoints_of_other_settings(tmp_path):
+    """Issue 53: the line listed every earlier checkpoint of the variant; it names the closest
+    few (the fewest settings apart) and counts the rest."""
+    from harness.runs.runner import CHECKPOINTS_NAMED, resume_note
+
+    variant = create_variant("exact")
+    others = [{"lr": 5e-4}, {"lr": 2e-4, "z_dim": 32}, {"lr": 3e-4, "z_dim": 16, "hidden": 256}]
+    others += [{"lr": lr, "z_dim": 8, "hidden": 128, "alpha": 0.5} for lr in (1e-4, 2e-3)]
+    for k, changes in enumerate(others):
+        state = plain_state(variant=variant.replace(**changes).params())
+        save_checkpoint(tmp_path / f"exact-{k}.pt", state)
+    note = resume_note(variant, tmp_path / "exact-new.pt", resume=True, resumed=False, epoch=0)
+    assert note.count("differs in") == CHECKPOINTS_NAMED == 3
+    assert "exact-0.pt (differs in lr)" in note and "exact-3.pt" not in note
+    assert note.endswith("; and 2 more of exact")
