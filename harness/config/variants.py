@@ -122,6 +122,15 @@ class Variant:
     # (a faithful reimplementation of the authors' M2 uses 1 / n_total); adamw keeps torch's
     # decoupled 0.01
     weight_decay: float = 0.0
+    # a step schedule of the learning rate: lr * lr_decay ** (epochs done // lr_decay_every),
+    # never below lr_min (0: no decay; the auxiliary models' authors: x0.75 every 200 epochs,
+    # floor 3e-5); clipping before each update: the gradients' joint norm to clip_norm, then
+    # each element to +-clip_value (0: none; the authors: 5, then 1)
+    lr_decay: float = 1.0
+    lr_decay_every: int = 0
+    lr_min: float = 0.0
+    clip_norm: float = 0.0
+    clip_value: float = 0.0
     # fixed: batch_size unlabelled + labelled_batch_size labelled rows every step; paper: Kingma
     # et al.'s batch composition; alternating: steps of labelled rows alone (the labelled images
     # once an epoch, in batches of labelled_batch_size) among steps of batch_size unlabelled rows
@@ -189,14 +198,14 @@ class Variant:
             "m1_weight_decay",
             "m1_clip",
             "weight_decay",
+            "lr_decay_every",
+            "lr_min",
+            "clip_norm",
+            "clip_value",
         ]:
             if getattr(self, key) < 0:
                 raise VariantError(f"{key} must be >= 0, got {getattr(self, key)!r}")
-        if self.weight_decay and self.optimizer != "adam":
-            raise VariantError(
-                "weight_decay is Adam's L2 term; adamw decays its weights by torch's default "
-                f"0.01: use optimizer=adam with weight_decay={self.weight_decay!r}"
-            )
+        self._check_optimisation()
         if not 0 <= self.dropout < 1:
             raise VariantError(f"dropout must be in [0, 1), got {self.dropout!r}")
         self._check_registered()
@@ -213,6 +222,18 @@ class Variant:
                 "the stop rule (patience) needs validation images held out of training, "
                 "e.g. validation=10000: the test set never decides when a run stops"
             )
+
+    def _check_optimisation(self) -> None:
+        """The L2 term's optimiser and the learning-rate schedule."""
+        if self.weight_decay and self.optimizer != "adam":
+            raise VariantError(
+                "weight_decay is Adam's L2 term; adamw decays its weights by torch's default "
+                f"0.01: use optimizer=adam with weight_decay={self.weight_decay!r}"
+            )
+        if not 0 < self.lr_decay <= 1:
+            raise VariantError(f"lr_decay must be in (0, 1], got {self.lr_decay!r}")
+        if self.lr_min > self.lr:
+            raise VariantError(f"lr_min {self.lr_min!r} is above lr {self.lr!r}")
 
     def _check_registered(self) -> None:
         """The family, the dataset and the networks are registered ones."""
@@ -338,6 +359,11 @@ LATER_SETTINGS = (
     "weight_decay",
     "label_seed",
     "family",
+    "lr_decay",
+    "lr_decay_every",
+    "lr_min",
+    "clip_norm",
+    "clip_value",
 )
 
 

@@ -41,3 +41,12 @@ def alpha_ramp(variant: Variant, step: int, steps_per_epoch: int) -> float:
     if variant.alpha_schedule == "linear":
         return progress
     return 0.5 * (1.0 - math.cos(math.pi * progress))
+
+
+def lr_at(variant: Variant, epochs_done: int) -> float:
+    """The learning rate of the epoch after `epochs_done`: lr * lr_decay ** (epochs_done //
+    lr_decay_every), never below lr_min; lr itself without a schedule (lr_decay_every 0)."""
+    if not variant.lr_decay_every:
+        return variant.lr
+    decays = epochs_done // variant.lr_decay_every
+    return max(variant.lr_min, variant.lr * variant.lr_decay**decays)

@@ -31,6 +31,7 @@ from harness.training.step import (
     BeforeUpdate,
     autocast,
     check_precision,
+    check_schedule_and_clipping,
     draw_rows,
     eager_train,
     epoch_order,
@@ -87,6 +88,8 @@ class StackedSeeds:
                 "and train/eval modes are per model); run these seeds one at a time"
             )
         self.seeds, self.device, self.precision = tuple(seeds), device, precision
+        check_schedule_and_clipping(variant, stacked=True, cuda_graphs=False)
+        self.variant = variant
         self.variants = [variant.replace(seed=seed) for seed in self.seeds]
         self.family = get_family(variant.family)
         models = []

@@ -40,6 +40,7 @@ class TrainingStep(Protocol):
     """What the trainer's loop needs of a step, for S seeds (S = len(seeds))."""
 
     seeds: tuple[int, ...]
+    variant: Variant  # the settings every seed shares
     n_labelled: int  # labelled training images per seed
     n_unlabelled: int
     optimizer: torch.optim.Optimizer
@@ -78,8 +79,36 @@ def eager_train(
     values = step.forward_backward(batch)
     if before_update is not None:
         before_update(values)
+    clip_gradients(step.optimizer, step.variant)
     step.optimizer.step()
     return values
+
+
+def clip_gradients(optimizer: torch.optim.Optimizer, variant: Variant) -> None:
+    """The variant's clipping before an update: the joint norm of all gradients to clip_norm,
+    then each element to +-clip_value (either 0: not done)."""
+    if not (variant.clip_norm or variant.clip_value):
+        return
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if variant.clip_norm:
+        torch.nn.utils.clip_grad_norm_(params, variant.clip_norm)
+    if variant.clip_value:
+        torch.nn.utils.clip_grad_value_(params, variant.clip_value)
+
+
+def check_schedule_and_clipping(variant: Variant, stacked: bool, cuda_graphs: bool) -> None:
+    """Refuse what the schedule and clipping cannot do: a captured graph replays a fixed update,
+    and stacked seeds share one parameter tensor per weight, whose norm would mix the seeds."""
+    if cuda_graphs and (variant.lr_decay_every or variant.clip_norm or variant.clip_value):
+        raise ValueError(
+            "CUDA graphs replay one captured update: lr_decay_every, clip_norm and clip_value "
+            "need an eager step (run without --cuda-graphs)"
+        )
+    if stacked and variant.clip_norm:
+        raise ValueError(
+            "clip_norm clips each run's gradient norm; stacked seeds share one tensor per "
+            "weight: run the seeds apart (no --stack)"
+        )
 
 
 def check_precision(precision: str) -> None:
@@ -227,6 +256,7 @@ class OneSeed:
             )
         if cuda_graphs and device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device; this run is on {device}")
+        check_schedule_and_clipping(variant, stacked=False, cuda_graphs=cuda_graphs)
         self.variant, self.device = variant, device
         self.seeds: tuple[int, ...] = (variant.seed,)
         self.precision, self.compiled, self.cuda_graphs = precision, compile, cuda_graphs

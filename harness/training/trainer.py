@@ -29,7 +29,7 @@ from harness.training.checkpoint import load_checkpoint, save_checkpoint
 from harness.training.data import Splits
 from harness.training.family import TERMS, get_family
 from harness.training.reports import EpochReport
-from harness.training.schedules import alpha_ramp, alpha_scale, temperature_at
+from harness.training.schedules import alpha_ramp, alpha_scale, lr_at, temperature_at
 from harness.training.step import Batch, OneSeed, TrainingStep
 from harness.training.stopping import should_stop
 
@@ -292,6 +292,9 @@ class Trainer:
         """One pass over the unlabelled images: the mean of each seed's loss terms, and the
         seconds."""
         order_u, order_l = self.epoch_order()
+        if self.variant.lr_decay_every:  # the epoch's learning rate, from the epochs done
+            for group in self.stepper.optimizer.param_groups:
+                group["lr"] = lr_at(self.variant, self.epoch)
         watch = NonFiniteWatch(self._seed_at)
         sums = None
         synchronize(self.device)

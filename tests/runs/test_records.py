@@ -136,7 +136,7 @@ def test_a_table_is_rebuilt_from_records_alone_and_merges_machines(ablation_file
     # the file plans seed 0 alone for the control: its seed 1 is not this table's
     assert f"{'a' * 40} (2 runs); {'b' * 40} (1 run)" in md
     assert "NVIDIA H100 (1 run)" in md and "cpu (test, 2 cores) (2 runs)" in md
-    assert "- command: `m2h ablate two` (then" in md
+    assert f"- command: `m2h ablate two --out {results}` (then" in md  # the folder it needs
     before = md
     assert main(["table", str(ablation_file), "--out", str(results)]) == 0
     assert (results / "two.md").read_text() == before  # the same records, the same file
@@ -176,7 +176,8 @@ def test_a_table_of_the_planned_seeds_names_the_command_that_plans_them(ablation
     write_runs(ablation_file, results)  # the file's seeds
     assert main(["table", str(ablation_file), "--out", str(results)]) == 0
     md = (results / "two.md").read_text()
-    assert "- command: `m2h ablate two` (then `m2h table two`)" in md
+    out = f"--out {results}"
+    assert f"- command: `m2h ablate two {out}` (then `m2h table two {out}`)" in md
     assert "3 of the 3 runs the ablation file plans have finished" in md
     # a seed the file does not plan (the control's seed 1, made by another ablation that
     # shares the cell) stays out of this table: it holds what its command makes

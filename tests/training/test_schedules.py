@@ -5,7 +5,7 @@ import math
 import pytest
 
 from harness.config.variants import Variant
-from harness.training.schedules import alpha_ramp, alpha_scale, temperature_at
+from harness.training.schedules import alpha_ramp, alpha_scale, lr_at, temperature_at
 
 
 def test_fixed_temperature():
@@ -41,3 +41,49 @@ def test_alpha_warmup_ramps_from_zero_to_one(schedule):
     assert ramp[0] < 0.1 and ramp[19] == 1.0 and ramp[29] == 1.0
     assert ramp == sorted(ramp)
     assert alpha_ramp(Variant(), 0, 10) == 1.0
+
+
+def test_the_learning_rate_steps_down_as_the_auxiliary_models_authors_decay_it():
+    """Adam 3e-4, x0.75 every 200 epochs, never below 3e-5 (Maaløe et al.'s code)."""
+    v = Variant(lr=3e-4, lr_decay=0.75, lr_decay_every=200, lr_min=3e-5)
+    assert lr_at(v, 0) == lr_at(v, 199) == 3e-4
+    assert lr_at(v, 200) == pytest.approx(2.25e-4) and lr_at(v, 400) == pytest.approx(1.6875e-4)
+    assert lr_at(v, 10**5) == 3e-5  # the floor
+    assert lr_at(Variant(lr=1e-3), 10**5) == 1e-3  # no schedule
+
+
+def test_the_trainer_sets_each_epochs_learning_rate_and_clips_before_each_update(generated):
+    import torch
+
+    from harness.training.step import check_schedule_and_clipping, clip_gradients
+    from harness.training.trainer import Trainer
+
+    v = Variant(lr=1e-3, lr_decay=0.5, lr_decay_every=1, epochs=2, validation=200)
+    trainer = Trainer(v, generated, "cpu", max_steps=2, progress=False)
+    trainer.run_epoch()
+    assert trainer.stepper.optimizer.param_groups[0]["lr"] == 1e-3
+    trainer.run_epoch()
+    assert trainer.stepper.optimizer.param_groups[0]["lr"] == 5e-4
+
+    clipped = Variant(clip_norm=0.5, clip_value=0.01)
+    weights = torch.nn.Parameter(torch.ones(4))
+    weights.grad = torch.tensor([3.0, -4.0, 0.0, 0.0])  # norm 5
+    optimizer = torch.optim.Adam([weights])
+    clip_gradients(optimizer, clipped)
+    assert weights.grad.abs().max() <= 0.01  # the norm to 0.5, then each element to 0.01
+    with pytest.raises(ValueError, match="CUDA graphs replay one captured update"):
+        check_schedule_and_clipping(v, stacked=False, cuda_graphs=True)
+    with pytest.raises(ValueError, match="run the seeds apart"):
+        check_schedule_and_clipping(clipped, stacked=True, cuda_graphs=False)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"lr_decay": 0.0}, "lr_decay must be in (0, 1]"), ({"lr_min": 1.0}, "is above lr")],
+)
+def test_a_schedule_that_cannot_be_is_refused(changes, message):
+    from harness.config.variants import VariantError
+
+    with pytest.raises(VariantError, match=None) as err:
+        Variant(**changes)
+    assert message in str(err.value)
