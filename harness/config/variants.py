@@ -126,6 +126,9 @@ class Variant:
     # never below lr_min (0: no decay; the auxiliary models' authors: x0.75 every 200 epochs,
     # floor 3e-5); clipping before each update: the gradients' joint norm to clip_norm, then
     # each element to +-clip_value (0: none; the authors: 5, then 1)
+    # dynamic binarisation: each step's training pixels drawn afresh as Bernoulli(x) (the
+    # auxiliary models' authors); validation and test images stay grey (the model's mean)
+    binarize: bool = False
     lr_decay: float = 1.0
     lr_decay_every: int = 0
     lr_min: float = 0.0
@@ -252,7 +255,11 @@ class Variant:
                 )
 
     def _check_data(self) -> None:
-        """The labelled subset's seed and the batch rule."""
+        """The labelled subset's seed, the batch rule and the binarised pixels."""
+        if self.binarize and (self.features == "m1" or self.likelihood != "bernoulli"):
+            raise VariantError(
+                "binarize draws binary pixels: it needs pixels and a Bernoulli likelihood"
+            )
         if self.label_seed is not None and self.label_seed < 0:
             raise VariantError(f"label_seed must be >= 0 or none, got {self.label_seed!r}")
         if self.batch_rule == "alternating" and self.estimator == "supervised":
@@ -359,6 +366,7 @@ LATER_SETTINGS = (
     "weight_decay",
     "label_seed",
     "family",
+    "binarize",
     "lr_decay",
     "lr_decay_every",
     "lr_min",

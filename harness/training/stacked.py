@@ -132,8 +132,9 @@ class StackedSeeds:
         def seed_terms(params: dict[str, Tensor], x_l: Tensor, y_l: Tensor, x_u: Tensor) -> Tensor:
             return functional_call(self.template, params, (x_l, y_l, x_u, options))
 
-        x_l = draw_rows(self.x_l, self.std_l, (rows, idx_l), self.generator)
-        x_u = draw_rows(self.x_u, self.std_u, (rows, idx_u), self.generator)
+        binarize = self.variant.binarize
+        x_l = draw_rows(self.x_l, self.std_l, (rows, idx_l), self.generator, binarize)
+        x_u = draw_rows(self.x_u, self.std_u, (rows, idx_u), self.generator, binarize)
         with autocast(self.device, self.precision):
             terms = vmap(seed_terms, randomness=self.randomness)(
                 self.params, x_l, self.y_l[rows, idx_l], x_u

@@ -96,13 +96,20 @@ def clip_gradients(optimizer: torch.optim.Optimizer, variant: Variant) -> None:
         torch.nn.utils.clip_grad_value_(params, variant.clip_value)
 
 
+# settings a captured CUDA graph cannot follow: they change the update or draw afresh each step
+EAGER_ONLY = ("lr_decay_every", "clip_norm", "clip_value", "binarize")
+
+
 def check_schedule_and_clipping(variant: Variant, stacked: bool, cuda_graphs: bool) -> None:
     """Refuse what the schedule and clipping cannot do: a captured graph replays a fixed update,
     and stacked seeds share one parameter tensor per weight, whose norm would mix the seeds."""
-    if cuda_graphs and (variant.lr_decay_every or variant.clip_norm or variant.clip_value):
+    eager = [
+        k for k in ("lr_decay_every", "clip_norm", "clip_value", "binarize") if getattr(variant, k)
+    ]
+    if cuda_graphs and eager:
         raise ValueError(
-            "CUDA graphs replay one captured update: lr_decay_every, clip_norm and clip_value "
-            "need an eager step (run without --cuda-graphs)"
+            f"CUDA graphs replay one captured update: {', '.join(eager)} need an eager step "
+            "(run without --cuda-graphs)"
         )
     if stacked and variant.clip_norm:
         raise ValueError(
@@ -194,11 +201,18 @@ def labelled_split(splits: Splits, labels: int, seed: int, device: torch.device)
 
 
 def draw_rows(
-    x: Tensor, std: Tensor | None, index: tuple[Tensor, ...], generator: torch.Generator
+    x: Tensor,
+    std: Tensor | None,
+    index: tuple[Tensor, ...],
+    generator: torch.Generator,
+    binarize: bool = False,
 ) -> Tensor:
     """The rows `x[index]`; for M1's features (`std` given) a fresh draw of each,
-    z1 = mean + std * eps with eps ~ N(0, I), as M1+M2 trains on samples of q(z1|x)."""
+    z1 = mean + std * eps with eps ~ N(0, I), as M1+M2 trains on samples of q(z1|x); with
+    `binarize`, pixels drawn afresh as x_b ~ Bernoulli(x) (dynamic binarisation)."""
     rows = x[index]
+    if binarize:
+        return torch.bernoulli(rows, generator=generator)
     if std is None:
         return rows
     noise = torch.randn(rows.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -284,8 +298,9 @@ class OneSeed:
         """The family's objective on a batch drawn by index (`cache`: autocast's weight cache,
         which a CUDA graph capture must do without)."""
         options = loss_options(self.family, self.variant, self.generator, alpha, temperature)
-        x_l = draw_rows(self.x_l, self.std_l, (idx_l,), self.generator)
-        x_u = draw_rows(self.x_u, self.std_u, (idx_u,), self.generator)
+        binarize = self.variant.binarize
+        x_l = draw_rows(self.x_l, self.std_l, (idx_l,), self.generator, binarize)
+        x_u = draw_rows(self.x_u, self.std_u, (idx_u,), self.generator, binarize)
         with autocast(self.device, self.precision, cache):
             return self.loss_fn(self.model, x_l, self.y_l[idx_l], x_u, **options)
 

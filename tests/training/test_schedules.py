@@ -87,3 +87,21 @@ def test_a_schedule_that_cannot_be_is_refused(changes, message):
     with pytest.raises(VariantError, match=None) as err:
         Variant(**changes)
     assert message in str(err.value)
+
+
+def test_dynamic_binarisation_draws_binary_pixels_with_the_images_means(generated):
+    import torch
+
+    from harness.config.variants import VariantError
+    from harness.training.step import draw_rows
+    from harness.training.trainer import Trainer
+
+    x = torch.full((4000, 3), 0.25)
+    drawn = draw_rows(x, None, (torch.arange(4000),), torch.Generator().manual_seed(0), True)
+    assert set(drawn.unique().tolist()) == {0.0, 1.0}
+    assert abs(drawn.mean().item() - 0.25) < 0.02
+    trainer = Trainer(Variant(binarize=True), generated, "cpu", max_steps=2, progress=False)
+    (report,) = trainer.run_epoch()
+    assert report.losses["loss"] > 0
+    with pytest.raises(VariantError, match="needs pixels and a Bernoulli likelihood"):
+        Variant(binarize=True, likelihood="gaussian")
