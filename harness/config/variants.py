@@ -129,6 +129,9 @@ class Variant:
     # dynamic binarisation: each step's training pixels drawn afresh as Bernoulli(x) (the
     # auxiliary models' authors); validation and test images stay grey (the model's mean)
     binarize: bool = False
+    # the auxiliary families' classifier, q(y|a,x): at the mean of q(a|x) (0), or averaged
+    # over this many draws of a (the authors: 100)
+    eval_samples: int = 0
     lr_decay: float = 1.0
     lr_decay_every: int = 0
     lr_min: float = 0.0
@@ -202,6 +205,7 @@ class Variant:
             "m1_clip",
             "weight_decay",
             "lr_decay_every",
+            "eval_samples",
             "lr_min",
             "clip_norm",
             "clip_value",
@@ -337,6 +341,7 @@ APPLIES: dict[str, Callable[[Variant], bool]] = {
     "batch_size": lambda v: v.batch_rule != "paper",
     "labelled_batch_size": lambda v: v.batch_rule != "paper",
     "min_delta": lambda v: v.patience > 0,
+    "eval_samples": lambda v: v.family in ("adgm", "sdgm"),
 }
 
 
@@ -367,6 +372,7 @@ LATER_SETTINGS = (
     "label_seed",
     "family",
     "binarize",
+    "eval_samples",
     "lr_decay",
     "lr_decay_every",
     "lr_min",

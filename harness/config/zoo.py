@@ -130,9 +130,8 @@ def adgm() -> Variant:
     points, at most 150 epochs, where they train 1000), their learning rate decay (x0.75
     every 200 epochs, never below 3e-5), their gradient clipping (the norm to 5, then each
     element to 1) and their N(0, 1) weight prior (Adam's L2 term at 1 / 50,000, the training
-    images, as the loss is per row) and their dynamic binarisation of the training pixels.
-    Not yet a knob of the harness: 100 samples of a when classifying (this classifies at the
-    mean of q(a|x))."""
+    images, as the loss is per row), their dynamic binarisation of the training pixels, and
+    their 100 draws of a when classifying (q(y|a,x) averaged over them)."""
     return Variant(
         family="adgm",
         estimator="exact",
@@ -148,6 +147,7 @@ def adgm() -> Variant:
         clip_value=1.0,
         weight_decay=1 / 50_000,
         binarize=True,
+        eval_samples=100,
         batch_size=100,
         labelled_batch_size=100,
         alpha=0.1,

@@ -63,9 +63,11 @@ class ADGM(nn.Module):
         activation: str = "relu",
         likelihood: str = "bernoulli",
         skip: bool = False,
+        eval_samples: int = 0,
     ) -> None:
         super().__init__()
         self.num_classes, self.likelihood, self.a_dim = num_classes, likelihood, a_dim
+        self.eval_samples = eval_samples  # draws of a when classifying (0: its mean)
         self.act = ACTIVATIONS[activation]()
         q = NetworkSpec(inference, activation)
         self.aux_encoder = mlp(x_dim, 2 * a_dim, q)  # q(a|x): mean, log-variance
@@ -102,6 +104,7 @@ class ADGM(nn.Module):
             activation=variant.activation,
             likelihood=variant.likelihood,
             skip=skip,
+            eval_samples=variant.eval_samples,
         )
 
     def aux_encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -213,10 +216,22 @@ def adgm_loss(
     return weighted_terms(labelled, unlabelled, classification, alpha, weighting, n_l, n_u)
 
 
+EVAL_SEED = 0  # the draws of a when classifying: the same every evaluation, so reruns agree
+
+
 def classify(model: ADGM, x: Tensor) -> Tensor:
-    """Logits of q(y|a,x) at the mean of q(a|x)."""
-    a_loc, _ = model.aux_encode(x)
-    return model.classify(x, a_loc)
+    """Logits of q(y|a,x) at the mean of q(a|x); with `model.eval_samples` = K, of the mean
+    over K draws a_k ~ q(a|x) of q(y|a_k,x), as the authors classify (their 100 samples):
+    log (1/K) sum_k q(y|a_k,x), drawn one at a time (K copies of the test set would not fit)."""
+    a_loc, a_logvar = model.aux_encode(x)
+    if not model.eval_samples:
+        return model.classify(x, a_loc)
+    generator = torch.Generator(x.device).manual_seed(EVAL_SEED)
+    probs = torch.zeros(len(x), model.num_classes, device=x.device, dtype=x.dtype)
+    for _ in range(model.eval_samples):
+        eps = torch.randn(a_loc.shape, generator=generator, device=x.device, dtype=a_loc.dtype)
+        probs += model.classify(x, a_loc + (0.5 * a_logvar).exp() * eps).softmax(-1)
+    return (probs / model.eval_samples).log()
 
 
 FAMILY = register_family(

@@ -89,6 +89,11 @@ class StackedSeeds:
             )
         self.seeds, self.device, self.precision = tuple(seeds), device, precision
         check_schedule_and_clipping(variant, stacked=True, cuda_graphs=False)
+        if variant.eval_samples:
+            raise ValueError(
+                "eval_samples draws a afresh when classifying, which stacked seeds cannot: run "
+                "the seeds apart (no --stack)"
+            )
         self.variant = variant
         self.variants = [variant.replace(seed=seed) for seed in self.seeds]
         self.family = get_family(variant.family)

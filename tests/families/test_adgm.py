@@ -92,8 +92,30 @@ def test_the_variants_are_the_authors_recipe_where_the_harness_has_the_knob(name
     ]  # fmt: skip
     assert (variant.lr, variant.batch_size, variant.labelled_batch_size) == (3e-4, 100, 100)
     assert (variant.alpha, variant.alpha_scaling, variant.validation) == (0.1, "paper", 10_000)
+    schedule = (variant.lr_decay, variant.lr_decay_every, variant.lr_min)
+    assert schedule == (0.75, 200, 3e-5)  # x0.75 every 200 epochs, floor 3e-5
+    assert (variant.clip_norm, variant.clip_value, variant.weight_decay) == (5.0, 1.0, 2e-5)
+    assert (variant.binarize, variant.eval_samples) == (True, 100)
 
 
 def test_the_supervised_estimator_is_refused_for_the_adgm():
     with pytest.raises(ValueError, match="supervised-only control"):
         ADGM.from_variant(get_variant("adgm").replace(estimator="supervised"))
+
+
+def test_classifying_with_draws_of_a_averages_q_y_over_them_the_same_every_time():
+    from harness.families.adgm import EVAL_SEED, classify
+
+    torch.manual_seed(0)
+    model = ADGM(x_dim=6, a_dim=3, z_dim=2, inference=(8,), generation=(8,), eval_samples=4)
+    x = torch.rand(5, 6)
+    logits = classify(model, x)
+    assert torch.equal(logits, classify(model, x))  # the same draws each evaluation
+    a_loc, a_logvar = model.aux_encode(x)
+    generator = torch.Generator().manual_seed(EVAL_SEED)
+    draws = [a_loc + (0.5 * a_logvar).exp() * torch.randn(a_loc.shape, generator=generator)
+             for _ in range(4)]  # fmt: skip
+    mean = torch.stack([model.classify(x, a).softmax(-1) for a in draws]).mean(0)
+    assert torch.allclose(logits.exp(), mean, atol=1e-6)
+    model.eval_samples = 0
+    assert torch.equal(classify(model, x), model.classify(x, a_loc))  # at the mean of q(a|x)
