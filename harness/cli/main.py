@@ -84,6 +84,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     width = max(len(k) for k in settings)
     for key, value in settings.items():
         print(f"  {key.ljust(width)}  {_shown(value)}")
+    if variant.batch_norm or variant.dropout:
+        print(f"\n  batch_norm and dropout reach: {variant.regularised.replace(',', ', ')}")
     left_out = len(variant.params()) - len(settings)
     if left_out:
         print(
@@ -93,7 +95,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     for names, what in (
         (FAMILIES, "families that family can name (`--set family=adgm`)"),
         (DATASETS, "datasets that dataset can name (`--set dataset=fashion-mnist`)"),
-        (NETWORKS, "networks that classifier_net and encoder_net can name (`--set ...=cnn`)"),
+        (NETWORKS, "networks that classifier_net, encoder_net and decoder_net can name"),
     ):
         print(f"\n{what}:")
         width = max(len(name) for name in names)

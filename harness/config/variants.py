@@ -31,6 +31,7 @@ Estimator = Literal["exact", "gumbel", "gumbel-st", "supervised"]
 NUM_CLASSES = 10
 
 
+REGULARISABLE = ("classifier", "encoder", "decoder")  # what `regularised` may name
 MAX_SEED = 2**32 - 1  # the largest seed every generator the harness seeds takes
 
 
@@ -86,8 +87,13 @@ class Variant:
     encoder_hidden: int = 0
     decoder_layers: int = 1  # hidden layers of p(x|y,z), the one where z and y meet included
     decoder_hidden: int = 0
-    batch_norm: bool = False  # after each hidden layer (of the networks reading x: not q(z|x,y)'s
-    dropout: float = 0.0  # merge with y, nor the decoder, whose rows are y's K copies)
+    decoder_net: str = "mlp"  # p(x|y,z)'s layers after the one where z and y meet
+    batch_norm: bool = False  # after each hidden layer of the networks `regularised` names
+    dropout: float = 0.0  # (never q(z|x,y)'s layer where x and y meet)
+    # the networks batch_norm and dropout reach: any of classifier, encoder (its x part) and
+    # decoder (its layers after the first; dropout only: under exact marginalisation its rows
+    # are each image's K copies, whose batch statistics batch norm would mix)
+    regularised: str = "classifier,encoder"
     # what M2 models: the pixels, or M1+M2 (Kingma et al. 2014, section 3.1.3): the features
     # z1 ~ q(z1|x) of an M1 VAE trained first on the training images without labels
     features: Literal["pixels", "m1"] = "pixels"
@@ -215,6 +221,7 @@ class Variant:
         self._check_optimisation()
         if not 0 <= self.dropout < 1:
             raise VariantError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        self._check_regularised()
         self._check_registered()
         if self.labels <= 0 or self.labels % NUM_CLASSES:
             raise VariantError(
@@ -228,6 +235,20 @@ class Variant:
             raise VariantError(
                 "the stop rule (patience) needs validation images held out of training, "
                 "e.g. validation=10000: the test set never decides when a run stops"
+            )
+
+    def _check_regularised(self) -> None:
+        reach = self.regularised.split(",")
+        unknown = sorted(set(reach) - set(REGULARISABLE))
+        if unknown or len(set(reach)) != len(reach):
+            raise VariantError(
+                f"regularised names networks among {', '.join(REGULARISABLE)}, comma-separated "
+                f"and each once; got {self.regularised!r}"
+            )
+        if self.batch_norm and "decoder" in reach:
+            raise VariantError(
+                "batch_norm in the decoder would mix each image's K copies (one per class) in "
+                "its batch statistics: regularise the decoder with dropout alone"
             )
 
     def _check_optimisation(self) -> None:
@@ -249,6 +270,7 @@ class Variant:
             ("dataset", DATASETS, "dataset", "datasets"),
             ("classifier_net", NETWORKS, "network", "networks"),
             ("encoder_net", NETWORKS, "network", "networks"),
+            ("decoder_net", NETWORKS, "network", "networks"),
         ):
             if getattr(self, key) not in names:
                 hint = difflib.get_close_matches(getattr(self, key), names, n=1)
@@ -342,6 +364,8 @@ APPLIES: dict[str, Callable[[Variant], bool]] = {
     "labelled_batch_size": lambda v: v.batch_rule != "paper",
     "min_delta": lambda v: v.patience > 0,
     "eval_samples": lambda v: v.family in ("adgm", "sdgm"),
+    "regularised": lambda v: v.batch_norm or v.dropout > 0,
+    "decoder_net": lambda v: v.estimator != "supervised" and v.family == "m2",
 }
 
 
@@ -365,6 +389,8 @@ LATER_SETTINGS = (
     "decoder_hidden",
     "batch_norm",
     "dropout",
+    "regularised",
+    "decoder_net",
     "features",
     "likelihood",
     *M1_SETTINGS,

@@ -30,7 +30,7 @@ from harness.training.distributions import (
     log_prob_of_sample_class,
 )
 from harness.training.family import Family, ImageGrid, register_family
-from harness.training.networks import ACTIVATIONS, NetworkSpec, build_network, mlp, square_side
+from harness.training.networks import ACTIVATIONS, NetworkSpec, build_network, square_side
 
 
 class M2(nn.Module):
@@ -51,6 +51,7 @@ class M2(nn.Module):
         classifier: NetworkSpec | None = None,
         encoder_net: str = "mlp",
         encoder: NetworkSpec | None = None,
+        decoder_net: str = "mlp",
         decoder: NetworkSpec | None = None,
         likelihood: str = "bernoulli",
     ) -> None:
@@ -73,7 +74,8 @@ class M2(nn.Module):
         self.dec_z = nn.Linear(z_dim, width)
         self.dec_y = nn.Linear(num_classes, width, bias=False)
         outputs = x_dim * LIKELIHOOD_OUTPUTS[likelihood]
-        self.dec_out = mlp(width, outputs, NetworkSpec(decoder.hidden[1:], activation))
+        after_merge = NetworkSpec(decoder.hidden[1:], activation, dropout=decoder.dropout)
+        self.dec_out = build_network(decoder_net, width, outputs, after_merge)
         if init_std > 0:
             for module in self.modules():
                 if isinstance(module, nn.Linear | nn.Conv2d):
@@ -85,12 +87,14 @@ class M2(nn.Module):
     def from_variant(cls, variant: Variant, x_dim: int = 784) -> M2:
         """`variant`'s networks for data of `x_dim` dimensions (the pixels, or M1's features)."""
 
-        def spec(layers: int, width: int, regularised: bool = True) -> NetworkSpec:
+        reach = variant.regularised.split(",")
+
+        def spec(layers: int, width: int, network: str) -> NetworkSpec:
             return NetworkSpec(
                 hidden=(width or variant.hidden,) * layers,
                 activation=variant.activation,
-                batch_norm=variant.batch_norm and regularised,
-                dropout=variant.dropout if regularised else 0.0,
+                batch_norm=variant.batch_norm and network in reach,
+                dropout=variant.dropout if network in reach else 0.0,
             )
 
         return cls(
@@ -100,10 +104,11 @@ class M2(nn.Module):
             activation=variant.activation,
             init_std=variant.init_std,
             classifier_net=variant.classifier_net,
-            classifier=spec(variant.classifier_layers, variant.classifier_hidden),
+            classifier=spec(variant.classifier_layers, variant.classifier_hidden, "classifier"),
             encoder_net=variant.encoder_net,
-            encoder=spec(variant.encoder_layers, variant.encoder_hidden),
-            decoder=spec(variant.decoder_layers, variant.decoder_hidden, regularised=False),
+            encoder=spec(variant.encoder_layers, variant.encoder_hidden, "encoder"),
+            decoder_net=variant.decoder_net,
+            decoder=spec(variant.decoder_layers, variant.decoder_hidden, "decoder"),
             likelihood=variant.likelihood,
         )
 

@@ -97,3 +97,34 @@ def test_stacked_seeds_refuse_batch_norm_in_one_line():
     variant = create_variant("exact", {"batch_norm": True})
     with pytest.raises(ValueError, match="stacked seeds train without batch norm"):
         StackedSeeds(variant, [0, 1], splits, torch.device("cpu"))
+
+
+def test_batch_norm_and_dropout_reach_the_networks_regularised_names_and_the_decoder_swaps():
+    """Issue 53: batch norm and dropout reached the classifier and the encoder, always; now the
+    networks they reach are named, the decoder (dropout only) among them, and the decoder's
+    later layers are a network of the registry like the others."""
+
+    def count(module: nn.Module, kind: type) -> int:
+        return sum(isinstance(m, kind) for m in module.modules())
+
+    only_classifier = {"dropout": 0.2, "batch_norm": True, "regularised": "classifier"}
+    model = M2.from_variant(create_variant("exact", {**only_classifier, "classifier_layers": 2}))
+    assert count(model.classifier, nn.Dropout) == 2 and count(model.enc_x, nn.Dropout) == 0
+    assert count(model.classifier, nn.BatchNorm1d) == 2
+    decoder = {"dropout": 0.3, "regularised": "decoder", "decoder_layers": 3}
+    model = M2.from_variant(create_variant("exact", decoder))
+    assert count(model.dec_out, nn.Dropout) == 2 and count(model.classifier, nn.Dropout) == 0
+    with pytest.raises(VariantError, match="would mix each image's K copies"):
+        create_variant("exact", {"batch_norm": True, "regularised": "classifier,decoder"})
+    with pytest.raises(VariantError, match="regularised names networks among"):
+        create_variant("exact", {"dropout": 0.1, "regularised": "classifier,clasifier"})
+
+    @register_network
+    def tiny_decoder(in_dim: int, out_dim: int, spec: NetworkSpec) -> nn.Module:
+        return nn.Sequential(nn.Linear(in_dim, 7), nn.Linear(7, out_dim))
+
+    try:
+        model = M2.from_variant(create_variant("exact", {"decoder_net": "tiny-decoder"}))
+        assert model.dec_out[0].out_features == 7
+    finally:
+        BUILDERS.pop("tiny-decoder"), NETWORKS.pop("tiny-decoder")
