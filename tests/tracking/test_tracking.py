@@ -234,3 +234,16 @@ def test_a_run_pointer_follows_the_store_not_the_server_address(store, tmp_path)
     worker.uri = "http://127.0.0.1:40002"  # the next launch's server has another port
     assert worker.run_of_checkpoint(checkpoint) == run_id
     assert Tracker(f"sqlite:///{tmp_path / 'other.db'}").run_of_checkpoint(checkpoint) is None
+
+
+@pytest.mark.parametrize("text", ['{"tracking_uri": "sqlite:///x.db", "run_', "[1, 2]", "\xff"])
+def test_a_damaged_run_pointer_is_one_line_naming_it(store, tmp_path, text):
+    """Issue 54: a truncated `*.run.json` gave a bare JSON error."""
+    from harness.files import FileFormatError
+
+    checkpoint = tmp_path / "cell.pt"
+    checkpoint.with_suffix(".run.json").write_bytes(text.encode("latin-1"))
+    with pytest.raises(FileFormatError) as err:
+        Tracker(store, "pointer").run_of_checkpoint(checkpoint)
+    assert "\n" not in str(err.value) and "cell.run.json" in str(err.value)
+    assert "delete it" in str(err.value)
