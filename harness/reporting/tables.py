@@ -115,6 +115,7 @@ def _row(record: RunRecord, cell: Cell, order: int, axes: Sequence[str]) -> dict
         "numerics": " & ".join(sorted({_numerics(s, made) for s in segments})),
         "instruction_set": made.get("cpu_capability", "unrecorded"),
         "finished": made.get("finished", ""),
+        "load_15min": float(made["load_average"].split()[2]) if "load_average" in made else None,
         # controls are not swept along an axis that does not change the problem
         **{
             axis: getattr(v, axis) if axis in PROBLEM_AXES or not cell.control else "control"
@@ -398,9 +399,26 @@ def provenance(
         "machine": counted("machine"),
         "numerics": counted("numerics") + _mixed(runs, "numerics"),
         "instruction_set": counted("instruction_set") + _mixed(runs, "instruction_set"),
+        **({"load": load_note(runs)} if runs["load_15min"].notna().any() else {}),
         "wall_time": f"{runs['wall_seconds'].sum() / 3600:.2f} h summed over {len(runs)} runs "
         f"(finished {runs['finished'].min()} to {runs['finished'].max()})",
     }
+
+
+def load_note(runs: pd.DataFrame) -> str:
+    """The machines' 15-minute load when the runs finished, so that a rows/s column is read for
+    what it is: a speed beside whatever else ran, not the machine's (`m2h bench` measures that)."""
+    named = runs["load_15min"].dropna()
+    span = (
+        f"{named.min():.1f}"
+        if named.min() == named.max()
+        else f"{named.min():.1f}-{named.max():.1f}"
+    )
+    return (
+        f"15-minute load average {span} when the runs finished ({len(named)} of {len(runs)} runs "
+        "name it; compare it with the cores in the machine's name): their rows/s were measured "
+        "beside that load, not alone"
+    )
 
 
 def _mixed(runs: pd.DataFrame, column: str) -> str:
@@ -527,6 +545,7 @@ def write_table(
         f"- time: {meta['wall_time']}",
         f"- progress: {meta['progress']}",
         *([f"- M1: {meta['m1']}"] if meta.get("m1") else []),
+        *([f"- load: {meta['load']}"] if meta.get("load") else []),
         "",
         "Test error (%) on the 10,000 test images, mean ± standard deviation over seeds and the "
         f"{CONFIDENCE:.0%} t interval of the mean, at the epoch the stop rule selects: the last "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -89,6 +90,9 @@ def make_record(
         **environment,
         "host": platform.node(),
         "threads": torch.get_num_threads(),
+        # the machine's 1-, 5- and 15-minute load when the run finished: whether its rows/s
+        # were measured alone or beside other work
+        "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),  # as /proc/loadavg
         "finished": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     made["segments"] = (

@@ -386,3 +386,15 @@ def test_an_ablation_asked_for_some_cells_trains_those_and_reuses_only_theirs(tm
     with pytest.raises(ValueError, match=r"'exact\[lr=0\.003\]' is no cell of ablation 'lr' "
                        r"\(did you mean 'exact\[lr=0\.0003\]'\?\)"):  # fmt: skip
         ablation.pick(["exact[lr=0.003]"])
+
+
+def test_a_record_names_the_load_it_finished_under_and_its_table_says_so(ablation_file, tmp_path):
+    """Issue 53: rows/s of runs made beside other work read as the machine's speed; a record
+    now names the load average when it finished, and a table of such records says it."""
+    results = tmp_path / "results"
+    write_runs(ablation_file, results)
+    record = read_record(next((results / "runs").glob("exact-*-s0.json")))
+    assert len(record.made["load_average"].split()) == 3
+    assert main(["table", str(ablation_file), "--out", str(results)]) == 0
+    md = (results / "two.md").read_text()
+    assert "- load: 15-minute load average " in md and "3 of 3 runs name it" in md
