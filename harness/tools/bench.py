@@ -79,7 +79,9 @@ def matmul_peak(
     while True:
         a, b = (torch.randn(side, side, device=device, dtype=dtype) for _ in range(2))
         product = functools.partial(torch.matmul, a, b)
-        if side >= size or time_call(product, device, repeats=1, warmup=1) >= call_seconds:
+        # the median of three calls: one call slowed by another process would stop it early,
+        # on a side too small to reach the device's rate
+        if side >= size or time_call(product, device, repeats=3, warmup=1) >= call_seconds:
             break
         side *= 2
     seconds = time_call(product, device, repeats=10, warmup=2)
