@@ -1,13 +1,22 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+# compiled kernels of this test session alone: Inductor's shared cache (/tmp/torchinductor_USER)
+# keys its kernels by code, not by the instruction set torch and oneDNN are limited to
+# (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA), so a kernel built under one was reused under
+# another and gave wrong values (a compiled softplus 18 off, a compiled loss NaN)
+INDUCTOR_CACHE = os.environ.setdefault(
+    "TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="m2h-inductor-")
+)
 # resolved now, from the folder pytest starts in: tests run in temporary folders of their own
 DATA_ROOT = Path(os.environ.get("M2_DATA_ROOT") or REPO.parent / "shared" / "data").resolve()
 
@@ -81,7 +90,10 @@ def pytest_sessionstart(session):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Fail the run if the tests left anything in the working tree."""
+    """Fail the run if the tests left anything in the working tree; remove the session's own
+    compiled kernels."""
+    if Path(INDUCTOR_CACHE).name.startswith("m2h-inductor-"):
+        shutil.rmtree(INDUCTOR_CACHE, ignore_errors=True)
     left = _tree_state() - session.config.stash.get(_TREE, set())
     if left:
         print("\ntests left these in the working tree:\n  " + "\n  ".join(sorted(left)))
