@@ -10,18 +10,13 @@ from pathlib import Path
 import pytest
 
 from harness.cli.main import main
-from harness.config.ablations import load_ablation
 from harness.config.names import InvalidNameError, check_name
 from harness.config.variants import VariantError, get_variant, load_user_variants
 from harness.files import OutputError, inside, write_all_atomically
 from harness.reporting.plots import plot
-from harness.reporting.tables import load_runs
-from harness.runs.records import make_record, write_record
 from harness.training.checkpoint import load_checkpoint, save_checkpoint
-from tests.reporting.test_results import LABELS
-from tests.runs.test_records import MACHINE
+from tests.reporting.test_results import labels_runs
 from tests.training.test_checkpoint import plain_state
-from tests.training.test_stopping import history
 
 HOSTILE = [
     "../../../escaped",
@@ -140,14 +135,7 @@ def test_a_failing_write_of_a_set_leaves_every_earlier_file(tmp_path):
 
 
 def test_plots_that_fail_on_a_full_disk_leave_the_earlier_pngs(tmp_path, monkeypatch):
-    path = tmp_path / "counts.toml"
-    path.write_text(LABELS)
-    ablation = load_ablation(str(path))
-    for cell in ablation.cells():
-        for seed in ablation.seeds:
-            variant = ablation.variant(cell, seed)
-            write_record(tmp_path / "runs", make_record(variant, history([30.0, 20.0]), MACHINE))
-    runs, curves = load_runs(ablation, tmp_path)
+    ablation, runs, curves = labels_runs(tmp_path, [30.0, 20.0])
     written = plot(ablation.name, runs, curves, tmp_path, "labels")
     earlier = {p: p.read_bytes() for p in written}
     saves = []

@@ -23,19 +23,23 @@ labels = [10, 20]
 """
 
 
-def test_curves_over_label_counts_get_a_panel_each(tmp_path):
-    from PIL import Image
-
-    path = tmp_path / "counts.toml"
+def labels_runs(folder: Path, errors: list[float]):
+    """The LABELS ablation with a record of `errors` for every cell and seed, in `folder`: the
+    ablation, its runs and its curves."""
+    path = folder / "counts.toml"
     path.write_text(LABELS)
     ablation = load_ablation(str(path))
     for cell in ablation.cells():
         for seed in ablation.seeds:
             variant = ablation.variant(cell, seed)
-            write_record(
-                tmp_path / "runs", make_record(variant, history([30.0, 20.0, 25.0]), MACHINE)
-            )
-    runs, curves = load_runs(ablation, tmp_path)
+            write_record(folder / "runs", make_record(variant, history(errors), MACHINE))
+    return (ablation, *load_runs(ablation, folder))
+
+
+def test_curves_over_label_counts_get_a_panel_each(tmp_path):
+    from PIL import Image
+
+    ablation, runs, curves = labels_runs(tmp_path, [30.0, 20.0, 25.0])
     assert len(runs) == 8 and len(curves) == 8 * 3  # eight runs, three epochs each
     assert sorted(curves.groupby(["variant", "labels"]).size().index) == [
         ("exact", 10),
