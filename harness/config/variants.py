@@ -128,16 +128,16 @@ class Variant:
     # (a faithful reimplementation of the authors' M2 uses 1 / n_total); adamw keeps torch's
     # decoupled 0.01
     weight_decay: float = 0.0
-    # a step schedule of the learning rate: lr * lr_decay ** (epochs done // lr_decay_every),
-    # never below lr_min (0: no decay; the auxiliary models' authors: x0.75 every 200 epochs,
-    # floor 3e-5); clipping before each update: the gradients' joint norm to clip_norm, then
-    # each element to +-clip_value (0: none; the authors: 5, then 1)
     # dynamic binarisation: each step's training pixels drawn afresh as Bernoulli(x) (the
     # auxiliary models' authors); validation and test images stay grey (the model's mean)
     binarize: bool = False
     # the auxiliary families' classifier, q(y|a,x): at the mean of q(a|x) (0), or averaged
     # over this many draws of a (the authors: 100)
     eval_samples: int = 0
+    # a step schedule of the learning rate: lr * lr_decay ** (epochs done // lr_decay_every),
+    # never below lr_min (0: no decay; the auxiliary models' authors: x0.75 every 200 epochs,
+    # floor 3e-5); clipping before each update: the gradients' joint norm to clip_norm, then
+    # each element to +-clip_value (0: none; the authors: 5, then 1)
     lr_decay: float = 1.0
     lr_decay_every: int = 0
     lr_min: float = 0.0
@@ -501,6 +501,15 @@ _BUILT_IN: set[str] = set()
 USER_VARIANTS_ENV = "M2H_VARIANTS"
 
 
+def _check_variant_name(name: str) -> None:
+    """A variant's name names its records and checkpoints: refused, as a VariantError (which
+    the variants files' loaders say with their file), unless it can name a file."""
+    try:
+        check_name(name, "variant")
+    except InvalidNameError as err:
+        raise VariantError(str(err)) from None
+
+
 def register_variant(
     fn_or_name: Callable[[], Variant] | str | None = None,
     variant: Variant | None = None,
@@ -525,10 +534,7 @@ def register_variant(
         doc = " ".join((fn_or_name.__doc__ or "").split())
         built = fn_or_name()
         base, registered = built.name, built.replace(name=name, description=doc)
-    try:
-        check_name(name, "variant")
-    except InvalidNameError as err:
-        raise VariantError(str(err)) from None
+    _check_variant_name(name)
     module = getattr(fn_or_name, "__module__", None)
     if name in _BUILT_IN and not replace and module != BUILT_IN_MODULE:
         raise VariantError(
@@ -654,19 +660,18 @@ def load_configured_variants() -> list[str]:
     which may build on the other's variants (an export names the file its base came from); the
     warnings for exports that could not be loaded, which are skipped."""
     exports = exports_path()
-    load_user_variants(exports, lenient=True)  # the user's file may build on an export
+    skipped = load_user_variants(exports, lenient=True)  # the user's file may build on an export
     load_user_variants(user_variants_path())
-    _LOADED.discard(exports.resolve())
-    return load_user_variants(exports, lenient=True)  # an export may build on the user's file
+    if not skipped:
+        return []
+    _LOADED.discard(exports.resolve())  # read again what may build on the user's file
+    return load_user_variants(exports, lenient=True)
 
 
 def check_export_name(name: str) -> str:
     """`name` when an export may take it (it can name a file and no built-in variant has it);
     checked before a search trains anything."""
-    try:
-        check_name(name, "variant")
-    except InvalidNameError as err:
-        raise VariantError(str(err)) from None
+    _check_variant_name(name)
     if name in _BUILT_IN:
         raise VariantError(f"variant {name!r} is built in; export the trial under a new name")
     return name
