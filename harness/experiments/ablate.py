@@ -232,7 +232,9 @@ def run_ablation(
             if o.slurm is None
             else slurm_jobs(todo, where, o.slurm, ablation.name, o.wait)
         )
-        progress = Progress(len(outcomes) + sum(len(j.variants) for j in todo))
+        progress = Progress(
+            len(outcomes) + sum(len(j.variants) for j in todo), min(o.jobs, max(1, len(todo)))
+        )
         progress.done += len(outcomes)
         outcomes += _report(launched, echo, progress)
         claimed = [c for c in outcomes if c.status == "claimed"]
@@ -246,23 +248,35 @@ def run_ablation(
 
 @dataclass
 class Progress:
-    """The overall line of an ablation: runs done of planned, and the time left at the pace
-    so far (wall time per run trained, the jobs running side by side, times the runs left)."""
+    """The overall line of an ablation: runs done of planned, and the time left. Each trained
+    run says how long its worker spent on it; the time left is the runs not finished at that
+    mean, less the work the busy workers have done on the runs they hold (the workers' time so
+    far, less that of the runs finished), shared between the workers that still have runs. It
+    holds steady while runs finish side by side, instead of counting the first of a batch of
+    `workers` runs as the whole batch's time."""
 
     planned: int
+    workers: int = 1
     done: int = 0
     trained: int = 0
+    worked: float = 0.0  # the worker time of the runs trained
     start: float = field(default_factory=time.monotonic)
 
     def line(self, outcome: CellOutcome) -> str:
         if outcome.status != "claimed":
             self.done += 1
-            self.trained += outcome.status in ("finished", "failed")
+        if outcome.status in ("finished", "failed"):
+            self.trained += 1
+            self.worked += outcome.seconds
         left = ""
-        if self.trained and self.done < self.planned:
-            pace = (time.monotonic() - self.start) / self.trained
-            minutes = pace * (self.planned - self.done) / 60
-            left = f", about {minutes:.0f} min left"
+        runs_left = self.planned - self.done
+        if self.trained and runs_left > 0:
+            per_run = self.worked / self.trained
+            busy = min(self.workers, runs_left)
+            elapsed = time.monotonic() - self.start
+            under_way = min(max(elapsed * self.workers - self.worked, 0.0), per_run * busy)
+            minutes = max(per_run * runs_left - under_way, 0.0) / busy / 60
+            left = f", about {minutes:.0f} min left" if minutes >= 1 else ", under 1 min left"
         return f"  [{self.done} of {self.planned} runs done{left}]"
 
 

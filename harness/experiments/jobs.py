@@ -3,6 +3,7 @@ worker process, or on a Slurm node."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ class CellOutcome:
     seed: int
     status: str  # finished, skipped, failed
     detail: str = ""
+    seconds: float = 0.0  # the worker's time on this run (trained runs only)
 
 
 @dataclass(frozen=True)
@@ -89,12 +91,14 @@ def _train(job: Job, variants: tuple[Variant, ...], where: Setting) -> list[Cell
 
     torch.set_num_threads(where.threads)
     tags = {v.seed: t for v, t in zip(job.variants, job.tags, strict=True)}
+    seeds = [v.seed for v in variants]
+    who = f"{job.cell.name} seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}"
     options = RunOptions(
         data_root=where.data_root,
         download=where.download,
         device=where.device,
         max_steps=where.max_steps,
-        progress=False,
+        progress=lambda line: print(f"  {who}: {line}", flush=True),  # within long epochs
         tracker=(
             _tracker(where.tracking_uri, where.experiment, store=where.store)
             if where.tracking_uri
@@ -106,7 +110,6 @@ def _train(job: Job, variants: tuple[Variant, ...], where: Setting) -> list[Cell
         records_dir=where.records_dir,
         announce=lambda note: print(f"  {job.cell.name}: {note}", flush=True),
     )
-    seeds = [v.seed for v in variants]
 
     def progress(reports: list[EpochReport | None]) -> None:
         """One line per epoch of every seed this job trains, with its cell and seed."""
@@ -115,6 +118,7 @@ def _train(job: Job, variants: tuple[Variant, ...], where: Setting) -> list[Cell
                 line = format_report(report, variants[0].epochs)
                 print(f"  {job.cell.name} seed {seed}: {line}", flush=True)
 
+    start = time.monotonic()
     try:
         results = run_seeds(
             variants[0],
@@ -126,8 +130,12 @@ def _train(job: Job, variants: tuple[Variant, ...], where: Setting) -> list[Cell
         )
     except Exception as err:  # a failed cell is logged FAILED; the ablation goes on
         reason = f"{type(err).__name__}: {err}"
-        return [CellOutcome(job.cell.name, v.seed, "failed", reason) for v in variants]
-    return [CellOutcome(job.cell.name, r.variant.seed, "finished", _describe(r)) for r in results]
+        share = (time.monotonic() - start) / len(variants)
+        return [CellOutcome(job.cell.name, v.seed, "failed", reason, share) for v in variants]
+    share = (time.monotonic() - start) / len(variants)  # stacked seeds share one worker's time
+    return [
+        CellOutcome(job.cell.name, r.variant.seed, "finished", _describe(r), share) for r in results
+    ]
 
 
 def _tracker(uri: str, experiment: str, store: str | None) -> Any:

@@ -15,6 +15,7 @@ from harness.config.variants import Variant
 from harness.files import ensure_writable, inside
 from harness.training.checkpoint import CheckpointError, load_checkpoint
 from harness.training.data import Splits, load_splits
+from harness.training.progress import Progress, epoch_label
 from harness.training.reports import EpochReport, run_summary
 from harness.training.trainer import Trainer, resolve_device, settings_differing
 
@@ -75,7 +76,7 @@ class RunOptions:
     device: str | None = None
     max_steps: int | None = None
     download: bool = True
-    progress: bool = True
+    progress: Progress = True  # training/progress.py: a bar, lines, or nothing
     tracker: RunLog | None = None
     parent_run_id: str | None = None
     checkpoint_dir: str | Path | None = DEFAULT_CHECKPOINT_DIR
@@ -326,14 +327,18 @@ def _tracked_run(
 
 
 def format_report(report: EpochReport, epochs: int) -> str:
-    losses = "  ".join(f"{k} {v:.4g}" for k, v in report.losses.items())
+    """One epoch's line, every figure in a field of fixed width, so that a run's lines (and
+    those of the runs of one budget) have one length and their columns line up."""
+    losses = "  ".join(f"{k} {v:>9.4g}" for k, v in report.losses.items())
     val = (
-        "" if report.val_accuracy is None else f"  val error {100 * (1 - report.val_accuracy):.2f}%"
+        ""
+        if report.val_accuracy is None
+        else f"  val error {100 * (1 - report.val_accuracy):6.2f}%"
     )
     return (
-        f"epoch {report.epoch:>3}/{epochs}  {losses}  test acc {100 * report.test_accuracy:.2f}%"
-        f"  error {report.test_error:.2f}%{val}  {report.samples_per_sec:,.0f} rows/s"
-        f"  {report.epoch_seconds:.1f} s"
+        f"{epoch_label(report.epoch, epochs)}  {losses}"
+        f"  test acc {100 * report.test_accuracy:6.2f}%  error {report.test_error:6.2f}%{val}"
+        f"  {report.samples_per_sec:>9,.0f} rows/s  {report.epoch_seconds:7.1f} s"
     )
 
 

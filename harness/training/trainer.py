@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from harness.config.variants import NUM_CLASSES, Variant, resumable_settings
 from harness.training.checkpoint import load_checkpoint, save_checkpoint
 from harness.training.data import Splits
 from harness.training.family import TERMS, get_family
+from harness.training.progress import Progress, epoch_label, epoch_steps
 from harness.training.reports import EpochReport
 from harness.training.schedules import alpha_ramp, alpha_scale, lr_at, temperature_at
 from harness.training.step import Batch, OneSeed, TrainingStep
@@ -171,7 +171,7 @@ class Trainer:
         splits: Splits,
         device: torch.device | str | None = None,
         max_steps: int | None = None,
-        progress: bool = True,
+        progress: Progress = True,
         *,
         seeds: Sequence[int] | None = None,
         precision: str = "fp32",
@@ -299,12 +299,8 @@ class Trainer:
         sums = None
         synchronize(self.device)
         start = time.perf_counter()
-        for i in tqdm(
-            range(self.steps_per_epoch),
-            desc=f"epoch {self.epoch + 1}",
-            leave=False,
-            disable=None if self.progress else True,
-        ):
+        label = epoch_label(self.epoch + 1, self.variant.epochs)
+        for i in epoch_steps(self.steps_per_epoch, label, self.progress):
             rows_u, rows_l = self.plan[i]
             idx_u, idx_l = order_u[..., rows_u], order_l[..., rows_l]
             check = (i + 1) % self.check_every == 0
