@@ -626,16 +626,21 @@ def cmd_ui(args: argparse.Namespace) -> int:
         server_command,
         start_server,
         stop_server,
+        wait_for_server,
     )
     from harness.tracking.tracker import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
     address = f"http://{args.host}:{args.port}"
-    print(f"MLflow UI for {uri} at {address} (Ctrl-C stops it)", flush=True)
-    for name, link in experiment_links(uri, address):
-        print(f"  {name}: {link}", flush=True)
-    server = start_server(server_command(uri, args.host, args.port, ui_only=True), stderr=None)
+    print(f"MLflow UI for {uri} at {address}: starting (up to a minute)", flush=True)
+    server = start_server(  # the server's own lines go to stderr: stdout is m2h's
+        server_command(uri, args.host, args.port, ui_only=True), stderr=None, stdout=sys.stderr
+    )
     try:
+        wait_for_server(address, server)
+        print(f"ready: open {address} (Ctrl-C stops it)", flush=True)
+        for name, link in experiment_links(uri, address):
+            print(f"  {name}: {link}", flush=True)
         return server.wait()
     except KeyboardInterrupt:
         return 0

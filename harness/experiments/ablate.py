@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import itertools
 import shutil
+import statistics
 import time
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED
@@ -233,7 +234,9 @@ def run_ablation(
             else slurm_jobs(todo, where, o.slurm, ablation.name, o.wait)
         )
         progress = Progress(
-            len(outcomes) + sum(len(j.variants) for j in todo), min(o.jobs, max(1, len(todo)))
+            len(outcomes) + sum(len(j.variants) for j in todo),
+            [j.cell.name for j in todo for _ in j.variants],
+            min(o.jobs, max(1, len(todo))),
         )
         progress.done += len(outcomes)
         outcomes += _report(launched, echo, progress)
@@ -249,33 +252,36 @@ def run_ablation(
 @dataclass
 class Progress:
     """The overall line of an ablation: runs done of planned, and the time left. Each trained
-    run says how long its worker spent on it; the time left is the runs not finished at that
-    mean, less the work the busy workers have done on the runs they hold (the workers' time so
-    far, less that of the runs finished), shared between the workers that still have runs. It
-    holds steady while runs finish side by side, instead of counting the first of a batch of
-    `workers` runs as the whole batch's time."""
+    run says how long its worker spent on it; a run still to train is guessed at its cell's mean
+    (runs of one cell take alike), else at the mean of every run trained. The time left is those
+    guesses summed, less the work the busy workers have done on the runs they hold (the workers'
+    time so far, less that of the runs finished), shared between the workers that still have
+    runs: it holds steady while runs finish side by side, instead of counting the first of a
+    batch of `workers` runs as the whole batch's time."""
 
     planned: int
+    to_train: list[str]  # the cell of every run still to train
     workers: int = 1
     done: int = 0
-    trained: int = 0
-    worked: float = 0.0  # the worker time of the runs trained
+    spent: dict[str, list[float]] = field(default_factory=dict)  # each cell's runs' worker time
     start: float = field(default_factory=time.monotonic)
 
     def line(self, outcome: CellOutcome) -> str:
         if outcome.status != "claimed":
             self.done += 1
+            if outcome.cell in self.to_train:
+                self.to_train.remove(outcome.cell)
         if outcome.status in ("finished", "failed"):
-            self.trained += 1
-            self.worked += outcome.seconds
+            self.spent.setdefault(outcome.cell, []).append(outcome.seconds)
+        worked = [t for times in self.spent.values() for t in times]
         left = ""
-        runs_left = self.planned - self.done
-        if self.trained and runs_left > 0:
-            per_run = self.worked / self.trained
-            busy = min(self.workers, runs_left)
+        if worked and self.to_train:
+            mean = statistics.fmean(worked)
+            work = sum(statistics.fmean(self.spent.get(c, [mean])) for c in self.to_train)
+            busy = min(self.workers, len(self.to_train))
             elapsed = time.monotonic() - self.start
-            under_way = min(max(elapsed * self.workers - self.worked, 0.0), per_run * busy)
-            minutes = max(per_run * runs_left - under_way, 0.0) / busy / 60
+            under_way = min(max(elapsed * self.workers - sum(worked), 0.0), mean * busy)
+            minutes = max(work - under_way, 0.0) / busy / 60
             left = f", about {minutes:.0f} min left" if minutes >= 1 else ", under 1 min left"
         return f"  [{self.done} of {self.planned} runs done{left}]"
 

@@ -222,14 +222,44 @@ def missing_records(ablation: Ablation, runs_dir: Path, epochs: int, max_steps: 
     budgets = {
         (r.variant.epochs, r.max_steps) for r in all_records(runs_dir) if r.variant.name in names
     } - {(epochs, max_steps)}
-    hint = (
-        "; its variants have records at "
-        + ", ".join(
+    budget = f"--epochs {epochs}" + (f" --max-steps {max_steps}" if max_steps else "")
+    elsewhere = folders_holding(names, epochs, max_steps, runs_dir)
+    if elsewhere:
+        hint = f"; records of its variants at {budget} are in " + " and ".join(
+            f"{folder / RUNS_FOLDER} (add `--out {folder}`)" for folder in elsewhere
+        )
+    elif budgets:
+        hint = "; its variants have records at " + ", ".join(
             f"--epochs {e}" + (f" --max-steps {m}" if m else "")
             for e, m in sorted(budgets, key=str)
         )
-        if budgets
-        else f"; run `m2h ablate {ablation.name}` first"
-    )
-    budget = f"--epochs {epochs}" + (f" --max-steps {max_steps}" if max_steps else "")
+    else:
+        hint = f"; run `m2h ablate {ablation.name}` first"
     return f"ablation {ablation.name!r} has no run records at {budget} in {runs_dir}{hint}"
+
+
+def folders_holding(
+    names: set[str], epochs: int, max_steps: int | None, searched: Path, depth: int = 3
+) -> list[Path]:
+    """The results folders below the working folder (`depth` levels at most, hidden ones left
+    out), other than `searched`'s, whose runs/ hold a record of one of `names` at this budget:
+    where the records are when a table was asked of the wrong `--out`."""
+    here, found = Path.cwd(), []
+    for level in range(depth):
+        for runs in sorted(here.glob("*/" * level + RUNS_FOLDER)):
+            folder = runs.parent.relative_to(here)
+            if any(part.startswith(".") for part in folder.parts) or not runs.is_dir():
+                continue
+            if runs.resolve() == Path(searched).resolve():
+                continue
+            for name in names:
+                try:
+                    if any(
+                        (r.variant.name, r.variant.epochs, r.max_steps) == (name, epochs, max_steps)
+                        for r in map(read_record, runs.glob(f"{name}-*.json"))
+                    ):
+                        found.append(folder)
+                        break
+                except RecordError:  # a folder of bad files: not these
+                    break
+    return found

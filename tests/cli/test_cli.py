@@ -231,7 +231,7 @@ def test_debug_shows_the_traceback(capsys):
 def test_ui_serves_the_store_on_localhost_and_prints_its_address(tmp_path):
     import urllib.request
 
-    from harness.tracking.server import free_port, wait_for_server
+    from harness.tracking.server import free_port
 
     port = free_port()
     proc = subprocess.Popen(
@@ -252,8 +252,9 @@ def test_ui_serves_the_store_on_localhost_and_prints_its_address(tmp_path):
     )
     try:
         first = proc.stdout.readline().decode()
-        assert f"at http://127.0.0.1:{port}" in first and "ui.db" in first
-        wait_for_server(f"http://127.0.0.1:{port}", proc)
+        assert f"at http://127.0.0.1:{port}: starting" in first and "ui.db" in first
+        ready = proc.stdout.readline().decode()  # said once the server answers, not before
+        assert ready.startswith(f"ready: open http://127.0.0.1:{port}"), ready
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
             assert page.status == 200 and b"MLflow" in page.read()
     finally:

@@ -198,6 +198,20 @@ def test_a_table_at_a_budget_with_no_records_names_the_budgets_there(
     assert "no run records at --epochs 9" in err and "records at --epochs 4" in err
 
 
+def test_a_table_asked_of_the_wrong_folder_names_the_folder_holding_its_records(
+    ablation_file, tmp_path, capsys, monkeypatch
+):
+    write_runs(ablation_file, tmp_path / "runs" / "mine")  # as `--out runs/mine` leaves them
+    (tmp_path / "other" / "runs").mkdir(parents=True)
+    (tmp_path / "other" / "runs" / "exact-broken.json").write_text("{")  # passed over
+    monkeypatch.chdir(tmp_path)
+    assert main(["table", str(ablation_file), "--out", "results"]) == 1
+    err = capsys.readouterr().err
+    assert "no run records at --epochs 4 in results/runs" in err
+    assert "are in runs/mine/runs (add `--out runs/mine`)" in err and "other" not in err
+    assert main(["table", str(ablation_file), "--out", "runs/mine"]) == 0
+
+
 def test_m2h_load_puts_records_into_mlflow_once(ablation_file, tmp_path, capsys):
     mlflow = pytest.importorskip("mlflow")
     write_runs(ablation_file, tmp_path)

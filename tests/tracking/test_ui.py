@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli.main import main
-from harness.tracking.server import free_port, wait_for_server
+from harness.tracking.server import free_port
 from tests.runs.test_records import TWO_CELLS, write_runs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -70,9 +70,9 @@ def test_the_ui_opens_an_ablation_on_its_runs_table_with_the_key_columns(tmp_pat
     address = f"http://127.0.0.1:{port}"
     try:
         assert "MLflow UI for" in ui.stdout.readline()
+        assert ui.stdout.readline().startswith(f"ready: open {address}")  # it answers now
         experiment, _, link = ui.stdout.readline().strip().partition(": ")
         assert experiment == name and "viewStateShareKey=m2h-key-columns" in link
-        wait_for_server(address, ui)
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
