@@ -12,11 +12,12 @@ to the device once: batches are drawn by index, with no DataLoader.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -78,21 +79,40 @@ def flatten_images(images: Tensor) -> Tensor:
     return images.reshape(len(images), -1).to(torch.float32) / 255.0
 
 
+def read_idx(path: Path) -> Tensor:
+    """The unsigned bytes of an IDX file (LeCun's format of MNIST's raw files): two zero bytes,
+    the type 0x08, the number of dimensions, each dimension as a big-endian 32-bit integer,
+    then the bytes in C order. Torchvision's reader gives the same tensor, but importing
+    torchvision costs about 2 s of every run's start (its models import torch._dynamo), and the
+    files were checked against their MD5s first."""
+    data = path.read_bytes()
+    if len(data) < 4 or data[:3] != b"\0\0\x08":
+        raise DataError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = data[3]
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    body = data[4 + 4 * ndim :]
+    if len(body) != math.prod(dims):
+        raise DataError(f"{path} holds {len(body)} bytes after its header, not {dims}'s")
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(dims)
+
+
 def _torchvision(name: str, folder: str, files: dict[str, str]) -> Dataset:
-    """One of torchvision's 28x28 grey-level datasets (`folder` is its class's name)."""
-
-    def make(root: Path, train: bool, download: bool) -> Any:
-        from torchvision import datasets
-
-        return getattr(datasets, folder)(str(root), train=train, download=download)
+    """One of torchvision's 28x28 grey-level datasets (`folder` is its class's name):
+    downloaded by torchvision, read from its raw files (`read_idx`)."""
 
     def read(root: Path) -> Images:
-        train, test = make(root, True, False), make(root, False, False)
-        return flatten_images(train.data), train.targets, flatten_images(test.data), test.targets
+        raw = root / folder / "raw"
+        images = [
+            flatten_images(read_idx(raw / f"{s}-images-idx3-ubyte")) for s in ("train", "t10k")
+        ]
+        labels = [read_idx(raw / f"{s}-labels-idx1-ubyte").long() for s in ("train", "t10k")]
+        return images[0], labels[0], images[1], labels[1]
 
     def download(root: Path) -> None:
+        from torchvision import datasets
+
         for train in (True, False):
-            make(root, train, True)
+            getattr(datasets, folder)(str(root), train=train, download=True)
 
     return register_dataset(Dataset(name, (1, 28, 28), read, NUM_CLASSES, folder, files, download))
 

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from harness.config.variants import VariantError, create_variant, load_user_variants
-from harness.training.data import DataError, balanced_label_subset, load_splits, resolve_data_root
+from harness.training.data import (
+    DataError,
+    balanced_label_subset,
+    load_splits,
+    read_idx,
+    resolve_data_root,
+)
 from harness.training.trainer import Trainer
 
 
@@ -22,6 +28,36 @@ def test_validation_is_the_end_of_the_training_file(data_root, mnist):
     held = load_splits("mnist", data_root, validation=10_000, download=False)
     assert len(held.train_x) == 50_000 and len(held.val_x) == 10_000
     assert torch.equal(held.val_x, mnist.train_x[50_000:])
+
+
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_the_raw_files_read_as_torchvision_reads_them(data_root, name, folder):
+    """The harness reads the raw files itself (torchvision's import costs every run's start);
+    what it reads is torchvision's tensors, bit for bit."""
+    datasets = pytest.importorskip("torchvision.datasets")
+    splits = load_splits(name, data_root, download=False)
+    train = getattr(datasets, folder)(str(data_root), train=True, download=False)
+    test = getattr(datasets, folder)(str(data_root), train=False, download=False)
+    assert torch.equal(splits.train_x, train.data.reshape(60_000, -1).float() / 255)
+    assert torch.equal(splits.test_x, test.data.reshape(10_000, -1).float() / 255)
+    assert torch.equal(splits.train_y, train.targets) and splits.train_y.dtype == torch.int64
+    assert torch.equal(splits.test_y, test.targets)
+
+
+def test_an_idx_file_reads_back_its_bytes_and_a_damaged_one_is_refused(tmp_path):
+    values = torch.randint(0, 256, (3, 4, 5), dtype=torch.uint8, generator=torch.Generator())
+    header = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (3, 4, 5))
+    good = tmp_path / "good-idx3-ubyte"
+    good.write_bytes(header + values.numpy().tobytes())
+    assert torch.equal(read_idx(good), values)
+    short = tmp_path / "short-idx3-ubyte"
+    short.write_bytes(header + values.numpy().tobytes()[:-1])
+    with pytest.raises(DataError, match="59 bytes after its header"):
+        read_idx(short)
+    floats = tmp_path / "floats-idx1-ubyte"
+    floats.write_bytes(bytes([0, 0, 0x0D, 1]) + (1).to_bytes(4, "big") + bytes(4))
+    with pytest.raises(DataError, match="not an IDX file of unsigned bytes"):
+        read_idx(floats)
 
 
 def test_fashion_mnist_loads(data_root):
