@@ -15,6 +15,30 @@ FAMILIES: dict[str, str] = {
 }
 
 
-def name_family(name: str, description: str) -> None:
-    """Make `name` a family variants may choose (its module registers it in training)."""
+# The settings a family does not read (its networks are its own): a variant of the family
+# that sets one away from its default is refused, and `m2h show` leaves them out.
+_AUXILIARY_UNREAD = frozenset(
+    {
+        "classifier_net",
+        "classifier_layers",
+        "classifier_hidden",
+        "encoder_net",
+        "decoder_net",
+        "batch_norm",
+        "dropout",
+        "regularised",
+        "init_std",
+    }
+)
+UNREAD: dict[str, frozenset[str]] = {
+    "m2": frozenset({"eval_samples"}),
+    "adgm": _AUXILIARY_UNREAD,
+    "sdgm": _AUXILIARY_UNREAD,
+}
+
+
+def name_family(name: str, description: str, unread: frozenset[str] = frozenset()) -> None:
+    """Make `name` a family variants may choose (its module registers it in training), with
+    the settings it does not read."""
     FAMILIES[name] = description
+    UNREAD[name] = unread

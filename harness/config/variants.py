@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.config.datasets import DATASETS
-from harness.config.families import FAMILIES
+from harness.config.families import FAMILIES, UNREAD
 from harness.config.names import InvalidNameError, check_name
 from harness.config.networks import NETWORKS
 from harness.files import write_atomically
@@ -223,6 +223,7 @@ class Variant:
             raise VariantError(f"dropout must be in [0, 1), got {self.dropout!r}")
         self._check_regularised()
         self._check_registered()
+        self._check_family_reads()
         if self.labels <= 0 or self.labels % NUM_CLASSES:
             raise VariantError(
                 f"labels must be a positive multiple of the {NUM_CLASSES} classes, "
@@ -279,6 +280,18 @@ class Variant:
                     + (f" (did you mean {hint[0]!r}?)" if hint else "")
                     + f"; {kinds}: {', '.join(names)}"
                 )
+
+    def _check_family_reads(self) -> None:
+        """No setting the family does not read is set away from its default."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        unread = sorted(UNREAD.get(self.family, frozenset()))
+        moved = [f"{k}={getattr(self, k)!r}" for k in unread if getattr(self, k) != defaults[k]]
+        if moved:
+            raise VariantError(
+                f"family {self.family!r} does not read {', '.join(moved)}; leave "
+                f"{'it' if len(moved) == 1 else 'them'} at the default (`m2h show NAME` lists "
+                f"the settings a variant of that family reads)"
+            )
 
     def _check_data(self) -> None:
         """The labelled subset's seed, the batch rule and the binarised pixels."""
@@ -363,16 +376,21 @@ APPLIES: dict[str, Callable[[Variant], bool]] = {
     "batch_size": lambda v: v.batch_rule != "paper",
     "labelled_batch_size": lambda v: v.batch_rule != "paper",
     "min_delta": lambda v: v.patience > 0,
-    "eval_samples": lambda v: v.family in ("adgm", "sdgm"),
     "regularised": lambda v: v.batch_norm or v.dropout > 0,
-    "decoder_net": lambda v: v.estimator != "supervised" and v.family == "m2",
+    "decoder_net": lambda v: v.estimator != "supervised",
 }
 
 
 def applicable_params(variant: Variant) -> dict[str, Any]:
     """The settings that change what `variant` does (a temperature means nothing to exact
-    marginalisation, an annealing rate nothing to a fixed temperature)."""
-    return {k: v for k, v in variant.params().items() if APPLIES.get(k, lambda _: True)(variant)}
+    marginalisation, an annealing rate nothing to a fixed temperature, a classifier's layers
+    nothing to the ADGM, whose classifier is its own)."""
+    unread = UNREAD.get(variant.family, frozenset())
+    return {
+        k: v
+        for k, v in variant.params().items()
+        if k not in unread and APPLIES.get(k, lambda _: True)(variant)
+    }
 
 
 # the settings added after checkpoints began (the networks, M1+M2, weight decay, the label

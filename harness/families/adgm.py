@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.config.families import UNREAD
 from harness.config.variants import NUM_CLASSES, Variant
 from harness.families.m2 import (
     objective_settings,
@@ -241,5 +242,6 @@ FAMILY = register_family(
         objective=adgm_loss,
         objective_settings=objective_settings,
         classify=classify,
+        unread=UNREAD["adgm"],
     )
 )

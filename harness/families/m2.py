@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.config.families import UNREAD
 from harness.config.variants import NUM_CLASSES, Variant
 from harness.training.distributions import (
     LIKELIHOOD_OUTPUTS,
@@ -315,6 +316,7 @@ FAMILY = register_family(
         objective=m2_loss,
         objective_settings=objective_settings,
         classify=classify,
+        unread=UNREAD["m2"],
         image_grids=image_grids,
     )
 )

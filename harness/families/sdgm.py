@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from harness.config.families import UNREAD
 from harness.families.adgm import ADGM, adgm_loss, classify
 from harness.families.m2 import objective_settings
 from harness.training.family import Family, register_family
@@ -25,5 +26,6 @@ FAMILY = register_family(
         objective=adgm_loss,
         objective_settings=objective_settings,
         classify=classify,
+        unread=UNREAD["sdgm"],
     )
 )

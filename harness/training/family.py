@@ -60,7 +60,9 @@ class Family:
       temperature, drawing its noise from `generator`: the TERMS by name;
     - `objective_settings(variant)`: the `settings` the objective reads off a variant;
     - `classify(model, x)`: the logits of q(y|x);
-    - `image_grids(model, test_x)`: the image grids its run figures add, by file name."""
+    - `image_grids(model, test_x)`: the image grids its run figures add, by file name;
+    - `unread`: the variant's settings it does not read (refused away from their defaults, and
+      left out of `m2h show`)."""
 
     name: str
     build: Callable[[Variant, int], nn.Module]
@@ -69,6 +71,7 @@ class Family:
     classify: Callable[[Any, Tensor], Tensor]
     image_grids: Callable[[Any, Tensor], dict[str, ImageGrid]] = no_image_grids
     description: str = ""
+    unread: frozenset[str] = frozenset()  # the variant's settings it does not read
 
 
 REGISTERED: dict[str, Family] = {}
@@ -77,7 +80,9 @@ REGISTERED: dict[str, Family] = {}
 def register_family(family: Family) -> Family:
     """Register `family` under its name, so that a variant's `family` can name it."""
     REGISTERED[family.name] = family
-    name_family(family.name, family.description or FAMILIES.get(family.name, family.name))
+    name_family(
+        family.name, family.description or FAMILIES.get(family.name, family.name), family.unread
+    )
     return family
 
 

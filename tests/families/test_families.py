@@ -78,3 +78,47 @@ def test_a_built_in_family_is_found_again_after_the_registry_is_emptied():
 
     family.REGISTERED.clear()  # the conftest puts it back after the test
     assert get_family("adgm").name == "adgm" and "m2" in list_families()
+
+
+def _moved(key: str, value):
+    """A value of setting `key` other than its default `value`."""
+    from harness.config.networks import NETWORKS
+
+    if isinstance(value, bool):
+        return not value
+    if key.endswith("_net"):
+        return next(name for name in NETWORKS if name != value)
+    if key == "regularised":
+        return "classifier"
+    if key == "dropout":
+        return 0.3
+    return value + 1 if isinstance(value, int) else value + 0.01
+
+
+@pytest.mark.parametrize("family", list_families())
+def test_a_family_ignores_what_it_says_it_does_not_read_and_refuses_it(family):
+    """Every setting a family lists as unread leaves its networks as they are (their layers
+    and, from one seed, their weights), so `m2h show` may hide it; set, it is refused."""
+    from harness.config.families import UNREAD
+    from harness.config.variants import applicable_params
+
+    for name in _variants_of(family):
+        small = {"hidden": 16, "z_dim": 4}
+        variant = create_variant(name, small)
+        shown = applicable_params(variant)
+        torch.manual_seed(0)
+        reference = get_family(family).build(variant, 784)
+        for key in sorted(UNREAD[family]):
+            assert key not in shown
+            other = _moved(key, getattr(variant, key))
+            with pytest.raises(VariantError, match=f"family {family!r} does not read {key}="):
+                create_variant(name, {**small, key: other})
+            unchecked = create_variant(name, small)
+            object.__setattr__(unchecked, key, other)  # past the check, to build it anyway
+            torch.manual_seed(0)
+            built = get_family(family).build(unchecked, 784)
+            assert repr(built) == repr(reference), key
+            for (k, a), b in zip(
+                reference.state_dict().items(), built.state_dict().values(), strict=True
+            ):
+                assert torch.equal(a, b), (key, k)
