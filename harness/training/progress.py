@@ -14,7 +14,8 @@ from tqdm.auto import tqdm as terminal_tqdm
 
 LINE_EVERY = 30.0  # seconds: the first line after this long in an epoch, then one this often
 
-# True: tqdm's bar on a terminal, lines on standard output elsewhere; False: nothing; a callable:
+# True: tqdm's bar on a terminal, lines on standard error elsewhere (standard output keeps the
+# epochs' own lines); False: nothing; a callable:
 # each line handed to it (a worker's, which puts its cell and seed before it).
 Progress = bool | Callable[[str], Any]
 
@@ -40,12 +41,12 @@ def epoch_label(epoch: int, epochs: int) -> str:
 
 
 def _print(line: str) -> None:
-    print(f"  {line}", flush=True)  # indented: a line within an epoch, not an epoch's own
+    print(f"  {line}", file=sys.stderr, flush=True)  # indented: within an epoch, not an epoch's own
 
 
 def epoch_steps(steps: int, label: str, progress: Progress) -> Iterable[int]:
     """range(steps), shown as `progress` says; `label` names the epoch (`epoch_label`)."""
-    if progress is True and sys.stdout.isatty():
+    if progress is True and sys.stderr.isatty():
         return terminal_tqdm(range(steps), desc=label, leave=False)
     if not progress:
         return range(steps)

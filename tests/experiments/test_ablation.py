@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from harness.cli.main import main
@@ -453,7 +455,9 @@ def test_an_ablation_says_its_file_every_epoch_of_every_run_and_its_progress(tmp
         for seed in (0, 1):
             for epoch in (1, 2):
                 assert f"  {cell} seed {seed}: epoch   {epoch}/2" in out, out
-    assert "[4 of 4 runs done]" in out and "runs done, about" in out
+    assert "[4 of 4 runs done]" in out
+    # a time left after the first run, whatever this machine's speed makes it
+    assert re.search(r"\[1 of 4 runs done, (about \d+ min|under 1 min) left\]", out), out
 
 
 def test_a_run_name_says_what_its_cell_varies_before_the_variant():
