@@ -21,214 +21,213 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from harness.config import knobs
 from harness.config.datasets import DATASETS
 from harness.config.families import FAMILIES, UNREAD
+from harness.config.knobs import (
+    DATA,
+    FAMILY_PARTS,
+    M1,
+    MODEL,
+    NUM_CLASSES,
+    OPTIMISATION,
+    SHARED_PARTS,
+    STOP,
+    factor,
+    fraction,
+    knob,
+    non_negative,
+    optional_seed,
+    positive,
+    whole_classes,
+)
 from harness.config.names import InvalidNameError, check_name
 from harness.config.networks import NETWORKS
 from harness.files import write_atomically
 
 Estimator = Literal["exact", "gumbel", "gumbel-st", "supervised"]
-NUM_CLASSES = 10
 
 
 REGULARISABLE = ("classifier", "encoder", "decoder")  # what `regularised` may name
-MAX_SEED = 2**32 - 1  # the largest seed every generator the harness seeds takes
 
 
 class VariantError(ValueError):
     """A variant name, override or setting that cannot be used."""
 
 
+# when a setting changes what a variant does (knobs.knob's `applies`)
+def _relaxed(v: Variant) -> bool:
+    return v.estimator in ("gumbel", "gumbel-st")
+
+
+def _annealed(v: Variant) -> bool:
+    return v.temperature_schedule == "anneal"
+
+
+def _generative(v: Variant) -> bool:
+    return v.estimator != "supervised"
+
+
+def _on_m1(v: Variant) -> bool:
+    return v.features == "m1"
+
+
 @dataclass(frozen=True)
 class Variant:
-    """Every knob of one M2 training run."""
+    """Every knob of one M2 training run: each declared once, with its part (shared or the
+    family's own), rule, reach and age (`knobs.knob`)."""
 
     name: str = "custom"
     # the model family (config/families.py names them; harness/families/ holds them)
-    family: str = "m2"
+    family: str = knob("m2", MODEL, later=True)
     # how y is handled for unlabelled data
-    estimator: Estimator = "exact"
-    y_term: Literal["analytic", "sampled"] = (
-        "analytic"  # gumbel: KL(q(y|x)||p(y)), or log q(argmax y~|x) as Pixyz
-    )
-    temperature: float = 0.1  # tau_0 of the relaxed categorical
-    temperature_schedule: Literal["fixed", "anneal"] = "fixed"
-    temperature_min: float = 0.5  # annealed tau_t = max(tau_min, tau_0 * exp(-rate * step))
-    anneal_rate: float = 3e-5
-    anneal_every: int = 1  # steps between temperature updates (Jang et al. use 2000)
+    estimator: Estimator = knob("exact", MODEL)
+    # gumbel: KL(q(y|x)||p(y)), or log q(argmax y~|x) as Pixyz
+    y_term: Literal["analytic", "sampled"] = knob("analytic", MODEL, applies=_relaxed)
+    temperature: float = knob(0.1, MODEL, positive, applies=_relaxed)  # tau_0, relaxed categorical
+    temperature_schedule: Literal["fixed", "anneal"] = knob("fixed", MODEL, applies=_relaxed)
+    # annealed tau_t = max(tau_min, tau_0 * exp(-rate * step))
+    temperature_min: float = knob(0.5, MODEL, positive, applies=_annealed)
+    anneal_rate: float = knob(3e-5, MODEL, non_negative, applies=_annealed)
+    # steps between temperature updates (Jang et al. use 2000)
+    anneal_every: int = knob(1, MODEL, positive, applies=_annealed)
     # weight of the classification term alpha * E_labelled[-log q(y|x)]
-    alpha: float = 1.0
-    alpha_scaling: Literal["none", "tutorial", "paper"] = "tutorial"
-    alpha_schedule: Literal["constant", "linear", "cosine"] = "constant"
-    alpha_warmup_epochs: float = 1.0
+    alpha: float = knob(1.0, MODEL, non_negative)
+    alpha_scaling: Literal["none", "tutorial", "paper"] = knob("tutorial", MODEL)
+    alpha_schedule: Literal["constant", "linear", "cosine"] = knob("constant", MODEL)
+    alpha_warmup_epochs: float = knob(
+        1.0, MODEL, non_negative, applies=lambda v: v.alpha_schedule != "constant"
+    )
     # per-batch: mean_l L + mean_u U + alpha mean_l CE (the tutorial); per-row: every image of
     # the batch weighs the same, as the paper's sums over the data; sum: the sums themselves,
     # sum_l L + sum_u U + alpha sum_l CE (Pyro's ELBO, whose steps are not divided by their rows)
-    term_weighting: Literal["per-batch", "per-row", "sum"] = "per-batch"
+    term_weighting: Literal["per-batch", "per-row", "sum"] = knob(
+        "per-batch", MODEL, applies=_generative
+    )
     # data
-    dataset: str = "mnist"  # config/datasets.py names them; training/data.py holds them
-    labels: int = 100
-    validation: int = 0  # images held out from the end of the training file (never trained on)
-    seed: int = 0  # the initialisation, the batches and the noise (and the labels by default)
+    dataset: str = knob("mnist", DATA)  # config/datasets.py names them; training/data.py holds them
+    labels: int = knob(100, DATA, whole_classes)
+    # images held out from the end of the training file (never trained on)
+    validation: int = knob(0, DATA, non_negative)
+    # the initialisation, the batches and the noise (and the labels by default)
+    seed: int = knob(0, DATA, knobs.seed)
     # the labelled subset's draw (None: the run's seed, so one seed fixes both): a run with
     # label_seed == seed is the run without it, and a cell with a fixed label_seed holds one
     # labelled subset over its seeds
-    label_seed: int | None = None
+    label_seed: int | None = knob(None, DATA, optional_seed, later=True)
     # architecture: the networks (config/networks.py names them) and their sizes
-    hidden: int = 512
-    activation: Literal["relu", "softplus"] = "relu"
-    z_dim: int = 64
-    init_std: float = 0.0  # 0: PyTorch's default init; >0: weights ~ N(0, init_std^2), zero biases
-    classifier_net: str = "mlp"  # q(y|x)
-    classifier_layers: int = 1  # hidden layers
-    classifier_hidden: int = 0  # units per hidden layer (0: `hidden`)
-    encoder_net: str = "mlp"  # the part of q(z|x,y) that reads x
-    encoder_layers: int = 1  # hidden layers of q(z|x,y), the one where x and y meet included
-    encoder_hidden: int = 0
-    decoder_layers: int = 1  # hidden layers of p(x|y,z), the one where z and y meet included
-    decoder_hidden: int = 0
-    decoder_net: str = "mlp"  # p(x|y,z)'s layers after the one where z and y meet
-    batch_norm: bool = False  # after each hidden layer of the networks `regularised` names
-    dropout: float = 0.0  # (never q(z|x,y)'s layer where x and y meet)
+    hidden: int = knob(512, MODEL, positive)
+    activation: Literal["relu", "softplus"] = knob("relu", MODEL)
+    z_dim: int = knob(64, MODEL, positive, applies=_generative)
+    # 0: PyTorch's default init; >0: weights ~ N(0, init_std^2), zero biases
+    init_std: float = knob(0.0, MODEL, non_negative)
+    classifier_net: str = knob("mlp", MODEL, later=True)  # q(y|x)
+    classifier_layers: int = knob(1, MODEL, positive, later=True)  # hidden layers
+    # units per hidden layer (0: `hidden`)
+    classifier_hidden: int = knob(0, MODEL, non_negative, later=True)
+    # the part of q(z|x,y) that reads x
+    encoder_net: str = knob("mlp", MODEL, applies=_generative, later=True)
+    # hidden layers of q(z|x,y), the one where x and y meet included
+    encoder_layers: int = knob(1, MODEL, positive, applies=_generative, later=True)
+    encoder_hidden: int = knob(0, MODEL, non_negative, applies=_generative, later=True)
+    # hidden layers of p(x|y,z), the one where z and y meet included
+    decoder_layers: int = knob(1, MODEL, positive, applies=_generative, later=True)
+    decoder_hidden: int = knob(0, MODEL, non_negative, applies=_generative, later=True)
+    # p(x|y,z)'s layers after the one where z and y meet
+    decoder_net: str = knob("mlp", MODEL, applies=_generative, later=True)
+    # after each hidden layer of the networks `regularised` names
+    batch_norm: bool = knob(False, MODEL, later=True)
+    dropout: float = knob(0.0, MODEL, fraction, later=True)  # (never q(z|x,y)'s x-y layer)
     # the networks batch_norm and dropout reach: any of classifier, encoder (its x part) and
     # decoder (its layers after the first; dropout only: under exact marginalisation its rows
     # are each image's K copies, whose batch statistics batch norm would mix)
-    regularised: str = "classifier,encoder"
+    regularised: str = knob(
+        "classifier,encoder", MODEL, applies=lambda v: v.batch_norm or v.dropout > 0, later=True
+    )
     # what M2 models: the pixels, or M1+M2 (Kingma et al. 2014, section 3.1.3): the features
     # z1 ~ q(z1|x) of an M1 VAE trained first on the training images without labels
-    features: Literal["pixels", "m1"] = "pixels"
+    features: Literal["pixels", "m1"] = knob("pixels", MODEL, later=True)
     # p(x|y,z): Bernoulli (pixels in [0, 1]), or Gaussian with a learned variance per dimension
     # (the decoder gives a mean and a log-variance; M1's features are real-valued)
-    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
+    likelihood: Literal["bernoulli", "gaussian"] = knob(
+        "bernoulli", MODEL, applies=_generative, later=True
+    )
     # M1, trained once per these settings (and the dataset and validation split), then reused:
     # `m1_layers` hidden layers of `m1_hidden` softplus units, a Bernoulli likelihood of the
     # pixels binarised afresh in each batch, Adam; its stop rule on the validation ELBO (nats)
-    m1_hidden: int = 500
-    m1_layers: int = 2
-    m1_z_dim: int = 50
-    m1_lr: float = 1e-3
-    m1_batch_size: int = 256
-    m1_epochs: int = 500
-    m1_patience: int = 10
-    m1_min_delta: float = 0.1
-    m1_seed: int = 0
+    m1_hidden: int = knob(500, M1, positive, applies=_on_m1, later=True)
+    m1_layers: int = knob(2, M1, positive, applies=_on_m1, later=True)
+    m1_z_dim: int = knob(50, M1, positive, applies=_on_m1, later=True)
+    m1_lr: float = knob(1e-3, M1, positive, applies=_on_m1, later=True)
+    m1_batch_size: int = knob(256, M1, positive, applies=_on_m1, later=True)
+    m1_epochs: int = knob(500, M1, positive, applies=_on_m1, later=True)
+    m1_patience: int = knob(10, M1, non_negative, applies=_on_m1, later=True)
+    m1_min_delta: float = knob(
+        0.1, M1, non_negative, applies=lambda v: _on_m1(v) and v.m1_patience > 0, later=True
+    )
+    m1_seed: int = knob(0, M1, knobs.seed, applies=_on_m1, later=True)
     # the pixels binarised afresh in every batch (the authors), or their grey levels as Bernoulli
     # targets (a faithful reimplementation); Adam's L2 term; gradient clipping by value (0: none)
-    m1_binarize: bool = True
-    m1_weight_decay: float = 0.0
-    m1_clip: float = 0.0
+    m1_binarize: bool = knob(True, M1, applies=_on_m1, later=True)
+    m1_weight_decay: float = knob(0.0, M1, non_negative, applies=_on_m1, later=True)
+    m1_clip: float = knob(0.0, M1, non_negative, applies=_on_m1, later=True)
     # M1's latent dimensions M2 reads: those whose posterior mean varies over the training
     # images with a standard deviation above this (0 keeps all), as the authors dropped the rest
-    m1_min_std: float = 0.1
+    m1_min_std: float = knob(0.1, M1, non_negative, applies=_on_m1, later=True)
     # optimisation
-    optimizer: Literal["adam", "adamw"] = "adam"
-    lr: float = 1e-3
+    optimizer: Literal["adam", "adamw"] = knob("adam", OPTIMISATION)
+    lr: float = knob(1e-3, OPTIMISATION, positive)
     # Adam's L2 term: weight_decay * w added to each parameter's gradient (biases too), that of a
     # N(0, 1) prior on the weights divided by the training images when the loss is per row
     # (a faithful reimplementation of the authors' M2 uses 1 / n_total); adamw keeps torch's
     # decoupled 0.01
-    weight_decay: float = 0.0
+    weight_decay: float = knob(0.0, OPTIMISATION, non_negative, later=True)
     # dynamic binarisation: each step's training pixels drawn afresh as Bernoulli(x) (the
     # auxiliary models' authors); validation and test images stay grey (the model's mean)
-    binarize: bool = False
+    binarize: bool = knob(False, DATA, later=True)
     # the auxiliary families' classifier, q(y|a,x): at the mean of q(a|x) (0), or averaged
     # over this many draws of a (the authors: 100)
-    eval_samples: int = 0
+    eval_samples: int = knob(0, MODEL, non_negative, later=True)
     # a step schedule of the learning rate: lr * lr_decay ** (epochs done // lr_decay_every),
     # never below lr_min (0: no decay; the auxiliary models' authors: x0.75 every 200 epochs,
     # floor 3e-5); clipping before each update: the gradients' joint norm to clip_norm, then
     # each element to +-clip_value (0: none; the authors: 5, then 1)
-    lr_decay: float = 1.0
-    lr_decay_every: int = 0
-    lr_min: float = 0.0
-    clip_norm: float = 0.0
-    clip_value: float = 0.0
+    lr_decay: float = knob(1.0, OPTIMISATION, factor, later=True)
+    lr_decay_every: int = knob(0, OPTIMISATION, non_negative, later=True)
+    lr_min: float = knob(0.0, OPTIMISATION, non_negative, later=True)
+    clip_norm: float = knob(0.0, OPTIMISATION, non_negative, later=True)
+    clip_value: float = knob(0.0, OPTIMISATION, non_negative, later=True)
     # fixed: batch_size unlabelled + labelled_batch_size labelled rows every step; paper: Kingma
     # et al.'s batch composition; alternating: steps of labelled rows alone (the labelled images
     # once an epoch, in batches of labelled_batch_size) among steps of batch_size unlabelled rows
     # alone, one every total/labelled images (Pyro's SS-VAE: its one labelled batch at 100 labels)
-    batch_rule: Literal["fixed", "paper", "alternating"] = "fixed"
-    batch_size: int = 128  # unlabelled rows per step
-    labelled_batch_size: int = 128  # labelled rows per step (at most the label count)
-    epochs: int = 10  # the epoch budget: the most a run trains
+    batch_rule: Literal["fixed", "paper", "alternating"] = knob("fixed", OPTIMISATION)
+    # unlabelled rows per step
+    batch_size: int = knob(128, OPTIMISATION, positive, applies=lambda v: v.batch_rule != "paper")
+    # labelled rows per step (at most the label count)
+    labelled_batch_size: int = knob(
+        128, OPTIMISATION, positive, applies=lambda v: v.batch_rule != "paper"
+    )
+    epochs: int = knob(10, STOP, positive)  # the epoch budget: the most a run trains
     # the stop rule: end when the validation error has not improved on its best by more than
     # min_delta points for `patience` epochs (0: no early stop; needs validation images)
-    patience: int = 0
-    min_delta: float = 0.1
+    patience: int = knob(0, STOP, non_negative)
+    min_delta: float = knob(0.1, STOP, non_negative, applies=lambda v: v.patience > 0)
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            _check_choice(f, getattr(self, f.name))
             value = getattr(self, f.name)
+            _check_choice(f, value)
             if isinstance(value, float) and not math.isfinite(value):
                 raise VariantError(f"{f.name} must be a finite number, got {value!r}")
-        for key in ("seed", "label_seed", "m1_seed"):
-            if (getattr(self, key) or 0) > MAX_SEED:
-                raise VariantError(
-                    f"{key} must be at most {MAX_SEED} (2**32 - 1), got {getattr(self, key)!r}"
-                )
-        positive = [
-            "temperature",
-            "temperature_min",
-            "lr",
-            "hidden",
-            "z_dim",
-            "batch_size",
-            "labelled_batch_size",
-            "epochs",
-            "anneal_every",
-            "classifier_layers",
-            "encoder_layers",
-            "decoder_layers",
-            "m1_hidden",
-            "m1_layers",
-            "m1_z_dim",
-            "m1_lr",
-            "m1_batch_size",
-            "m1_epochs",
-        ]
-        for key in positive:
-            if not getattr(self, key) > 0:
-                raise VariantError(f"{key} must be > 0, got {getattr(self, key)!r}")
-        for key in [
-            "alpha",
-            "anneal_rate",
-            "alpha_warmup_epochs",
-            "init_std",
-            "validation",
-            "seed",
-            "patience",
-            "min_delta",
-            "classifier_hidden",
-            "encoder_hidden",
-            "decoder_hidden",
-            "m1_patience",
-            "m1_min_delta",
-            "m1_seed",
-            "m1_min_std",
-            "m1_weight_decay",
-            "m1_clip",
-            "weight_decay",
-            "lr_decay_every",
-            "eval_samples",
-            "lr_min",
-            "clip_norm",
-            "clip_value",
-        ]:
-            if getattr(self, key) < 0:
-                raise VariantError(f"{key} must be >= 0, got {getattr(self, key)!r}")
+            said = knobs.complaint(f, value)
+            if said:
+                raise VariantError(said)
         self._check_optimisation()
-        if not 0 <= self.dropout < 1:
-            raise VariantError(f"dropout must be in [0, 1), got {self.dropout!r}")
         self._check_regularised()
         self._check_registered()
         self._check_family_reads()
-        if self.labels <= 0 or self.labels % NUM_CLASSES:
-            raise VariantError(
-                f"labels must be a positive multiple of the {NUM_CLASSES} classes, "
-                f"got {self.labels}"
-            )
         self._check_data()
         if self.features == "m1":
             self._check_m1()
@@ -259,8 +258,6 @@ class Variant:
                 "weight_decay is Adam's L2 term; adamw decays its weights by torch's default "
                 f"0.01: use optimizer=adam with weight_decay={self.weight_decay!r}"
             )
-        if not 0 < self.lr_decay <= 1:
-            raise VariantError(f"lr_decay must be in (0, 1], got {self.lr_decay!r}")
         if self.lr_min > self.lr:
             raise VariantError(f"lr_min {self.lr_min!r} is above lr {self.lr!r}")
 
@@ -299,8 +296,6 @@ class Variant:
             raise VariantError(
                 "binarize draws binary pixels: it needs pixels and a Bernoulli likelihood"
             )
-        if self.label_seed is not None and self.label_seed < 0:
-            raise VariantError(f"label_seed must be >= 0 or none, got {self.label_seed!r}")
         if self.batch_rule == "alternating" and self.estimator == "supervised":
             raise VariantError(
                 "batch_rule=alternating gives steps of unlabelled images alone, where the "
@@ -338,9 +333,14 @@ class Variant:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "description"}
 
 
-STOP_SETTINGS = ("epochs", "patience", "min_delta")
-# the settings of M1+M2's M1 and of its features (config/m1.py reads them)
-M1_SETTINGS = tuple(f.name for f in fields(Variant) if f.name.startswith("m1_"))
+# the settings of a part, in their order: the stop rule (it decides when training ends, not
+# what it does) and M1+M2's M1 and its features (config/m1.py reads them)
+STOP_SETTINGS = tuple(f.name for f in fields(Variant) if knobs.part_of(f) == STOP)
+M1_SETTINGS = tuple(f.name for f in fields(Variant) if knobs.part_of(f) == M1)
+# the settings added after checkpoints began (the networks, M1+M2, weight decay, the label
+# seed, the family, ...): left out of a checkpoint's and a record's settings at their defaults,
+# so one written before them still resumes and reads alike
+LATER_SETTINGS = tuple(f.name for f in fields(Variant) if knobs.is_later(f))
 
 
 def round_float(value: Any, digits: int = 4) -> Any:
@@ -349,80 +349,28 @@ def round_float(value: Any, digits: int = 4) -> Any:
     return float(f"{value:.{digits}g}") if isinstance(value, float) else value
 
 
-# the settings that only matter for some variants, with the test that says they do
-APPLIES: dict[str, Callable[[Variant], bool]] = {
-    "y_term": lambda v: v.estimator in ("gumbel", "gumbel-st"),
-    "temperature": lambda v: v.estimator in ("gumbel", "gumbel-st"),
-    "temperature_schedule": lambda v: v.estimator in ("gumbel", "gumbel-st"),
-    "temperature_min": lambda v: v.temperature_schedule == "anneal",
-    "anneal_rate": lambda v: v.temperature_schedule == "anneal",
-    "anneal_every": lambda v: v.temperature_schedule == "anneal",
-    "alpha_warmup_epochs": lambda v: v.alpha_schedule != "constant",
-    "z_dim": lambda v: v.estimator != "supervised",
-    **{
-        key: lambda v: v.estimator != "supervised"
-        for key in (
-            "encoder_net",
-            "encoder_layers",
-            "encoder_hidden",
-            "decoder_layers",
-            "decoder_hidden",
-        )
-    },
-    "term_weighting": lambda v: v.estimator != "supervised",
-    "likelihood": lambda v: v.estimator != "supervised",
-    **{key: lambda v: v.features == "m1" for key in M1_SETTINGS},
-    "m1_min_delta": lambda v: v.features == "m1" and v.m1_patience > 0,
-    "batch_size": lambda v: v.batch_rule != "paper",
-    "labelled_batch_size": lambda v: v.batch_rule != "paper",
-    "min_delta": lambda v: v.patience > 0,
-    "regularised": lambda v: v.batch_norm or v.dropout > 0,
-    "decoder_net": lambda v: v.estimator != "supervised",
-}
-
-
 def applicable_params(variant: Variant) -> dict[str, Any]:
     """The settings that change what `variant` does (a temperature means nothing to exact
     marginalisation, an annealing rate nothing to a fixed temperature, a classifier's layers
-    nothing to the ADGM, whose classifier is its own)."""
+    nothing to the ADGM, whose classifier is its own): each knob's `applies`, less what the
+    variant's family does not read."""
     unread = UNREAD.get(variant.family, frozenset())
     return {
-        k: v
-        for k, v in variant.params().items()
-        if k not in unread and APPLIES.get(k, lambda _: True)(variant)
+        f.name: getattr(variant, f.name)
+        for f in fields(variant)
+        if f.name != "description" and f.name not in unread and knobs.applies(f, variant)
     }
 
 
-# the settings added after checkpoints began (the networks, M1+M2, weight decay, the label
-# seed, the family): left out of a checkpoint's and a record's settings at their defaults, so
-# one written before them still resumes and reads alike
-LATER_SETTINGS = (
-    "classifier_net",
-    "classifier_layers",
-    "classifier_hidden",
-    "encoder_net",
-    "encoder_layers",
-    "encoder_hidden",
-    "decoder_layers",
-    "decoder_hidden",
-    "batch_norm",
-    "dropout",
-    "regularised",
-    "decoder_net",
-    "features",
-    "likelihood",
-    *M1_SETTINGS,
-    "weight_decay",
-    "label_seed",
-    "family",
-    "binarize",
-    "eval_samples",
-    "lr_decay",
-    "lr_decay_every",
-    "lr_min",
-    "clip_norm",
-    "clip_value",
-)
+def settings_by_part(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """`settings` (some of a variant's) grouped by their part, the shared ones first
+    (knobs.SHARED_PARTS, then knobs.FAMILY_PARTS); those of no part (the name) left out."""
+    parts = {f.name: knobs.part_of(f) for f in fields(Variant)}
+    return {
+        part: {k: v for k, v in settings.items() if parts.get(k) == part}
+        for part in (*SHARED_PARTS, *FAMILY_PARTS)
+        if any(parts.get(k) == part for k in settings)
+    }
 
 
 def _without_later_defaults(params: dict[str, Any]) -> dict[str, Any]:

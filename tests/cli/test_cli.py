@@ -180,7 +180,10 @@ def test_sigterm_mid_epoch_then_resume_ends_with_the_uninterrupted_numbers(tmp_p
 def test_an_interrupt_says_how_that_command_continues(args, hint, capsys, monkeypatch):
     """`ablate` and `search` resume by themselves; only `run` needs --resume, which the
     others do not accept; a command that trains nothing has no checkpoint to point to."""
-    import harness.cli.main as cli
+    import importlib
+
+    module = {"table": "results"}.get(args[0], args[0])  # the module the subcommand is in
+    cli = importlib.import_module(f"harness.cli.{module}")
 
     def interrupted(_args):
         raise KeyboardInterrupt
@@ -384,3 +387,17 @@ def test_a_badly_typed_option_is_one_line_with_the_usage_one_help_away(capsys):
         err
         == "m2h run: error: argument --epochs: invalid int value: 'abc' (see `m2h run --help`)\n"
     )
+
+
+def test_show_puts_the_shared_settings_before_the_familys_own(capsys):
+    assert main(["show", "adgm"]) == 0
+    part, part_of = None, {}
+    for line in capsys.readouterr().out.splitlines():
+        if line.endswith("):") and not line.startswith(" "):
+            part = line
+        elif part and line.startswith("  ") and line.split():
+            part_of.setdefault(line.split()[0], part)
+    shared = ["data (shared):", "optimisation (shared):", "stop rule (shared):"]
+    assert list(dict.fromkeys(part_of.values()))[:4] == [*shared, "model (family adgm's own):"]
+    assert part_of["labels"] == shared[0] and part_of["lr"] == shared[1]
+    assert part_of["patience"] == shared[2] and part_of["eval_samples"].startswith("model")
