@@ -29,6 +29,8 @@ class M1Settings:
     binarize: bool = True  # the pixels binarised afresh in every batch; False: grey levels
     weight_decay: float = 0.0  # Adam's L2 term
     clip: float = 0.0  # each gradient element clipped to [-clip, clip]; 0: none
+    batch_norm: bool = False  # after each hidden layer of the encoder and the decoder
+    dropout: float = 0.0
 
     def params(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if LATER_DEFAULTS.get(k, object()) != v}
@@ -55,4 +57,6 @@ def m1_settings(variant: Variant) -> M1Settings:
         binarize=variant.m1_binarize,
         weight_decay=variant.m1_weight_decay,
         clip=variant.m1_clip,
+        batch_norm=variant.m1_batch_norm,
+        dropout=variant.m1_dropout,
     )

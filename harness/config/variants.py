@@ -174,6 +174,10 @@ class Variant:
     # M1's latent dimensions M2 reads: those whose posterior mean varies over the training
     # images with a standard deviation above this (0 keeps all), as the authors dropped the rest
     m1_min_std: float = knob(0.1, M1, non_negative, applies=_on_m1, later=True)
+    # batch norm and dropout after each hidden layer of M1's encoder and decoder (its own
+    # networks: `regularised` and M2's batch_norm and dropout do not reach them)
+    m1_batch_norm: bool = knob(False, M1, applies=_on_m1, later=True)
+    m1_dropout: float = knob(0.0, M1, fraction, applies=_on_m1, later=True)
     # optimisation
     optimizer: Literal["adam", "adamw"] = knob("adam", OPTIMISATION)
     lr: float = knob(1e-3, OPTIMISATION, positive)

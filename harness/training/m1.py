@@ -35,7 +35,12 @@ class M1(nn.Module):
 
     def __init__(self, settings: M1Settings, x_dim: int = 784) -> None:
         super().__init__()
-        spec = NetworkSpec(hidden=(settings.hidden,) * settings.layers, activation="softplus")
+        spec = NetworkSpec(
+            hidden=(settings.hidden,) * settings.layers,
+            activation="softplus",
+            batch_norm=settings.batch_norm,
+            dropout=settings.dropout,
+        )
         self.encoder = mlp(x_dim, 2 * settings.z_dim, spec)
         self.decoder = mlp(settings.z_dim, x_dim, spec)
 
@@ -76,12 +81,16 @@ class M1Epoch:
 @torch.no_grad()
 def mean_neg_elbo(model: M1, x: Tensor, settings: M1Settings, chunk: int = 10_000) -> float:
     """-ELBO per image on `x`, with the binarisation and z1 drawn from a generator seeded with
-    the settings' seed at every call, so that two epochs are compared on the same draws."""
+    the settings' seed at every call, so that two epochs are compared on the same draws; batch
+    norm and dropout in evaluation mode (their running statistics, no units dropped)."""
     generator = torch.Generator(x.device).manual_seed(settings.seed)
+    training = model.training
+    model.eval()
     total = sum(
         m1_neg_elbo(model, targets(part, settings, generator), generator).sum().item()
         for part in x.split(chunk)
     )
+    model.train(training)
     return total / len(x)
 
 
@@ -153,6 +162,7 @@ class M1Training:
         """One pass over the training images in a fresh order, each batch binarised afresh (or
         its grey levels), Adam with the settings' L2 term and gradient clipping."""
         B = self.settings.batch_size
+        self.model.train()
         order = torch.randperm(len(self.train_x), generator=self.generator, device=self.device)
         steps = max(1, len(order) // B)
         total = torch.zeros((), device=self.device)

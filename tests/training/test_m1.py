@@ -216,3 +216,23 @@ def test_m1_models_grey_levels_when_asked_and_clips_every_gradient_it_steps_on(g
     )
     unclipped.fit()
     assert max(largest) > 1e-3  # the gradients the clip bounded are larger than it
+
+
+def test_m1s_batch_norm_and_dropout_reach_both_its_networks_and_rest_at_evaluation():
+    from harness.config.identity import m1_key
+    from harness.training.m1 import M1, mean_neg_elbo
+
+    plain = M1(small_m1(), 20)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d | torch.nn.Dropout) for m in plain.modules())
+    settings = small_m1(m1_batch_norm=True, m1_dropout=0.5)
+    model = M1(settings, 20)
+    for network in (model.encoder, model.decoder):
+        kinds = {type(m) for m in network.modules()}
+        assert {torch.nn.BatchNorm1d, torch.nn.Dropout} <= kinds
+    x = torch.rand(300, 20, generator=torch.Generator().manual_seed(0))
+    model.train()
+    first, second = mean_neg_elbo(model, x, settings), mean_neg_elbo(model, x, settings)
+    assert first == second and model.training  # no units dropped; the mode given back
+    assert m1_key(settings) != m1_key(small_m1())
+    # at their defaults they leave a committed M1's key as it was (results/m1)
+    assert m1_key(m1_settings(create_variant("m1m2-reimpl"))) == "m1-5241a4353c63"
