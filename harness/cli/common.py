@@ -18,6 +18,7 @@ from harness.config.variants import (
 
 if TYPE_CHECKING:
     from harness.config.ablations import Ablation
+    from harness.runs.runner import RunSite
     from harness.tracking.tracker import Tracker
 
 
@@ -68,6 +69,19 @@ def verify_data(args: argparse.Namespace, dataset: str) -> None:
     from harness.training.data import ensure_dataset
 
     ensure_dataset(dataset, args.data_root, download=not args.no_download)
+
+
+def site_from_args(args: argparse.Namespace) -> RunSite:
+    """The site the flags name (--data-root, --no-download, --device, --max-steps), handed
+    whole to every run the command starts."""
+    from harness.runs.runner import RunSite
+
+    return RunSite(
+        data_root=args.data_root,
+        download=not args.no_download,
+        device=args.device,
+        max_steps=args.max_steps,
+    )
 
 
 def make_tracker(args: argparse.Namespace, experiment: str) -> Tracker | None:

@@ -11,6 +11,7 @@ from harness.cli.common import (
     add_run_options,
     make_tracker,
     set_threads,
+    site_from_args,
     variant_from_args,
     verify_data,
 )
@@ -62,10 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     ensure_writable(records_dir, "records folder")
     tracker = make_tracker(args, args.experiment)
     options = RunOptions(
-        data_root=args.data_root,
-        device=args.device,
-        max_steps=args.max_steps,
-        download=not args.no_download,
+        site=site_from_args(args),
         tracker=tracker,
         checkpoint_dir=Path(args.checkpoint_dir) / args.experiment,
         resume=args.resume,

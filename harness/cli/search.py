@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from harness.cli.common import (
     UsageError,
     add_run_options,
+    site_from_args,
     variant_from_args,
     verify_data,
 )
@@ -62,13 +63,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         settings=parse_overrides(args.set or []),
         trials=args.trials or 0,
         epochs=args.epochs,
-        max_steps=args.max_steps,
+        site=site_from_args(args),
         validation=args.validation,
         seed=variant.seed,
         pruner=args.pruner,
         timeout=args.timeout,
-        device=args.device,
-        data_root=args.data_root,
         tracking_uri=args.tracking_uri,
         track=not args.no_track,
         checkpoint_dir=args.checkpoint_dir,

@@ -37,7 +37,7 @@ from harness.runs.records import (
     record_path,
     twin_index,
 )
-from harness.runs.runner import checkpoint_path
+from harness.runs.runner import RunSite, checkpoint_path
 
 if TYPE_CHECKING:
     from harness.experiments.launchers import SlurmOptions
@@ -141,10 +141,7 @@ class AblationOptions:
     seeds: Sequence[int] | None = None  # None: the file's
     cells: Sequence[str] | None = None  # None: every cell; else only these train (by name)
     epochs: int | None = None  # None: the file's budget
-    max_steps: int | None = None
-    device: str | None = None
-    data_root: str | None = None
-    download: bool = True
+    site: RunSite = RunSite()  # the data, the device and the step cap, for every run
     jobs: int = 1
     stack: bool = False  # a cell's seeds train at once in one process (`StackedSeeds`)
     checkpoint_dir: str | Path = "checkpoints"
@@ -163,7 +160,7 @@ def checked(ablation: Ablation, options: AblationOptions) -> AblationOptions:
     for seed in options.seeds or ():  # a seed no run can take fails here, named
         ablation.variant(ablation.cells()[0], seed)
     for dataset in {ablation.variant(cell, 0).dataset for cell in ablation.cells()}:
-        ensure_dataset(dataset, options.data_root, options.download)
+        ensure_dataset(dataset, options.site.data_root, options.site.download)
     options = dataclasses.replace(options, epochs=options.epochs or ablation.epochs)
     if options.slurm is not None:
         check_slurm(options.track, options.tracking_uri)
@@ -171,11 +168,15 @@ def checked(ablation: Ablation, options: AblationOptions) -> AblationOptions:
             options,
             results_dir=Path(options.results_dir).resolve(),
             checkpoint_dir=Path(options.checkpoint_dir).resolve(),
-            data_root=str(Path(options.data_root).resolve()) if options.data_root else None,
+            site=dataclasses.replace(options.site, data_root=_absolute(options.site.data_root)),
         )
     ensure_writable(Path(options.checkpoint_dir), "checkpoint folder")
     ensure_writable(Path(options.results_dir) / RUNS_FOLDER, "results folder")
     return options
+
+
+def _absolute(folder: str | Path | None) -> str | None:
+    return str(Path(folder).resolve()) if folder else None
 
 
 def run_ablation(
@@ -193,10 +194,10 @@ def run_ablation(
     records_dir = Path(o.results_dir) / RUNS_FOLDER
     cell_folder = Path(o.checkpoint_dir) / SHARED_CHECKPOINTS
     adopt_checkpoints(
-        ablation, cells, o.seeds, epochs, o.max_steps, Path(o.checkpoint_dir), cell_folder
+        ablation, cells, o.seeds, epochs, o.site.max_steps, Path(o.checkpoint_dir), cell_folder
     )
     todo, reused = plan(
-        ablation, o.seeds, epochs, o.max_steps, records_dir, o.stack, cell_folder, cells
+        ablation, o.seeds, epochs, o.site.max_steps, records_dir, o.stack, cell_folder, cells
     )
     outcomes = _announce(ablation, todo, reused, records_dir, o.stack, echo)
     where = Setting(
@@ -204,10 +205,7 @@ def run_ablation(
         parent=None,
         tracking_uri=None,
         store=None,
-        data_root=o.data_root,
-        download=o.download,
-        device=o.device,
-        max_steps=o.max_steps,
+        site=o.site,
         checkpoint_dir=str(cell_folder),
         records_dir=str(records_dir),
         threads=o.threads or default_threads(min(o.jobs, max(1, len(todo)))),
@@ -221,10 +219,10 @@ def run_ablation(
 
             tracker = Tracker(o.tracking_uri, ablation.name, description=ablation.description)
             parent_id = tracked.enter_context(
-                parent_run(tracker, ablation, o.results_dir, epochs, o.max_steps, o.jobs)
+                parent_run(tracker, ablation, o.results_dir, epochs, o.site.max_steps, o.jobs)
             )
             for cell, record in reused:
-                _log_once(tracker, ablation, parent_id, cell, record, o.max_steps)
+                _log_once(tracker, ablation, parent_id, cell, record, o.site.max_steps)
             where = dataclasses.replace(
                 where, parent=parent_id, tracking_uri=tracker.uri, store=tracker.uri
             )
@@ -579,7 +577,7 @@ def run_jobs(todo: list[Job], where: Setting, jobs: int) -> Generator[CellOutcom
         for job in todo:
             yield from run_job(job, where)
         return
-    gpus = visible_gpus(where.device)[:jobs]  # each job a GPU of its own, where there are
+    gpus = visible_gpus(where.site.device)[:jobs]  # each job a GPU of its own, where there are
     with (
         contextlib.ExitStack() as serving,
         process_pool(jobs, gpus if len(gpus) == jobs else ()) as pool,

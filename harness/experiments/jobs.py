@@ -11,6 +11,7 @@ from harness.config.variants import Variant, load_configured_variants
 
 if TYPE_CHECKING:
     from harness.config.ablations import Cell
+    from harness.runs.runner import RunSite
     from harness.training.reports import EpochReport
 
 
@@ -40,10 +41,7 @@ class Setting:
     parent: str | None  # the parent MLflow run; None (and no tracking URI): records alone
     tracking_uri: str | None
     store: str | None
-    data_root: str | None
-    download: bool
-    device: str | None
-    max_steps: int | None
+    site: RunSite  # the data, the device and the step cap, for every job alike
     checkpoint_dir: str
     records_dir: str
     threads: int  # CPU threads for each job
@@ -61,14 +59,14 @@ def run_job(job: Job, where: Setting) -> list[CellOutcome]:
     outcomes, mine, held = [], [], []
     try:
         for variant in job.variants:
-            claim = Claim(claim_path(where.records_dir, variant, where.max_steps))
+            claim = Claim(claim_path(where.records_dir, variant, where.site.max_steps))
             if not claim.acquire(wait=where.wait_for_claims):
                 who = holder(claim.path)
                 detail = f"being trained by {who.describe()}" if who else "being trained"
                 outcomes.append(CellOutcome(job.cell.name, variant.seed, "claimed", detail))
                 continue
             held.append(claim)
-            record = record_path(where.records_dir, variant, where.max_steps)
+            record = record_path(where.records_dir, variant, where.site.max_steps)
             if record.exists():  # finished by another process since the plan was made
                 outcomes.append(
                     CellOutcome(job.cell.name, variant.seed, "skipped", f"finished ({record})")
@@ -94,10 +92,7 @@ def _train(job: Job, variants: tuple[Variant, ...], where: Setting) -> list[Cell
     seeds = [v.seed for v in variants]
     who = f"{job.cell.name} seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}"
     options = RunOptions(
-        data_root=where.data_root,
-        download=where.download,
-        device=where.device,
-        max_steps=where.max_steps,
+        site=where.site,
         progress=lambda line: print(f"  {who}: {line}", flush=True),  # within long epochs
         tracker=(
             _tracker(where.tracking_uri, where.experiment, store=where.store)

@@ -31,7 +31,7 @@ from harness.experiments.machine import default_threads
 from harness.experiments.trial_budget import counted_trials, run_to_budget, study_lock
 from harness.experiments.workers import process_pool, visible_gpus
 from harness.files import inside, store_creation_lock
-from harness.runs.runner import RunOptions, run_variant
+from harness.runs.runner import RunOptions, RunSite, run_variant
 from harness.tracking.server import local_server
 from harness.tracking.tracker import RunStopped, Tracker
 
@@ -93,13 +93,11 @@ class SearchSpec:
     trials: int
     settings: dict[str, Any] = field(default_factory=dict)  # fixed --set overrides
     epochs: int | None = None
-    max_steps: int | None = None
+    site: RunSite = RunSite()  # the data, the device and the step cap, for every trial
     validation: int = DEFAULT_VALIDATION
     seed: int = 0
     pruner: str = "median"
     timeout: float | None = None
-    device: str | None = None
-    data_root: str | None = None
     tracking_uri: str | None = None
     track: bool = True
     checkpoint_dir: str = "checkpoints"
@@ -168,9 +166,7 @@ def objective(spec: SearchSpec, tracker: Tracker | None) -> Callable[[optuna.Tri
         trial.set_user_attr("checkpoint_of", first)
         try:
             options = RunOptions(
-                data_root=spec.data_root,
-                device=spec.device,
-                max_steps=spec.max_steps,
+                site=spec.site,
                 progress=False,
                 tracker=tracker,
                 parent_run_id=spec.parent_run_id,
@@ -321,7 +317,7 @@ def _run_workers(spec: SearchSpec, jobs: int) -> None:
     if jobs <= 1:
         work(spec)
         return
-    gpus = visible_gpus(spec.device)[:jobs]  # each worker a GPU of its own, where there are
+    gpus = visible_gpus(spec.site.device)[:jobs]  # each worker a GPU of its own, where there are
     with process_pool(jobs, gpus if len(gpus) == jobs else ()) as pool:
         for future in [pool.submit(work, spec) for _ in range(jobs)]:
             future.result()
@@ -412,7 +408,7 @@ def budget_of(spec: SearchSpec) -> dict[str, Any]:
     return {
         "epochs": spec.epochs or create_variant(spec.variant, spec.settings).epochs,
         "seed": spec.seed,
-        "max_steps": spec.max_steps or "none",
+        "max_steps": spec.site.max_steps or "none",
         "validation": spec.validation,
         "settings": {k: round_float(v) for k, v in spec.settings.items()},
     }

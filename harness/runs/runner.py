@@ -68,14 +68,24 @@ class RunResult:
 
 
 @dataclass(frozen=True)
-class RunOptions:
-    """How a run is carried out, apart from what it trains (its Variant): where the data and
-    the checkpoints live, the device, the store, and the Trainer's speed options."""
+class RunSite:
+    """What every way of running (`m2h run`, an ablation's jobs, a search's trials, Slurm jobs)
+    gives each of its runs alike, declared once and handed down whole: where the data is and
+    whether it may be downloaded, the device, and the step cap per epoch."""
 
     data_root: str | Path | None = None
-    device: str | None = None
-    max_steps: int | None = None
     download: bool = True
+    device: str | None = None  # None: CUDA when present, else the CPU
+    max_steps: int | None = None  # None: whole epochs
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run is carried out, apart from what it trains (its Variant): its site (the data,
+    the device, the step cap), where its checkpoints live, the store, and the Trainer's speed
+    options."""
+
+    site: RunSite = RunSite()
     progress: Progress = True  # training/progress.py: a bar, lines, or nothing
     tracker: RunLog | None = None
     parent_run_id: str | None = None
@@ -138,7 +148,7 @@ def run_seeds(
         variant,
         splits,
         torch_device,
-        options.max_steps,
+        options.site.max_steps,
         options.progress,
         seeds=seeds,
         precision=options.precision,
@@ -150,7 +160,8 @@ def run_seeds(
         None
         if options.checkpoint_dir is None
         else [
-            checkpoint_path(options.checkpoint_dir, v, options.max_steps) for v in trainer.variants
+            checkpoint_path(options.checkpoint_dir, v, options.site.max_steps)
+            for v in trainer.variants
         ]
     )
     paths: list[Path | None] = list(checkpoints) if checkpoints else [None] * len(trainer.seeds)
@@ -205,7 +216,7 @@ def _write_record(
         return
     from harness.runs.records import make_record, write_record
 
-    record = make_record(variant, reports, environment, options.max_steps, segments)
+    record = make_record(variant, reports, environment, options.site.max_steps, segments)
     write_record(options.records_dir, record)
 
 
@@ -233,11 +244,15 @@ def _m1_features(
 
 def _prepare(variant: Variant, options: RunOptions) -> tuple[torch.device, Splits]:
     """The training device and the data on it; the checkpoint folder proven writable first."""
-    torch_device = resolve_device(options.device)
+    torch_device = resolve_device(options.site.device)
     if options.checkpoint_dir is not None:
         ensure_writable(Path(options.checkpoint_dir), "checkpoint folder")
     splits = load_splits(
-        variant.dataset, options.data_root, torch_device, variant.validation, options.download
+        variant.dataset,
+        options.site.data_root,
+        torch_device,
+        variant.validation,
+        options.site.download,
     )
     return torch_device, splits
 
@@ -318,7 +333,7 @@ def _tracked_run(
             "compile": trainer.compiled,
             "cuda_graphs": trainer.cuda_graphs,
         }
-        max_steps = options.max_steps or "none"
+        max_steps = options.site.max_steps or "none"
         extra = {"max_steps": max_steps, **speed, **m1_params}
         tracker.log_start(run_id, variant, trainer.device, extra)
         if resumed:

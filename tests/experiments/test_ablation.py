@@ -10,6 +10,7 @@ from harness.config.ablations import AblationError, available, load_ablation
 from harness.config.variants import create_variant
 from harness.experiments import ablate as ablation_module
 from harness.experiments.ablate import AblationOptions, run_ablation
+from harness.runs.runner import RunSite
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -219,7 +220,7 @@ def test_an_interrupted_ablation_resumes_without_repeating_finished_cells(
     monkeypatch.setattr(ablation_module, "run_job", interrupt_third)
     options = AblationOptions(
         tracking_uri=store,
-        max_steps=2,
+        site=RunSite(max_steps=2),
         checkpoint_dir=tmp_path / "ckpt",
         results_dir=tmp_path / "results",
     )
@@ -241,7 +242,7 @@ def test_a_stacked_ablation_trains_each_cells_seeds_together(tiny, tmp_path):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     options = AblationOptions(
         tracking_uri=store,
-        max_steps=2,
+        site=RunSite(max_steps=2),
         stack=True,
         checkpoint_dir=tmp_path / "ckpt",
         results_dir=tmp_path / "results",
@@ -266,7 +267,9 @@ def test_stacks_group_the_seeds_at_the_same_checkpointed_epoch(tiny, tmp_path, m
     ablation = load_ablation(str(tiny))
     cell = ablation.cells()[0]
     variants = [ablation.variant(cell, seed, 1) for seed in (0, 1, 2)]
-    run_variant(variants[1], RunOptions(max_steps=2, checkpoint_dir=tmp_path, progress=False))
+    run_variant(
+        variants[1], RunOptions(site=RunSite(max_steps=2), checkpoint_dir=tmp_path, progress=False)
+    )
     groups = ablation_module._stacks(variants, tmp_path, max_steps=2)
     assert [[v.seed for v in group] for group in groups] == [[0, 2], [1]]
 
@@ -278,7 +281,7 @@ def test_parallel_jobs_log_every_run_through_a_local_server(tiny, tmp_path):
         load_ablation(str(tiny)),
         AblationOptions(
             tracking_uri=store,
-            max_steps=2,
+            site=RunSite(max_steps=2),
             jobs=2,
             checkpoint_dir=tmp_path / "ckpt",
             results_dir=tmp_path / "results",
@@ -400,7 +403,7 @@ def test_two_ablations_sharing_a_cell_each_log_it_under_their_own_parent(tmp_pat
             load_ablation(str(path)),
             AblationOptions(
                 tracking_uri=store,
-                max_steps=2,
+                site=RunSite(max_steps=2),
                 checkpoint_dir=tmp_path / "ckpt",
                 results_dir=tmp_path / "results",
             ),
@@ -479,7 +482,10 @@ def test_a_run_made_with_m2h_run_leaves_a_record_no_ablation_trains_again(
     assert main([*run, "--no-track", "--out", str(results)]) == 0
     assert f"record: {results / 'runs'}" in capsys.readouterr().out
     options = AblationOptions(
-        track=False, max_steps=3, results_dir=results, checkpoint_dir=tmp_path / "ckpt"
+        track=False,
+        site=RunSite(max_steps=3),
+        results_dir=results,
+        checkpoint_dir=tmp_path / "ckpt",
     )
     outcomes = run_ablation(load_ablation(str(ablation)), options, echo=lambda *a: None)
     assert [o.status for o in outcomes] == ["skipped"]

@@ -12,6 +12,7 @@ from harness.cli.main import main
 from harness.config.space import Range
 from harness.config.variants import get_variant, register_variant
 from harness.experiments.search import SearchError, SearchSpec, open_storage, run_search
+from harness.runs.runner import RunSite
 
 mlflow = pytest.importorskip("mlflow")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -133,7 +134,11 @@ def test_pruning_stops_a_trial_that_reports_poorly(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = _lr_search(
-        tmp_path, "prune", trials=3, max_steps=4, enqueue=[{"lr": 1e-3}, {"lr": 1e-3}, {"lr": 1e-7}]
+        tmp_path,
+        "prune",
+        trials=3,
+        site=RunSite(max_steps=4),
+        enqueue=[{"lr": 1e-3}, {"lr": 1e-3}, {"lr": 1e-7}],
     )
     study = run_search(spec, echo=lambda *a: None)
     states = [t.state for t in study.trials]
@@ -214,7 +219,7 @@ def test_an_interrupted_trial_resumes_from_its_checkpoint_when_the_search_runs_a
         tmp_path,
         "resume",
         trials=1,
-        max_steps=3,
+        site=RunSite(max_steps=3),
         pruner="none",
         checkpoint_dir=str(tmp_path / "ckpt"),
         enqueue=[{"lr": 1e-3}],

@@ -17,6 +17,7 @@ from harness.config.ablations import Cell, load_ablation
 from harness.config.variants import create_variant
 from harness.experiments.jobs import Job, Setting, run_job
 from harness.runs.claims import Claim, claim_path, holder
+from harness.runs.runner import RunSite
 
 QUICK = ["--epochs", "1", "--max-steps", "5", "--no-track", "--seeds", "0"]
 HOLD = """
@@ -68,10 +69,7 @@ def _setting(tmp_path: Path, wait: bool = False) -> Setting:
         parent=None,
         tracking_uri=None,
         store=None,
-        data_root=None,
-        download=False,
-        device="cpu",
-        max_steps=2,
+        site=RunSite(download=False, device="cpu", max_steps=2),
         checkpoint_dir=str(tmp_path / "ckpt"),
         records_dir=str(tmp_path / "runs"),
         threads=1,

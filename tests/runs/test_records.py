@@ -14,6 +14,7 @@ from harness.cli.main import main
 from harness.config.ablations import load_ablation
 from harness.config.variants import create_variant, resumable_settings
 from harness.runs.records import cell_key, find_records, make_record, read_record, write_record
+from harness.runs.runner import RunSite
 from harness.tracking.loading import record_span
 from harness.tracking.views import VIEW_TAG
 from tests.training.test_stopping import history
@@ -275,7 +276,7 @@ def test_a_cell_finished_in_one_ablation_is_reused_by_another(ablation_file, tmp
     )
     options = AblationOptions(
         tracking_uri=store,
-        max_steps=2,
+        site=RunSite(max_steps=2),
         results_dir=tmp_path / "results",
         checkpoint_dir=tmp_path / "ckpt",
     )

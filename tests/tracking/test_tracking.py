@@ -101,7 +101,10 @@ def test_interrupted_run_is_killed_then_resumed_into_the_same_run(store, tmp_pat
             raise KeyboardInterrupt
 
     options = runner.RunOptions(
-        max_steps=3, tracker=tracker, checkpoint_dir=tmp_path / "ckpt", progress=False
+        site=runner.RunSite(max_steps=3),
+        tracker=tracker,
+        checkpoint_dir=tmp_path / "ckpt",
+        progress=False,
     )
     with pytest.raises(KeyboardInterrupt):
         runner.run_variant(variant, options, on_epoch_end=[interrupt_after_first_epoch])
@@ -117,7 +120,8 @@ def test_interrupted_run_is_killed_then_resumed_into_the_same_run(store, tmp_pat
     assert longer.run_id == result.run_id and longer.final.epoch == 4
     assert tracker.client.get_run(result.run_id).data.tags["epochs"] == "4"
     straight = runner.run_variant(
-        variant, runner.RunOptions(max_steps=3, checkpoint_dir=None, progress=False)
+        variant,
+        runner.RunOptions(site=runner.RunSite(max_steps=3), checkpoint_dir=None, progress=False),
     )
     assert straight.final.losses == result.final.losses
 
@@ -181,7 +185,10 @@ def test_a_non_finite_loss_marks_the_run_failed_with_the_reason(store, tmp_path,
         runner.run_variant(
             create_variant("exact", {"epochs": 1}),
             runner.RunOptions(
-                max_steps=2, tracker=tracker, checkpoint_dir=tmp_path, progress=False
+                site=runner.RunSite(max_steps=2),
+                tracker=tracker,
+                checkpoint_dir=tmp_path,
+                progress=False,
             ),
         )
     (run,) = _runs(store, "nan")
