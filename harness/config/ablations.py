@@ -58,13 +58,17 @@ class Cell:
 
     @property
     def title(self) -> str:
-        """The cell's name with what differs first, so that a name the UI cuts short still
-        tells cells apart: "labels=100 · exact" for exact[labels=100]."""
+        """The cell's name with what differs first, each value before its setting, so that a
+        name the UI cuts short (a group's, "Group: 1000 la...") still tells cells apart:
+        "1000 labels · exact" for exact[labels=1000]."""
         variant, _, swept = self.name.partition("[")
-        return " · ".join([*filter(None, swept.rstrip("]").split(",")), variant])
+        values = [
+            " ".join(kv.split("=", 1)[::-1]) for kv in filter(None, swept.rstrip("]").split(","))
+        ]
+        return " · ".join([*values, variant])
 
     def run_name(self, seed: int) -> str:
-        """A run's name in MLflow: "labels=100 · exact · seed 0"."""
+        """A run's name in MLflow: "100 labels · exact · seed 0"."""
         return f"{self.title} · seed {seed}"
 
 

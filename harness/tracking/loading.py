@@ -10,6 +10,8 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from harness.tracking.views import shown
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -58,7 +60,7 @@ def log_record(
         for k, value in r.metrics().items()
     ]
     metrics += [
-        Metric(k, float(value), end, record.history[-1].epoch)
+        Metric(k, shown(k, value), end, record.history[-1].epoch)
         for k, value in outcome.items()
         if isinstance(value, int | float)
     ]

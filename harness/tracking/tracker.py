@@ -26,6 +26,7 @@ from harness.files import (
     store_creation_lock,
     write_atomically,
 )
+from harness.tracking.views import shown
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -264,7 +265,7 @@ class Tracker:
         now, epoch = int(time.time() * 1000), reports[-1].epoch
         summary = run_summary(variant, reports)
         metrics = [
-            Metric(k, float(v), now, epoch)
+            Metric(k, shown(k, v), now, epoch)
             for k, v in summary.items()
             if isinstance(v, int | float)
         ]

@@ -35,6 +35,17 @@ BAR_CHARTS = (PRIMARY_METRIC, "final_samples_per_sec", "seconds_to_95")
 LINE_CHARTS = ("val_error", "test_error")
 
 
+def shown(name: str, value: float) -> float:
+    """A run's outcome `name` as the UI shows it, to the tables' precision: rows/s and seconds
+    whole (so a group's average has one decimal at most), errors (%) to a hundredth, anything
+    else as it is. The run's record keeps every digit; this is what the runs table shows."""
+    if name.endswith("samples_per_sec") or name.endswith("_seconds") or "seconds_to_" in name:
+        return float(round(value))
+    if "error" in name:
+        return round(value, 2)
+    return float(value)
+
+
 def column(kind: str, key: str) -> str:
     """A runs-table column as the UI names it: metrics.`selected_test_error`."""
     return f"{kind}.`{key}`"

@@ -467,7 +467,7 @@ def test_a_run_name_says_what_its_cell_varies_before_the_variant():
     """The UI cuts long names: labels=100 and labels=1000 must differ in the first characters."""
     ablation = load_ablation("labels")
     names = {cell.run_name(0) for cell in ablation.cells()}
-    assert "labels=100 · exact · seed 0" in names and "labels=1000 · exact · seed 0" in names
+    assert "100 labels · exact · seed 0" in names and "1000 labels · exact · seed 0" in names
     assert all(not name.startswith(("exact", "gumbel")) for name in names)
 
 
