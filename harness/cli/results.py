@@ -184,6 +184,12 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_budget_options(p: argparse.ArgumentParser) -> None:
+    """The budget the records were made at, where the ablation file does not say it."""
+    p.add_argument("--epochs", type=int, help="the runs' epoch budget (default: the file's)")
+    p.add_argument("--max-steps", type=int, help="the runs' step cap (default: none)")
+
+
 def add_parsers(sub: Any) -> None:
     """The `table`, `plot`, `load`, `compare`, `answers` and `reproduce` subcommands."""
     for name, func, what in [
@@ -198,8 +204,7 @@ def add_parsers(sub: Any) -> None:
             default="results",
             help="results folder holding runs/ (and the tables; default: results)",
         )
-        p.add_argument("--epochs", type=int, help="the runs' epoch budget (default: the file's)")
-        p.add_argument("--max-steps", type=int, help="the runs' step cap (default: none)")
+        _add_budget_options(p)
         if name == "load":
             p.add_argument("--tracking-uri")
         p.set_defaults(func=func)
@@ -222,8 +227,7 @@ def add_parsers(sub: Any) -> None:
         help="pick the variant's cell with this setting (labels=600); repeatable",
     )
     compare.add_argument("--out", default="results", help="results folder holding runs/")
-    compare.add_argument("--epochs", type=int, help="the runs' epoch budget (default: the file's)")
-    compare.add_argument("--max-steps", type=int, help="the runs' step cap (default: none)")
+    _add_budget_options(compare)
     compare.set_defaults(func=cmd_compare)
 
     answers = sub.add_parser(

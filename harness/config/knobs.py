@@ -91,7 +91,7 @@ def part_of(f: dataclasses.Field) -> str | None:
     return f.metadata.get("part")
 
 
-def applies(f: dataclasses.Field, variant: Any) -> bool:
+def applies_to(f: dataclasses.Field, variant: Any) -> bool:
     test = f.metadata.get("applies")
     return test is None or bool(test(variant))
 

@@ -362,7 +362,7 @@ def applicable_params(variant: Variant) -> dict[str, Any]:
     return {
         f.name: getattr(variant, f.name)
         for f in fields(variant)
-        if f.name != "description" and f.name not in unread and knobs.applies(f, variant)
+        if f.name != "description" and f.name not in unread and knobs.applies_to(f, variant)
     }
 
 
