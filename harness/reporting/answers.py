@@ -22,8 +22,10 @@ from harness.reporting.statistics import Comparison
 from harness.reporting.tables import (
     ResultsError,
     comparisons,
+    interval_text,
     load_runs,
     reference_label,
+    spread_text,
     summarize,
 )
 
@@ -83,8 +85,9 @@ def _lowest(table: pd.DataFrame) -> str:
         best = cells.sort_values("test_error_mean", kind="stable").iloc[0]
         where = f"{labels} labels: " if table["labels"].nunique() > 1 else ""
         picks.append(
-            f"{where}{best['cell']}: {best['test_error_mean']:.2f} ± "
-            f"{best['test_error_std']:.2f} [{best['ci_low']:.2f}, {best['ci_high']:.2f}]"
+            f"{where}{best['cell']}: "
+            f"{spread_text(best['test_error_mean'], best['test_error_std'], best['seeds'])} "
+            f"{interval_text(best['ci_low'], best['ci_high'])}"
         )
     return "; ".join(picks)
 

@@ -284,8 +284,15 @@ def reference_label(ablation: Ablation) -> str:
     return f"`{ablation.reference or ablation.variants[0]}`"
 
 
-def _interval(low: float, high: float) -> str:
+def interval_text(low: float, high: float) -> str:
+    """An interval as the tables write it; none from one seed."""
     return "n < 2" if pd.isna(low) else f"[{low:.2f}, {high:.2f}]"
+
+
+def spread_text(mean: float, std: float, seeds: int) -> str:
+    """A cell's mean error and standard deviation as the tables write them: no spread from
+    one seed."""
+    return f"{mean:.2f} ± {std:.2f}" if seeds > 1 else f"{mean:.2f} (one seed)"
 
 
 def comparisons_markdown(found: Sequence[Comparison], reference_label: str) -> list[str]:
@@ -299,7 +306,7 @@ def comparisons_markdown(found: Sequence[Comparison], reference_label: str) -> l
             "against": [c.reference for c in found],
             "pairs": [len(c.seeds) for c in found],
             "difference (points)": [f"{c.difference:+.2f}" for c in found],
-            f"{CONFIDENCE:.0%} CI (t)": [_interval(c.low, c.high) for c in found],
+            f"{CONFIDENCE:.0%} CI (t)": [interval_text(c.low, c.high) for c in found],
             "P(improvement)": [f"{c.probability_of_improvement:.2f}" for c in found],
             "p exact (Holm)": [f"{c.p_value:.3g} ({c.p_holm:.3g})" for c in found],
             "smallest p": [f"{c.smallest_p:.3g}" for c in found],
@@ -486,11 +493,13 @@ def shown_frame(table: pd.DataFrame) -> pd.DataFrame:
     """The table as its Markdown shows it: each figure formatted, intervals and counts said."""
     shown = _cells_shown(table)
     shown["test error (%)"] = [
-        f"{m:.2f} ± {s:.2f}"
-        for m, s in zip(table["test_error_mean"], table["test_error_std"], strict=True)
+        spread_text(m, s, n)
+        for m, s, n in zip(
+            table["test_error_mean"], table["test_error_std"], table["seeds"], strict=True
+        )
     ]
     shown[f"{CONFIDENCE:.0%} CI (t)"] = [
-        _interval(lo, hi) for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
+        interval_text(lo, hi) for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
     ]
     for column, header in (("paper_m2_error", "M2"), ("paper_m1m2_error", "M1+M2")):
         if column in table:

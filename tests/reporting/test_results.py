@@ -235,3 +235,22 @@ def test_the_answers_page_asks_each_ablations_question_and_keeps_controls_apart(
     (row,) = [line for line in page.splitlines() if line.startswith("| [`estimator`]")]
     # the supervised-only control is worse, but it is no answer to "which estimator"
     assert "3 no difference; the controls: worse" in row and "| none " in row
+
+
+def test_a_cell_of_one_seed_claims_no_spread_and_no_interval(tmp_path):
+    from harness.reporting.answers import _lowest
+    from harness.reporting.tables import shown_frame, summarize
+
+    path = tmp_path / "one.toml"
+    path.write_text(LABELS.replace("seeds = [0, 1]", "seeds = [0]"))
+    ablation = load_ablation(str(path))
+    for cell in ablation.cells():
+        variant = ablation.variant(cell, 0)
+        write_record(tmp_path / "runs", make_record(variant, history([30.0, 20.0]), MACHINE))
+    runs, _ = load_runs(ablation, tmp_path)
+    table = summarize(runs, False, list(ablation.axes))
+    shown = shown_frame(table)
+    assert set(shown["test error (%)"]) == {"20.00 (one seed)"}
+    assert set(shown["95% CI (t)"]) == {"n < 2"}
+    lowest = _lowest(table)  # the answers page's pick, at each label count
+    assert lowest.count("20.00 (one seed) n < 2") == 2 and "nan" not in lowest
