@@ -250,18 +250,21 @@ def run_ablation(
 @dataclass
 class Progress:
     """The overall line of an ablation: runs done of planned, and the time left. Each trained
-    run says how long its worker spent on it; a run still to train is guessed at its cell's mean
-    (runs of one cell take alike), else at the mean of every run trained. The time left is those
-    guesses summed, less the work the busy workers have done on the runs they hold (the workers'
-    time so far, less that of the runs finished), shared between the workers that still have
-    runs: it holds steady while runs finish side by side, instead of counting the first of a
-    batch of `workers` runs as the whole batch's time."""
+    run says how long it took in all (a resumed run's epochs before its checkpoint included) and
+    how long its worker spent on it here; a run still to train is guessed at its cell's mean
+    whole-run time (runs of one cell take alike), else at the mean of every run trained. The
+    time left is those guesses summed, less the work the busy workers have done on the runs they
+    hold (the workers' time so far, less that spent here on the runs finished), shared between
+    the workers that still have runs: it holds steady while runs finish side by side, instead of
+    counting the first of a batch of `workers` runs as the whole batch's time, and a run resumed
+    near its end does not make the runs after it look as short."""
 
     planned: int
     to_train: list[str]  # the cell of every run still to train
     workers: int = 1
     done: int = 0
-    spent: dict[str, list[float]] = field(default_factory=dict)  # each cell's runs' worker time
+    spent: dict[str, list[float]] = field(default_factory=dict)  # each cell's runs' whole time
+    worked: float = 0.0  # the workers' time here on the runs finished
     start: float = field(default_factory=time.monotonic)
 
     def line(self, outcome: CellOutcome) -> str:
@@ -270,15 +273,19 @@ class Progress:
             if outcome.cell in self.to_train:
                 self.to_train.remove(outcome.cell)
         if outcome.status in ("finished", "failed"):
-            self.spent.setdefault(outcome.cell, []).append(outcome.seconds)
-        worked = [t for times in self.spent.values() for t in times]
+            whole = outcome.run_seconds
+            self.spent.setdefault(outcome.cell, []).append(
+                outcome.seconds if whole is None else max(whole, outcome.seconds)
+            )
+            self.worked += outcome.seconds
+        runs = [t for times in self.spent.values() for t in times]
         left = ""
-        if worked and self.to_train:
-            mean = statistics.fmean(worked)
+        if runs and self.to_train:
+            mean = statistics.fmean(runs)
             work = sum(statistics.fmean(self.spent.get(c, [mean])) for c in self.to_train)
             busy = min(self.workers, len(self.to_train))
             elapsed = time.monotonic() - self.start
-            under_way = min(max(elapsed * self.workers - sum(worked), 0.0), mean * busy)
+            under_way = min(max(elapsed * self.workers - self.worked, 0.0), mean * busy)
             minutes = max(work - under_way, 0.0) / busy / 60
             left = f", about {minutes:.0f} min left" if minutes >= 1 else ", under 1 min left"
         return f"  [{self.done} of {self.planned} runs done{left}]"

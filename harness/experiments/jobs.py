@@ -22,6 +22,7 @@ class CellOutcome:
     status: str  # finished, skipped, failed
     detail: str = ""
     seconds: float = 0.0  # the worker's time on this run (trained runs only)
+    run_seconds: float | None = None  # the whole run's, epochs before a resume included
 
 
 @dataclass(frozen=True)
@@ -129,8 +130,12 @@ def _train(job: Job, variants: tuple[Variant, ...], where: Setting) -> list[Cell
         return [CellOutcome(job.cell.name, v.seed, "failed", reason, share) for v in variants]
     share = (time.monotonic() - start) / len(variants)  # stacked seeds share one worker's time
     return [
-        CellOutcome(job.cell.name, r.variant.seed, "finished", _describe(r), share) for r in results
-    ]
+        CellOutcome(
+            job.cell.name, r.variant.seed, "finished", _describe(r), share,
+            sum(e.epoch_seconds + e.eval_seconds for e in r.reports) / len(variants),
+        )
+        for r in results
+    ]  # fmt: skip
 
 
 def _tracker(uri: str, experiment: str, store: str | None) -> Any:

@@ -59,3 +59,15 @@ def test_a_run_still_to_train_is_guessed_at_its_own_cells_pace(monkeypatch):
 def test_runs_finished_by_others_do_not_count_as_work():
     meter = ablate.Progress(3, ["exact"] * 3, 1)
     assert meter.line(CellOutcome("exact", 0, "skipped", "finished")) == "  [1 of 3 runs done]"
+
+
+def test_a_run_resumed_near_its_end_is_guessed_at_its_whole_length(monkeypatch):
+    """A run resumed from a checkpoint at epoch 361 of 495 took its worker 30 min here, but
+    2.3 h in all: the runs of its cell still to train are guessed at 2.3 h each, not 30 min
+    (the campaign of 2026-12-08 said 'about 79 min left' for eight runs of 2.5 h)."""
+    monkeypatch.setattr(ablate.time, "monotonic", lambda: 1800.0)
+    meter = ablate.Progress(3, ["m1m2"] * 3, 1, start=0.0)
+    line = meter.line(CellOutcome("m1m2", 1, "finished", "", 1800.0, run_seconds=8400.0))
+    assert _said(line, 2 * 8400.0), line
+    fresh = ablate.Progress(3, ["m1m2"] * 3, 1, start=0.0)  # a run trained whole here
+    assert _said(fresh.line(CellOutcome("m1m2", 1, "finished", "", 1800.0)), 2 * 1800.0)
