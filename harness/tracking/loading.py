@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from harness.tracking.views import shown
+from harness.tracking.views import CELL_ORDER, MADE_PARAMS, PRIMARY_METRIC, provenance_tags, shown
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,14 +30,15 @@ def record_span(record: RunRecord) -> tuple[int, int]:
 def log_record(
     tracker: Tracker, record: RunRecord, name: str, tags: dict[str, str], parent_run_id: str | None
 ) -> str:
-    """A finished run from its record (records.py): its settings and provenance as params,
-    its epochs as metrics, its outcome, FINISHED at the time the record names."""
+    """A finished run from its record (records.py): its settings as params, its provenance as
+    tags, its epochs as metrics, its outcome, FINISHED at the time the record names."""
     from mlflow.entities import Metric, Param
 
     start, end = record_span(record)
     outcome = record.outcome
     v = record.variant
     all_tags = {
+        **provenance_tags(record.made),
         **tags,
         "variant": v.name,
         "estimator": v.estimator,
@@ -52,17 +53,21 @@ def log_record(
         all_tags["mlflow.parentRunId"] = parent_run_id
     run = tracker.client.create_run(tracker.experiment_id, start, all_tags, name)
     run_id = run.info.run_id
-    params = {**v.params(), **record.made, "max_steps": record.max_steps or "none"}
+    made = {k: record.made[k] for k in MADE_PARAMS if k in record.made}
+    params = {**v.params(), **made, "max_steps": record.max_steps or "none"}
     tracker.client.log_batch(run_id, params=[Param(k, str(p)) for k, p in params.items()])
+    # the outcome first, the reported error leading: MLflow's compare view opens on the metric
+    # a run logged first
+    ended = sorted(outcome, key=lambda k: k != PRIMARY_METRIC)
     metrics = [
+        Metric(k, shown(k, outcome[k]), end, record.history[-1].epoch)
+        for k in ended
+        if isinstance(outcome[k], int | float)
+    ]
+    metrics += [
         Metric(k, float(value), start, r.epoch)
         for r in record.history
         for k, value in r.metrics().items()
-    ]
-    metrics += [
-        Metric(k, shown(k, value), end, record.history[-1].epoch)
-        for k, value in outcome.items()
-        if isinstance(value, int | float)
     ]
     for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a batch
         tracker.client.log_batch(run_id, metrics=metrics[i : i + 1000])
@@ -77,7 +82,8 @@ def log_summary(
     something: each cell's mean, sd, t interval and seeds (`CELL/test_error_mean`, ...) and
     each comparison with its reference (`CELL/vs_reference_difference`, ...) as metrics, and
     both tables as `cells.csv` and `comparisons.csv`; each child run gets its cell's mean and
-    interval (`cell/test_error_mean`, `cell/ci_low`, `cell/ci_high`) beside its own error."""
+    interval (`cell/test_error_mean`, `cell/ci_low`, `cell/ci_high`) beside its own error, and
+    its cell's place in the table (`cell/order`, 0 first), which the UI's view sorts by."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
@@ -96,11 +102,12 @@ def log_summary(
         if not math.isnan(getattr(row, column))
     ]
     tracker.client.log_batch(parent_id, metrics=metrics)
-    by_cell = {str(row.cell): row for row in cells.itertuples()}
+    by_cell = {str(row.cell): (order, row) for order, row in enumerate(cells.itertuples())}
     for child in tracker.child_runs(parent_id):  # each run's row shows its cell's interval
-        row = by_cell.get(child.data.tags.get("cell", ""))
+        order, row = by_cell.get(child.data.tags.get("cell", ""), (None, None))
         if row is not None:
             values = {f"cell/{c}": round(float(getattr(row, c)), 3) for c in CELL_METRICS}
+            values[CELL_ORDER] = float(order)  # the UI's groups in the table's order
             tracker.client.log_batch(
                 child.info.run_id,
                 metrics=[Metric(k, v, now, 0) for k, v in values.items() if not math.isnan(v)],

@@ -26,7 +26,7 @@ from harness.files import (
     store_creation_lock,
     write_atomically,
 )
-from harness.tracking.views import shown
+from harness.tracking.views import provenance_tags, shown
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -209,10 +209,11 @@ class Tracker:
 
         from harness.runs.provenance import environment_params
 
-        params = {**variant.params(), **environment_params(device), **(extra or {})}
+        params = {**variant.params(), **(extra or {})}
         existing = self.client.get_run(run_id).data.params
         new = [Param(k, str(v)) for k, v in params.items() if k not in existing]
         tags = {
+            **provenance_tags(environment_params(device)),  # a resumed run names where it is now
             "variant": variant.name,
             "estimator": variant.estimator,
             "dataset": variant.dataset,

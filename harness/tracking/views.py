@@ -19,6 +19,7 @@ VIEW_TAG = f"mlflow.sharedViewState.{VIEW_ID}"
 PRIMARY_METRIC_TAG = "mlflow.experiment.primaryMetric.name"
 
 PRIMARY_METRIC = "selected_test_error"
+CELL_ORDER = "cell/order"  # a run's cell's place in its ablation's table, 0 first
 RUN_NAME = "attributes.`Run Name`"  # the run-name column's id in the UI's table
 # a run's row: its reported error, its cell's mean and 95% t interval over seeds, its speed
 KEY_METRICS = (
@@ -46,6 +47,27 @@ def shown(name: str, value: float) -> float:
     return float(value)
 
 
+# what a run was made with beside its settings, which MLflow params keep (the M1 it read, and
+# how it ran: precision, compile, CUDA graphs); the rest of a record's `made` is provenance
+MADE_PARAMS = ("m1", "m1_dims", "precision", "compile", "cuda_graphs")
+
+
+def provenance_tags(made: dict[str, Any]) -> dict[str, str]:
+    """Where and with what a run was made (commit, versions, device, host, its segments), as
+    run tags rather than params: then the params are the settings alone, so what differs
+    between runs (MLflow's compare view, which opens on the first three params that differ) is
+    what the cells vary, and a resumed run's tags can name where it trained last. MLflow's own
+    `mlflow.source.git.commit` names the commit too."""
+    tags = {
+        k: json.dumps(v) if isinstance(v, list | dict) else str(v)
+        for k, v in made.items()
+        if k not in MADE_PARAMS
+    }
+    if "git_commit" in made:
+        tags["mlflow.source.git.commit"] = str(made["git_commit"])
+    return tags
+
+
 def column(kind: str, key: str) -> str:
     """A runs-table column as the UI names it: metrics.`selected_test_error`."""
     return f"{kind}.`{key}`"
@@ -66,9 +88,10 @@ def _chart(kind: str, metric: str, section: str) -> dict[str, Any]:
 
 
 def view_state(varied: Sequence[str]) -> dict[str, Any]:
-    """The saved view: rows sorted by the reported test error, grouped by cell (the group row
-    shows the cell's mean), the key metric columns, the settings the cells vary and the seed;
-    charts of the key metrics per cell and of the errors over epochs."""
+    """The saved view: runs grouped by cell (the group row shows the cell's mean), the groups
+    in the ablation table's order (the runs sorted by their cell's place in it), the key metric
+    columns, the settings the cells vary and the seed; charts of the key metrics per cell and of
+    the errors over epochs."""
     section = "m2h-cells"
     columns = [
         *(column("metrics", m) for m in KEY_METRICS),
@@ -78,7 +101,7 @@ def view_state(varied: Sequence[str]) -> dict[str, Any]:
     return {
         # search facets
         "searchFilter": "",
-        "orderByKey": column("metrics", PRIMARY_METRIC),
+        "orderByKey": column("metrics", CELL_ORDER),
         "orderByAsc": True,
         "startTime": "ALL",
         "lifecycleFilter": "Active",

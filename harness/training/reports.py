@@ -28,14 +28,16 @@ class EpochReport:
     test_class_errors: list[float] | None = None
 
     def metrics(self) -> dict[str, float]:
-        """Flat metric names for logging."""
-        out = {
-            f"train_{term}" if term != "loss" else "train_loss": value
-            for term, value in self.losses.items()
-        }
+        """Flat metric names for logging, the test error first: MLflow's compare view opens its
+        parallel-coordinates plot on the metric a run logged first."""
+        out = {"test_error": self.test_error, "test_accuracy": self.test_accuracy}
         out.update(
-            test_accuracy=self.test_accuracy,
-            test_error=self.test_error,
+            {
+                f"train_{term}" if term != "loss" else "train_loss": value
+                for term, value in self.losses.items()
+            }
+        )
+        out.update(
             samples_per_sec=self.samples_per_sec,
             epoch_seconds=self.epoch_seconds,
             eval_seconds=self.eval_seconds,

@@ -234,7 +234,12 @@ def test_m2h_load_puts_records_into_mlflow_once(ablation_file, tmp_path, capsys)
     exact0 = next(
         r for r in children if r.data.tags["cell"] == "exact" and r.data.tags["seed"] == "0"
     )
-    assert exact0.data.params["git_commit"] == "a" * 40
+    # provenance as tags, the settings alone as params (the compare view's differing params)
+    assert (
+        exact0.data.tags["git_commit"] == "a" * 40 == exact0.data.tags["mlflow.source.git.commit"]
+    )
+    assert "git_commit" not in exact0.data.params and "finished" not in exact0.data.params
+    assert exact0.data.params["estimator"] == "exact"
     assert exact0.data.metrics["selected_test_error"] == 20.0
     assert [m.value for m in client.get_metric_history(exact0.info.run_id, "test_error")] == [
         30.0,

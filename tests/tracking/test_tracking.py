@@ -50,8 +50,8 @@ def test_a_run_is_logged_and_found_again(store, tmp_path, monkeypatch):
     assert row["status"] == "FINISHED"
     assert row["params.estimator"] == "exact" and row["params.temperature"] == "0.3"
     assert row["params.labels"] == "100" and row["params.max_steps"] == "3"
-    assert len(row["params.git_commit"]) in (40, len("unknown"))
-    assert row["params.torch_version"] and row["params.device"] == "cpu"
+    assert len(row["tags.git_commit"]) in (40, len("unknown"))
+    assert row["tags.torch_version"] and row["tags.device"] == "cpu"
     assert row["tags.variant"] == "exact" and row["tags.seed"] == "0"
     assert row["tags.dataset"] == "mnist" and row["tags.labels"] == "100"
     assert 0 < row["metrics.test_accuracy"] <= 1

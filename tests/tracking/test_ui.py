@@ -54,6 +54,32 @@ def _arrive(page, shows: str, shot: str | None = None, *, before_an_absence: boo
     _settle(page, shot, before_an_absence=before_an_absence)
 
 
+def _assert_key_columns(page) -> None:
+    """The page shows the m2h view's key columns."""
+    page.get_by_test_id("sort-header-selected_test_error").first.wait_for(timeout=60_000)
+    headers = page.locator("[data-testid^='sort-header-']").evaluate_all(
+        "els => els.map(e => e.dataset.testid.slice('sort-header-'.length))"
+    )
+    for key in ("selected_test_error", "cell/ci_low", "cell/ci_high",
+                "final_samples_per_sec", "labels" if SHOTS else "estimator"):  # fmt: skip
+        assert key in headers, (key, headers)
+
+
+def _compare_address(store: str, name: str) -> str:
+    """The compare view's address of three of the ablation's runs."""
+    import json
+    import urllib.parse
+
+    import mlflow
+
+    client = mlflow.MlflowClient(store)
+    experiment = client.get_experiment_by_name(name).experiment_id
+    runs = client.search_runs([experiment])
+    ids = [r.info.run_id for r in runs if r.data.tags.get("m2h.role") != "ablation"][:3]
+    quoted = (urllib.parse.quote(json.dumps(x)) for x in (ids, [experiment]))
+    return "#/compare-runs?runs={}&experiments={}".format(*quoted)
+
+
 @pytest.mark.e2e
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (CI installs it)")
 def test_the_ui_opens_an_ablation_on_its_runs_table_with_the_key_columns(tmp_path):
@@ -82,24 +108,21 @@ def test_the_ui_opens_an_ablation_on_its_runs_table_with_the_key_columns(tmp_pat
             _settle(page, "home", before_an_absence=True)
             assert "Ask questions about your" not in page.inner_text("body")  # assistant shut
             page.get_by_role("link", name=name, exact=True).first.click()
-            _arrive(page, "matching runs")
-            assert "/runs" in page.url and "matching runs" in page.inner_text("body")
-            page.goto(f"{address}/#/experiments")
-            page.get_by_test_id("experiment-list-item-link").get_by_text(name, exact=True).click()
-            _arrive(page, "matching runs", "from-the-experiment-list", before_an_absence=True)
-            assert "/runs" in page.url and "Detect Issues" not in page.content()
-            assert "matching runs" in page.inner_text("body")  # the runs table
-            # the one click the README shows: Views > m2h: key columns
-            page.get_by_test_id("saved-views-trigger").click()
-            page.get_by_text("m2h: key columns").click()
-            page.get_by_test_id("sort-header-selected_test_error").first.wait_for(timeout=60_000)
+            _arrive(page, "Group: ")  # the m2h view, from the home page
+            assert "viewStateShareKey=m2h-key-columns" in page.url
+            # from the experiment list, again: the view every time, not MLflow's default
+            for shot in ("from-the-experiment-list", None):
+                page.goto(f"{address}/#/experiments")
+                page.get_by_test_id("experiment-list-item-link").get_by_text(
+                    name, exact=True
+                ).click()
+                _arrive(page, "Group: ", shot, before_an_absence=True)
+                assert "Detect Issues" not in page.content()
+                _assert_key_columns(page)
+            # inside the experiment the user's choice stands: sorting by another column
+            page.get_by_test_id("sort-header-epochs_run").first.click()
             _settle(page)
-            headers = page.locator("[data-testid^='sort-header-']").evaluate_all(
-                "els => els.map(e => e.dataset.testid.slice('sort-header-'.length))"
-            )
-            for key in ("selected_test_error", "cell/ci_low", "cell/ci_high",
-                        "final_samples_per_sec", "labels" if SHOTS else "estimator"):  # fmt: skip
-                assert key in headers, (key, headers)
+            assert "epochs_run" in page.url and "viewStateShareKey" not in page.url.split("?")[0]
 
             # the link `m2h ui` printed: the same view at once
             page.goto(link)
@@ -107,12 +130,27 @@ def test_the_ui_opens_an_ablation_on_its_runs_table_with_the_key_columns(tmp_pat
             table = page.inner_text("body")
             assert "selected_test_error" in table and "Group: " in table
             assert ("100 labels · exact" if SHOTS else "exact · seed 0") in table  # run names
+            groups = [line for line in table.splitlines() if line.startswith("Group: ")]
             if SHOTS:  # a group's name, which the UI cuts shortest, says its label count
                 assert "Group: 1000 la" in table and "Group: 100 lab" in table, table[:3000]
+                # the groups in the table's order: 100 labels first, then 600, 1000, 3000
+                assert [g.split(" labels")[0] for g in groups[:4]] == [
+                    "Group: 100", "Group: 600", "Group: 1000", "Group: 3000"
+                ], groups  # fmt: skip
+            else:
+                assert groups == ["Group: exact", "Group: supervised-only"], groups
+
             page.locator("label:has(input[value='CHART'])").first.click()
             _arrive(page, "cells side by side", "cells-side-by-side")
             charts = page.inner_text("body")
             assert "cells side by side" in charts and "final_samples_per_sec" in charts
+
+            # the compare view of some runs opens its plot on the reported test error
+            page.goto(f"{address}/{_compare_address(store, name)}")
+            page.get_by_text("Parallel Coordinates Plot").first.wait_for(timeout=60_000)
+            _settle(page, "compare")
+            controls = page.inner_text("body").split("Metrics:", 1)[1].strip()
+            assert controls.startswith("selected_test_error"), controls[:200]
             browser.close()
     finally:
         ui.terminate()
