@@ -20,6 +20,7 @@ import platform
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +55,7 @@ class RunRecord:
     history: list[EpochReport]
     path: Path | None = None
 
-    @property
+    @cached_property
     def outcome(self) -> dict[str, Any]:
         return run_summary(self.variant, self.history)
 
@@ -132,8 +133,19 @@ REMEDY = "move it out of the runs folder (or delete it) to go on"
 
 def read_record(path: str | Path) -> RunRecord:
     """The run record in `path`, checked against its schema (types, ranges, finite figures);
-    RecordError in one line naming the file for anything else."""
+    RecordError in one line naming the file for anything else. A file read before and not
+    changed since (the same size and modification time) is not read again: a table or the
+    answers page reads each record once, not once for every ablation that looks for it."""
     path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        return _read_record(path, None)
+    return _read_record(path, (stat.st_ino, stat.st_size, stat.st_mtime_ns))
+
+
+@lru_cache(maxsize=4096)
+def _read_record(path: Path, version: tuple[int, int, int] | None) -> RunRecord:
     try:
         data = read_json(path, "run record", REMEDY)
     except FileFormatError as err:

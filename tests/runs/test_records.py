@@ -13,7 +13,14 @@ import pytest
 from harness.cli.main import main
 from harness.config.ablations import load_ablation
 from harness.config.variants import create_variant, resumable_settings
-from harness.runs.records import cell_key, find_records, make_record, read_record, write_record
+from harness.runs.records import (
+    RecordError,
+    cell_key,
+    find_records,
+    make_record,
+    read_record,
+    write_record,
+)
 from harness.runs.runner import RunSite
 from harness.tracking.loading import record_span
 from harness.tracking.views import VIEW_TAG
@@ -69,6 +76,19 @@ def test_a_record_reads_back_as_written(tmp_path):
     stored = json.loads(path.read_text())
     assert stored["outcome"]["selected_epoch"] == again.outcome["selected_epoch"] == 2
     assert len(path.read_text().splitlines()) < 80  # one line per epoch: a diff reads by epoch
+
+
+def test_a_record_is_read_once_until_its_file_changes(tmp_path):
+    variant = create_variant("exact", {"seed": 1})
+    path = write_record(tmp_path, make_record(variant, history([30.0, 20.0]), MACHINE))
+    first = read_record(path)
+    assert read_record(path) is first  # not parsed again for the next table that looks
+    write_record(tmp_path, make_record(variant, history([30.0, 20.0, 10.0]), MACHINE))
+    again = read_record(path)
+    assert len(again.history) == 3 and again.outcome["selected_test_error"] == 10.0
+    path.write_text("{")  # damaged in place: still a one-line error, never the old record
+    with pytest.raises(RecordError, match="is not a readable run record"):
+        read_record(path)
 
 
 COMMITTED_RUNS = Path(__file__).resolve().parents[2] / "results" / "runs"
