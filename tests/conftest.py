@@ -14,9 +14,11 @@ REPO = Path(__file__).resolve().parents[1]
 # keys its kernels by code, not by the instruction set torch and oneDNN are limited to
 # (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA), so a kernel built under one was reused under
 # another and gave wrong values (a compiled softplus 18 off, a compiled loss NaN)
-INDUCTOR_CACHE = os.environ.setdefault(
-    "TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="m2h-inductor-")
-)
+# (one per process: each pytest-xdist worker makes its own, not the one its parent made)
+if os.environ.get("M2H_OWN_INDUCTOR_CACHE") or "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="m2h-inductor-")
+    os.environ["M2H_OWN_INDUCTOR_CACHE"] = "1"
+INDUCTOR_CACHE = os.environ["TORCHINDUCTOR_CACHE_DIR"]
 # resolved now, from the folder pytest starts in: tests run in temporary folders of their own
 DATA_ROOT = Path(os.environ.get("M2_DATA_ROOT") or REPO.parent / "shared" / "data").resolve()
 
@@ -90,10 +92,13 @@ def pytest_sessionstart(session):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Fail the run if the tests left anything in the working tree; remove the session's own
-    compiled kernels."""
+    """Fail the run if the tests left anything in the working tree (where every test has
+    ended: not in a pytest-xdist worker, whose neighbour may still be running); remove the
+    process's own compiled kernels."""
     if Path(INDUCTOR_CACHE).name.startswith("m2h-inductor-"):
         shutil.rmtree(INDUCTOR_CACHE, ignore_errors=True)
+    if hasattr(session.config, "workerinput"):
+        return
     left = _tree_state() - session.config.stash.get(_TREE, set())
     if left:
         print("\ntests left these in the working tree:\n  " + "\n  ".join(sorted(left)))

@@ -68,15 +68,10 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from harness.reporting.plots import plot
-    from harness.reporting.tables import compares_with_paper, comparisons
+    from harness.reporting.plots import ablation_plots
 
     ablation, runs, curves = _results_inputs(args)
-    axis = next(iter(ablation.axes)) if len(ablation.axes) == 1 else None
-    paper = compares_with_paper(ablation.axes, runs)
-    found = comparisons(ablation, runs)
-    grid = list(ablation.axes) if len(ablation.axes) == 2 else []
-    paths = plot(ablation.name, runs, curves, Path(args.out), axis, paper, found, grid)
+    paths = ablation_plots(ablation, runs, curves, Path(args.out))
     for path in paths:
         print(f"wrote {path}")
     if not any(p.name.endswith("_curves.png") for p in paths):

@@ -15,6 +15,7 @@ import functools
 import itertools
 import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED
@@ -471,7 +472,8 @@ def parent_run(
 ) -> Iterator[str]:
     """The ablation's parent MLflow run for this budget, opened again if it exists; when its
     block ends, the parent gets each cell's mean and standard deviation over the records so far
-    (so the collapsed row of the ablation in the UI already says something). The experiment
+    (so the collapsed row of the ablation in the UI already says something), and the plots
+    `m2h plot` draws of them (artifacts under `plots/`, intervals as the tables'). The experiment
     gets its m2h view (tracking/views.py) over the settings its cells vary. `span`: the
     times of the runs loaded from records (tracker.run)."""
     from harness.tracking.views import save_view
@@ -506,6 +508,7 @@ def _log_cell_summary(
     epochs: int,
     max_steps: int | None,
 ) -> None:
+    from harness.reporting.plots import ablation_plots
     from harness.reporting.tables import (
         ResultsError,
         comparison_frame,
@@ -516,10 +519,13 @@ def _log_cell_summary(
     from harness.tracking.loading import log_summary
 
     try:
-        runs, _ = load_runs(ablation, results_dir, epochs, max_steps)
+        runs, curves = load_runs(ablation, results_dir, epochs, max_steps)
     except ResultsError:  # nothing finished yet
         return
     log_summary(tracker, parent_id, summarize(runs), comparison_frame(comparisons(ablation, runs)))
+    with tempfile.TemporaryDirectory() as folder:  # the plots of `m2h plot`, on the parent run
+        for path in ablation_plots(ablation, runs, curves, Path(folder)):
+            tracker.client.log_artifact(parent_id, str(path), "plots")
 
 
 def _log_once(

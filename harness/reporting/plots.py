@@ -20,11 +20,19 @@ from scipy import stats
 
 from harness.files import write_all_atomically
 from harness.reporting.statistics import CONFIDENCE, Comparison, t_interval
-from harness.reporting.tables import PAPER_M1M2_ERROR, PAPER_M2_ERROR, PROBLEM_AXES
+from harness.reporting.tables import (
+    PAPER_M1M2_ERROR,
+    PAPER_M2_ERROR,
+    PROBLEM_AXES,
+    compares_with_paper,
+    comparisons,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+    from harness.config.ablations import Ablation
 
 
 def plot(
@@ -55,6 +63,19 @@ def plot(
     finally:
         for figure in figures.values():
             plt.close(figure)
+
+
+def ablation_plots(
+    ablation: Ablation, runs: pd.DataFrame, curves: pd.DataFrame, out_dir: Path
+) -> list[Path]:
+    """`plot` of an ablation's runs as `m2h plot` draws them: along its one axis, beside the
+    paper where it sweeps label counts, its grid where it sweeps two settings, and its paired
+    comparisons."""
+    axis = next(iter(ablation.axes)) if len(ablation.axes) == 1 else None
+    paper = compares_with_paper(ablation.axes, runs)
+    grid = list(ablation.axes) if len(ablation.axes) == 2 else []
+    found = comparisons(ablation, runs)
+    return plot(ablation.name, runs, curves, out_dir, axis, paper, found, grid)
 
 
 def _save_png(figure: Figure, path: Path) -> None:

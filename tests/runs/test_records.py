@@ -345,6 +345,9 @@ def test_the_parent_run_carries_the_intervals_and_the_paired_comparisons(ablatio
     path = client.download_artifacts(parent.info.run_id, "comparisons.csv", str(tmp_path))
     text = Path(path).read_text()
     assert text.splitlines()[1].startswith("supervised-only,exact,0 1,2,9.5")
+    # the plots `m2h plot` draws, Holm-corrected intervals and all, beside them in the UI
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/two_final.png", "plots/two_paired.png", "plots/two_curves.png"} <= plots
 
 
 def test_a_resumed_run_records_every_commit_and_machine_it_trained_under(generated, tmp_path):
