@@ -15,6 +15,9 @@ An ablation file (`ablations/NAME.toml`) says:
                budget) included: a variant that needs another stop rule than the others
                (m1m2-reimpl's 50 epochs of patience) keeps its cells, and their records, one
                with every other ablation that runs them
+  numerics     the numerics versions besides this code's (training/numerics.py) whose records
+               it reuses ([0]; "unknown" for a commit not in this history): a record of any
+               other is refused in one line rather than reused or trained over
 
 Every finished run leaves a record in `<results>/runs/` (records.py); a run whose record is
 there already, made by this ablation or by any other that lists the same cell, is not trained
@@ -87,6 +90,9 @@ class Ablation:
     settings_by_variant: dict[str, dict[str, Any]] = field(default_factory=dict)
     # the variant compared against ("": the first of `variants`), or axis settings
     reference: str | dict[str, Any] = ""
+    # numerics versions besides this code's whose records the ablation reuses ("unknown": made
+    # at a commit not in this history, without a version of its own)
+    numerics: list[int | str] = field(default_factory=list)
     source: Path | None = field(default=None, compare=False)  # the file it was read from
 
     def seeds_of(self, cell: Cell, seeds: Sequence[int] | None = None) -> list[int]:
@@ -227,7 +233,7 @@ def load_ablation(name: str, directory: Path | None = None) -> Ablation:
 def _checked(path: Path, spec: dict[str, Any]) -> Ablation:
     """The ablation `spec` (read from `path`) describes, every name and setting in it checked."""
     keys = {"description", "variants", "controls", "seeds", "epochs", "set", "axes", "reference"}
-    keys.add("max_steps")
+    keys |= {"max_steps", "numerics"}
     unknown = set(spec) - keys - {"seeds_by_variant", "set_by_variant"}
     if unknown:
         raise AblationError(f"{path}: unknown keys {', '.join(sorted(unknown))}")
@@ -245,12 +251,19 @@ def _checked(path: Path, spec: dict[str, Any]) -> Ablation:
         seeds_by_variant={k: list(v) for k, v in spec.get("seeds_by_variant", {}).items()},
         settings_by_variant={k: dict(v) for k, v in spec.get("set_by_variant", {}).items()},
         reference=spec.get("reference", ""),
+        numerics=list(spec.get("numerics", [])),
     )
     if not ablation.variants:
         raise AblationError(f"{path}: no variants")
     steps = ablation.max_steps
     if steps is not None and not (type(steps) is int and steps >= 1):
         raise AblationError(f"{path}: max_steps must be a whole number >= 1, got {steps!r}")
+    for version in ablation.numerics:
+        if not (type(version) is int and version >= 0) and version != "unknown":
+            raise AblationError(
+                f'{path}: numerics lists numerics versions (whole numbers >= 0, or "unknown"),'
+                f" got {version!r}"
+            )
     if isinstance(ablation.reference, dict):
         for key, value in ablation.reference.items():
             if value not in ablation.axes.get(key, []):

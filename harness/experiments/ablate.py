@@ -38,7 +38,9 @@ from harness.runs.records import (
     record_path,
     twin_index,
 )
+from harness.runs.reproduce import record_numerics
 from harness.runs.runner import RunSite, checkpoint_path
+from harness.training.numerics import NUMERICS_VERSION
 
 if TYPE_CHECKING:
     from harness.experiments.launchers import SlurmOptions
@@ -97,6 +99,7 @@ def plan(
     cells = list(cells) if cells is not None else ablation.cells()
     pending: list[list[Variant]] = [[] for _ in cells]
     reused = []
+    twinned: list[tuple[Cell, Variant, RunRecord]] = []  # adopted once their numerics pass
     twins = functools.cache(lambda: twin_index(records_dir))  # read once, if ever needed
     seeds_of = [ablation.seeds_of(cell, seeds) for cell in cells]
     for rank in range(max(len(s) for s in seeds_of)):
@@ -110,9 +113,11 @@ def plan(
                 continue
             twin = twins().get(identity.twin_key(variant, max_steps))
             if twin is not None:  # the same run under another variant's name: recorded again
-                reused.append((cell, adopt_twin(records_dir, variant, twin)))
+                twinned.append((cell, variant, twin))
             else:
                 waiting.append(variant)
+    check_numerics(ablation, [r for _, r in reused] + [twin for _, _, twin in twinned])
+    reused += [(cell, adopt_twin(records_dir, v, twin)) for cell, v, twin in twinned]
     if stack:
         groups = [
             (cell, group)
@@ -322,6 +327,34 @@ def claimed_jobs(todo: list[Job], claimed: list[CellOutcome]) -> list[Job]:
     return jobs
 
 
+def other_numerics(record: RunRecord) -> set[int | str]:
+    """The numerics versions other than this code's that `record` trained under."""
+    versions = record_numerics(record.made)
+    return {"unknown" if v is None else v for v in versions if v != NUMERICS_VERSION}
+
+
+def check_numerics(ablation: Ablation, records: Sequence[RunRecord]) -> None:
+    """Refuse, in one line and before anything is written, to reuse a record made under a
+    numerics version the ablation's file does not list (`numerics`): its numbers would not be
+    what this code gives (issue 57), so reusing it is the file's decision, never silent."""
+    refused = [r for r in records if other_numerics(r) - set(ablation.numerics)]
+    if not refused:
+        return
+    versions = sorted({str(v) for r in refused for v in other_numerics(r)})
+    where = ablation.source or f"ablations/{ablation.name}.toml"
+    names = ", ".join(r.path.name if r.path else r.key for r in refused[:3])
+    more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
+    listed = ", ".join(f'"{v}"' if v == "unknown" else v for v in versions)  # as TOML
+    records = "run record" if len(refused) == 1 else "run records"
+    raise AblationError(
+        f"ablation {ablation.name!r} would reuse {len(refused)} {records} made under numerics "
+        f"version {', '.join(versions)} (this code: version {NUMERICS_VERSION}), {names}{more}: "
+        f"add `numerics = [{listed}]` "
+        f"to {where} to reuse them (its table says which cells mix versions), or move them out "
+        "of the runs folder to train them again"
+    )
+
+
 def adopt_checkpoints(
     ablation: Ablation,
     cells: Sequence[Cell],
@@ -361,6 +394,13 @@ def _announce(
         + (f" in {len(todo)} stacks" if stack else "")
         + f", {len(reused)} finished already (records in {records_dir})"
     )
+    other = [r for _, r in reused if other_numerics(r)]
+    if other:
+        versions = sorted({str(v) for r in other for v in other_numerics(r)})
+        echo(
+            f"  {len(other)} of them made under numerics version {', '.join(versions)}, not this "
+            f"code's {NUMERICS_VERSION}: reused, as the file's `numerics` allows"
+        )
     return [
         CellOutcome(cell.name, record.variant.seed, "skipped", f"finished already ({record.path})")
         for cell, record in reused

@@ -30,7 +30,7 @@ from harness.reporting.statistics import (
     t_interval,
 )
 from harness.runs.records import RUNS_FOLDER, RunRecord, find_records, missing_records
-from harness.runs.reproduce import numerics_version_at
+from harness.runs.reproduce import segment_numerics
 from harness.training.stopping import TARGET_PERCENTS
 
 if TYPE_CHECKING:
@@ -127,9 +127,7 @@ def _row(record: RunRecord, cell: Cell, order: int, axes: Sequence[str]) -> dict
 def _numerics(segment: dict, made: dict) -> str:
     """The numerics version a segment trained under: the record's own (the last segment's,
     where it names one), else the one its commit had (training/numerics.py's starts)."""
-    if segment is (made.get("segments") or [made])[-1] and "numerics_version" in made:
-        return f"version {made['numerics_version']}"
-    version = numerics_version_at(segment.get("git_commit", ""))
+    version = segment_numerics(segment, made)
     return f"version {version}" if version is not None else "version unknown (commit not here)"
 
 

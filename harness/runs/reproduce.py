@@ -96,6 +96,20 @@ def numerics_version_at(commit: str) -> int | None:
     return version
 
 
+def segment_numerics(segment: dict[str, Any], made: dict[str, Any]) -> int | None:
+    """The numerics version one of a record's segments trained under: the record's own for its
+    last segment, where it names one, else the one the segment's commit had (None where git
+    cannot say: a commit not in this history)."""
+    if segment is (made.get("segments") or [made])[-1] and "numerics_version" in made:
+        return int(made["numerics_version"])
+    return numerics_version_at(str(segment.get("git_commit", "")))
+
+
+def record_numerics(made: dict[str, Any]) -> set[int | None]:
+    """Every numerics version a record's segments trained under."""
+    return {segment_numerics(segment, made) for segment in made.get("segments") or [made]}
+
+
 def causes(made: dict[str, Any], epochs: int) -> list[str]:
     """What differs between where the record's first `epochs` epochs were trained and here."""
     first = (made.get("segments") or [made])[0]

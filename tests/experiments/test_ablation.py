@@ -489,3 +489,34 @@ def test_a_run_made_with_m2h_run_leaves_a_record_no_ablation_trains_again(
     )
     outcomes = run_ablation(load_ablation(str(ablation)), options, echo=lambda *a: None)
     assert [o.status for o in outcomes] == ["skipped"]
+
+
+def test_a_record_of_other_numerics_is_reused_only_where_the_file_allows(tmp_path, capsys):
+    """A record made under numerics version 0 (before the softplus change) gives numbers this
+    code does not: the ablation refuses it in one line, writing nothing, until its file lists
+    the version, and then says it reused it (issue 57)."""
+    from harness.runs.records import make_record, write_record
+    from harness.training.numerics import NUMERICS_VERSION
+    from tests.training.test_stopping import history
+
+    spec = 'variants = ["exact"]\nseeds = [0]\nepochs = 2\n'
+    path = tmp_path / "old.toml"
+    path.write_text(spec)
+    ablation = load_ablation(str(path))
+    variant = ablation.variant(ablation.cells()[0], 0, 2)
+    made = {"git_commit": "b" * 40, "git_dirty": False, "device_name": "cpu (test, 2 cores)"}
+    runs = tmp_path / "results" / "runs"
+    write_record(runs, make_record(variant, history([30.0, 20.0]), {**made, "numerics_version": 0}))
+    args = ["ablate", str(path), "--no-track", "--out", str(tmp_path / "results")]
+    args += ["--checkpoint-dir", str(tmp_path / "c")]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"made under numerics version 0 (this code: version {NUMERICS_VERSION})" in err
+    assert "add `numerics = [0]` to" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists() and len(list(runs.iterdir())) == 1  # nothing written
+    path.write_text(spec + "numerics = [0]\n")
+    assert main(args) == 0
+    assert "1 of them made under numerics version 0" in capsys.readouterr().out
+    path.write_text(spec + 'numerics = ["zero"]\n')
+    with pytest.raises(AblationError, match="numerics lists numerics versions"):
+        load_ablation(str(path))
