@@ -345,9 +345,9 @@ def check_numerics(ablation: Ablation, records: Sequence[RunRecord]) -> None:
     names = ", ".join(r.path.name if r.path else r.key for r in refused[:3])
     more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
     listed = ", ".join(f'"{v}"' if v == "unknown" else v for v in versions)  # as TOML
-    records = "run record" if len(refused) == 1 else "run records"
+    noun = "run record" if len(refused) == 1 else "run records"
     raise AblationError(
-        f"ablation {ablation.name!r} would reuse {len(refused)} {records} made under numerics "
+        f"ablation {ablation.name!r} would reuse {len(refused)} {noun} made under numerics "
         f"version {', '.join(versions)} (this code: version {NUMERICS_VERSION}), {names}{more}: "
         f"add `numerics = [{listed}]` "
         f"to {where} to reuse them (its table says which cells mix versions), or move them out "

@@ -104,7 +104,7 @@ def log_summary(
     tracker.client.log_batch(parent_id, metrics=metrics)
     by_cell = {str(row.cell): (order, row) for order, row in enumerate(cells.itertuples())}
     for child in tracker.child_runs(parent_id):  # each run's row shows its cell's interval
-        order, row = by_cell.get(child.data.tags.get("cell", ""), (None, None))
+        order, row = by_cell.get(child.data.tags.get("cell", ""), (-1, None))
         if row is not None:
             values = {f"cell/{c}": round(float(getattr(row, c)), 3) for c in CELL_METRICS}
             values[CELL_ORDER] = float(order)  # the UI's groups in the table's order
