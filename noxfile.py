@@ -71,8 +71,7 @@ def ui(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole test suite, the e2e checks on $M2_DATA_ROOT included, in two workers (the
-    README's test command)."""
+    """The whole test suite, e2e checks on $M2_DATA_ROOT included, in two pytest workers."""
     session.run("python", "-m", "pytest", "-n", "2", "--dist", "loadfile", *session.posargs)
 
 
