@@ -333,6 +333,12 @@ def other_numerics(record: RunRecord) -> set[int | str]:
     return {"unknown" if v is None else v for v in versions if v != NUMERICS_VERSION}
 
 
+def _other_versions(records: Sequence[RunRecord]) -> list[str]:
+    """The other numerics versions `records` trained under, in order, as the messages name
+    them."""
+    return sorted({str(v) for r in records for v in other_numerics(r)})
+
+
 def check_numerics(ablation: Ablation, records: Sequence[RunRecord]) -> None:
     """Refuse, in one line and before anything is written, to reuse a record made under a
     numerics version the ablation's file does not list (`numerics`): its numbers would not be
@@ -340,7 +346,7 @@ def check_numerics(ablation: Ablation, records: Sequence[RunRecord]) -> None:
     refused = [r for r in records if other_numerics(r) - set(ablation.numerics)]
     if not refused:
         return
-    versions = sorted({str(v) for r in refused for v in other_numerics(r)})
+    versions = _other_versions(refused)
     where = ablation.source or f"ablations/{ablation.name}.toml"
     names = ", ".join(r.path.name if r.path else r.key for r in refused[:3])
     more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
@@ -396,7 +402,7 @@ def _announce(
     )
     other = [r for _, r in reused if other_numerics(r)]
     if other:
-        versions = sorted({str(v) for r in other for v in other_numerics(r)})
+        versions = _other_versions(other)
         echo(
             f"  {len(other)} of them made under numerics version {', '.join(versions)}, not this "
             f"code's {NUMERICS_VERSION}: reused, as the file's `numerics` allows"

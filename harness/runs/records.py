@@ -134,7 +134,7 @@ REMEDY = "move it out of the runs folder (or delete it) to go on"
 def read_record(path: str | Path) -> RunRecord:
     """The run record in `path`, checked against its schema (types, ranges, finite figures);
     RecordError in one line naming the file for anything else. A file read before and not
-    changed since (the same size and modification time) is not read again: a table or the
+    changed since (the same inode, size and modification time) is not read again: a table or the
     answers page reads each record once, not once for every ablation that looks for it."""
     path = Path(path)
     try:

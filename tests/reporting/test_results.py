@@ -23,11 +23,11 @@ labels = [10, 20]
 """
 
 
-def labels_runs(folder: Path, errors: list[float]):
-    """The LABELS ablation with a record of `errors` for every cell and seed, in `folder`: the
-    ablation, its runs and its curves."""
+def labels_runs(folder: Path, errors: list[float], spec: str = LABELS):
+    """The ablation `spec` (LABELS) with a record of `errors` for every cell and seed, in
+    `folder`: the ablation, its runs and its curves."""
     path = folder / "counts.toml"
-    path.write_text(LABELS)
+    path.write_text(spec)
     ablation = load_ablation(str(path))
     for cell in ablation.cells():
         for seed in ablation.seeds:
@@ -241,13 +241,8 @@ def test_a_cell_of_one_seed_claims_no_spread_and_no_interval(tmp_path):
     from harness.reporting.answers import _lowest
     from harness.reporting.tables import shown_frame, summarize
 
-    path = tmp_path / "one.toml"
-    path.write_text(LABELS.replace("seeds = [0, 1]", "seeds = [0]"))
-    ablation = load_ablation(str(path))
-    for cell in ablation.cells():
-        variant = ablation.variant(cell, 0)
-        write_record(tmp_path / "runs", make_record(variant, history([30.0, 20.0]), MACHINE))
-    runs, _ = load_runs(ablation, tmp_path)
+    one_seed = LABELS.replace("seeds = [0, 1]", "seeds = [0]")
+    ablation, runs, _ = labels_runs(tmp_path, [30.0, 20.0], one_seed)
     table = summarize(runs, False, list(ablation.axes))
     shown = shown_frame(table)
     assert set(shown["test error (%)"]) == {"20.00 (one seed)"}
