@@ -188,7 +188,7 @@ def holm(comparisons: Sequence[Comparison]) -> list[Comparison]:
     """The comparisons of one table with each kind of p-value corrected together (Holm 1979)."""
     if not comparisons:
         return []
-    gc.freeze()  # statsmodels' Holm calls gc.collect(): 0.2 s a call over every record read
+    gc.freeze()  # statsmodels' Holm calls gc.collect(), which would walk every record read
     try:
         exact = multipletests([c.p_value for c in comparisons], alpha=LEVEL, method="holm")[1]
         t = multipletests([c.p_t for c in comparisons], alpha=LEVEL, method="holm")[1]

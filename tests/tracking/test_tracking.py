@@ -258,8 +258,8 @@ def test_a_damaged_run_pointer_is_one_line_naming_it(store, tmp_path, text):
 
 def test_a_local_server_starts_lean_unless_the_user_asks_otherwise(monkeypatch):
     """One worker for a browser, two for an ablation's writers (not MLflow's 4), and MLflow 3's
-    job execution off, which nothing here uses: together 32 s to 6.5 s to the first answer on
-    a 2-core machine. A user's own MLFLOW_SERVER_ENABLE_JOB_EXECUTION stands."""
+    job execution off, which nothing here uses: fewer processes to start before the first
+    answer. A user's own MLFLOW_SERVER_ENABLE_JOB_EXECUTION stands."""
     import subprocess
 
     from harness.tracking import server
